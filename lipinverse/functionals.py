@@ -1,0 +1,67 @@
+r"""Data-fidelity functionals."""
+
+from __future__ import annotations
+
+import torch
+
+from operators import Operator
+from operators.base import _check_rho, check_tensor
+
+__all__ = ["L2Fidelity"]
+
+
+class L2Fidelity:
+    r"""Least-squares data fidelity :math:`f(x) = \tfrac12 \|Ax - y\|^2` (per sample).
+
+    Parameters
+    ----------
+    A : operators.Operator
+        The forward operator.
+    y : tensor ``(B, *A.out_shape)``
+        The measurements (finite).
+
+    Notes
+    -----
+    * :math:`\nabla f(x) = A^\top A x - A^\top y` (``A^T y`` is computed once);
+    * :math:`\operatorname{prox}_{\tau f}(x) = (A^\top A + I/\tau)^{-1}(A^\top y + x/\tau)`,
+      through ``A.gram_solve``;
+    * ``grad_lipschitz`` :math:`= \|A\|^2` from the operator's certified norm; ``f`` is
+      convex, so ``convex = True`` and ``weak_convexity = 0``.
+    """
+
+    convex = True
+    weak_convexity = 0.0
+
+    def __init__(self, A: Operator, y: torch.Tensor):
+        if not isinstance(A, Operator):
+            raise TypeError(f"L2Fidelity: expected an operators.Operator, got {type(A).__name__}")
+        check_tensor("L2Fidelity (y)", y)
+        if A.out_shape is not None and tuple(y.shape[1:]) != tuple(A.out_shape):
+            raise ValueError(f"L2Fidelity: expected y of shape (B, {', '.join(map(str, A.out_shape))}"
+                             f"), got {tuple(y.shape)}")
+        bad = ~torch.isfinite(y.flatten(1)).all(dim=1)
+        if bool(bad.any()):
+            raise ValueError(f"L2Fidelity: y has NaN or Inf entries in sample(s) "
+                             f"{bad.nonzero().flatten().tolist()}")
+        self.A = A
+        self.y = y
+        self.Aty = A.adjoint(y)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-sample values :math:`\\tfrac12\\|Ax - y\\|^2`, shape ``(B,)``."""
+        r = self.A(x) - self.y
+        return 0.5 * r.flatten(1).pow(2).sum(1)
+
+    def grad(self, x: torch.Tensor) -> torch.Tensor:
+        r""":math:`A^\top(Ax - y)`."""
+        return self.A.adjoint(self.A(x)) - self.Aty
+
+    def prox(self, x: torch.Tensor, tau: float) -> torch.Tensor:
+        r""":math:`\arg\min_u \tfrac12\|Au - y\|^2 + \tfrac1{2\tau}\|u - x\|^2`."""
+        tau = _check_rho("L2Fidelity.prox (tau)", tau)
+        return self.A.gram_solve(self.Aty + x / tau, 1.0 / tau)
+
+    @property
+    def grad_lipschitz(self) -> float:
+        r"""Certified Lipschitz constant of the gradient, :math:`\|A\|^2`."""
+        return self.A.norm(self.y.dtype, self.y.device) ** 2

@@ -1,0 +1,18 @@
+"""Forward operators for imaging inverse problems, with exact adjoints and certified norms.
+
+Every operator is a linear :class:`Operator` acting on batches ``(B, C, H, W)``. This package
+never imports :mod:`lipinverse`.
+"""
+
+from . import kernels
+from .algebra import Adjoint, Composition, Identity, Scaled, Sum
+from .base import ConvergenceError, Operator
+from .blur import Blur
+from .downsampling import Downsample, Subsample
+from .gradient import FiniteDifference
+from .mask import Mask
+
+__all__ = [
+    "Operator", "ConvergenceError", "Identity", "Adjoint", "Composition", "Sum", "Scaled",
+    "Blur", "Mask", "Downsample", "Subsample", "FiniteDifference", "kernels",
+]
