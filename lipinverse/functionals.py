@@ -37,8 +37,8 @@ class L2Fidelity:
             raise TypeError(f"L2Fidelity: expected an operators.Operator, got {type(A).__name__}")
         check_tensor("L2Fidelity (y)", y)
         if A.out_shape is not None and tuple(y.shape[1:]) != tuple(A.out_shape):
-            raise ValueError(f"L2Fidelity: expected y of shape (B, {', '.join(map(str, A.out_shape))}"
-                             f"), got {tuple(y.shape)}")
+            want = ", ".join(map(str, A.out_shape))
+            raise ValueError(f"L2Fidelity: expected y of shape (B, {want}), got {tuple(y.shape)}")
         bad = ~torch.isfinite(y.flatten(1)).all(dim=1)
         if bool(bad.any()):
             raise ValueError(f"L2Fidelity: y has NaN or Inf entries in sample(s) "

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .base import Operator
+from .base import Operator, _collatz_wielandt
 
 __all__ = ["Identity", "Adjoint", "Composition", "Sum", "Scaled", "compose", "add", "scale"]
 
@@ -32,6 +32,15 @@ def _shapes_meet(name: str, out_shape, in_shape) -> None:
             f"{name}: the inner operator's output shape {tuple(out_shape)} does not match the "
             f"outer operator's input shape {tuple(in_shape)}"
         )
+
+
+def _tighten(op: Operator, bound: float, dtype, device) -> float:
+    """min(bound, Collatz-Wielandt bound) when ``op`` has a known shape and a nonnegative
+    majorant: both are certified, the second is tight for nonnegative operators."""
+    maj = op._majorant()
+    if maj is None or op.in_shape is None:
+        return bound
+    return min(bound, _collatz_wielandt(maj, dtype, device, 1e-6, 500))
 
 
 class Identity(Operator):
@@ -124,7 +133,8 @@ class Composition(Operator):
         return self.inner.input_shape(self.outer.input_shape(out_shape))
 
     def _norm(self, dtype, device):
-        return self.outer.norm(dtype, device) * self.inner.norm(dtype, device)
+        bound = self.outer.norm(dtype, device) * self.inner.norm(dtype, device)
+        return _tighten(self, bound, dtype, device)
 
     def _majorant(self):
         a, b = self.outer._majorant(), self.inner._majorant()
@@ -159,7 +169,8 @@ class Sum(Operator):
         return self.a.input_shape(out_shape)
 
     def _norm(self, dtype, device):
-        return self.a.norm(dtype, device) + self.b.norm(dtype, device)
+        bound = self.a.norm(dtype, device) + self.b.norm(dtype, device)
+        return _tighten(self, bound, dtype, device)
 
 
 class Scaled(Operator):
@@ -212,7 +223,9 @@ def compose(outer: Operator, inner: Operator) -> Operator:
     """``outer @ inner``; keeps structure where an operator knows how (``_compose_with``)."""
     _require_operator("compose", outer)
     if not isinstance(inner, Operator):
-        raise TypeError(f"compose (A @ B): expected an operators.Operator, got {type(inner).__name__}")
+        raise TypeError(
+            f"compose (A @ B): expected an operators.Operator, got {type(inner).__name__}"
+        )
     if isinstance(inner, Identity):
         _shapes_meet("compose (A @ B)", inner.out_shape, outer.in_shape)
         return outer

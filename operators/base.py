@@ -59,7 +59,7 @@ def check_tensor(name: str, x, *, ndim: int | None = 4) -> torch.Tensor:
 
 
 class Operator(torch.nn.Module, abc.ABC):
-    r"""A linear operator :math:`A : \mathbb{R}^{C\times H\times W} \to \mathbb{R}^{C'\times H'\times W'}`.
+    r"""A linear operator :math:`A : \mathbb{R}^{n} \to \mathbb{R}^{m}`.
 
     Parameters
     ----------

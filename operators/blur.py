@@ -164,7 +164,7 @@ class Blur(Operator):
         return l1 * _padding.pad_norm(None, None, self.pads, self.padding)
 
     def _padded_norm_bound(self, dtype, device) -> float:
-        """min of two certified bounds for a padded blur on a known size.
+        r"""min of two certified bounds for a padded blur on a known size.
 
         (1) ``A = R C P`` with ``P`` the padding, ``C`` the circular convolution on the
         padded grid (no wrap-around reaches the kept pixels) and ``R`` a restriction, so
