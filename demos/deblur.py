@@ -1,0 +1,197 @@
+r"""Deblur a photograph with a learned convex prior, inside a solver that certifies convergence.
+
+The problem: an image :math:`x` (scikit-image's ``camera``, 256x256 by default) is blurred by
+a Gaussian kernel :math:`k` (circular boundary) and corrupted by Gaussian noise,
+
+.. math::
+
+    y = k * x + \varepsilon, \qquad \varepsilon \sim \mathcal N(0, \sigma^2 I),
+
+and reconstructed by
+
+.. math::
+
+    \hat x = \arg\min_x \tfrac12 \|k * x - y\|^2 + \lambda R(x)
+
+with two priors :math:`R`:
+
+* total variation (TV), by proximal gradient (FISTA), the hand-made baseline;
+* the shipped convex ridge regulariser ``crr`` (``lipinverse.pretrained.load("crr")``),
+  a learned prior whose gradient is a certified-Lipschitz 1-Lipschitz ResNet block, by its
+  convergent gradient scheme.
+
+It prints PSNR / SSIM of the observation and of both reconstructions, the iterations, the
+time and each solver's convergence guarantee, and writes ``deblur.png`` (ground truth,
+observation, TV, learned, convergence curves). Runs in well under a minute on a laptop CPU.
+
+Usage::
+
+    python demos/deblur.py                          # camera, Gaussian blur sigma 2, noise 0.01
+    python demos/deblur.py --image my.png --kernel motion:3 --noise 0.02 --out result.png
+    python demos/deblur.py --device cuda            # same code on a GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import torch
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from lipinverse.functionals import L2Fidelity
+from lipinverse.io import (
+    builtin_image,
+    center_crop,
+    parse_kernel,
+    read_image,
+    save_figure,
+    to_numpy,
+    to_tensor,
+)
+from operators import Blur
+
+#: Strength of TV relative to the noise level (lam = TV_LAM_PER_SIGMA * noise).
+TV_LAM_PER_SIGMA = 0.25
+
+
+def _metrics(x, truth) -> tuple[float, float]:
+    a, b = to_numpy(x), to_numpy(truth)
+    return (peak_signal_noise_ratio(b, a, data_range=1.0),
+            structural_similarity(b, a, data_range=1.0))
+
+
+def _load_learned(device):
+    """The shipped convex ridge regulariser, or ``None`` (with the reason) if absent."""
+    try:
+        from lipinverse import pretrained
+
+        model = pretrained.load("crr")
+    except (ImportError, AttributeError, ValueError, KeyError, FileNotFoundError) as err:
+        return None, f"{type(err).__name__}: {err}"
+    return model.to(device).eval(), None
+
+
+def _learned_lam(model, noise: float) -> float:
+    """The prior's own tuned strength for this noise level, when it exposes one."""
+    for attr in ("deblur_lam", "lam_for"):
+        fn = getattr(model, attr, None)
+        if callable(fn):
+            return float(fn(noise))
+    return 1.0
+
+
+def main(image: str | None = None, size: int = 256, max_iter: int = 300,
+         out: str | None = "deblur.png", kernel: str = "gaussian:2.0", noise: float = 0.01,
+         seed: int = 0, tol: float = 1e-5, device: str = "cpu", progress: bool = True) -> dict:
+    """Run the demo; returns the measured figures as a dict (for tests and scripts).
+
+    Parameters
+    ----------
+    image : str, optional
+        An image file (read as grayscale in [0, 1]); default: scikit-image's ``camera``.
+    size : int
+        Side of the central crop (after a downscale for images more than twice as large).
+    max_iter, tol : int, float
+        Iteration cap and relative-change tolerance of both solvers.
+    out : str or None
+        Where to write the figure; ``None`` writes nothing.
+    kernel : str
+        Blur kernel spec: ``gaussian:SIGMA``, ``uniform:SIZE``, ``motion:SEED`` or a ``.npy``.
+    noise : float
+        Noise standard deviation in [0, 1] image units.
+    seed : int
+        Seed of the noise.
+    device : str
+        ``"cpu"`` or ``"cuda"``.
+    progress : bool
+        Show tqdm progress bars.
+    """
+    from lipinverse.regularizers import TV
+    from lipinverse.solvers import PGD
+
+    if noise < 0:
+        raise ValueError(f"deblur demo: expected noise >= 0, got {noise}")
+    dev = torch.device(device)
+    img = read_image(image) if image else builtin_image("camera")
+    truth = to_tensor(center_crop(img, size), device=dev)
+
+    # -- the problem: y = k * x + noise (noise drawn on the CPU: identical on every device)
+    A = Blur(parse_kernel(kernel), padding="circular").to(device=dev, dtype=truth.dtype)
+    g = torch.Generator().manual_seed(seed)
+    y = A(truth) + (noise * torch.randn(truth.shape, generator=g)).to(dev)
+    f = L2Fidelity(A, y)
+    rows = {"observation": _metrics(y, truth) + (0, 0.0, "-")}
+    results = {}
+
+    # -- TV, the hand-made baseline
+    t0 = time.perf_counter()
+    res = PGD(f, TV(), lam=max(TV_LAM_PER_SIGMA * noise, 1e-4)).solve(
+        max_iter=max_iter, tol=tol, progress=progress)
+    rows["TV"] = _metrics(res.x, truth) + (res.iterations, time.perf_counter() - t0,
+                                           res.guarantee)
+    results["TV"] = res
+
+    # -- the shipped learned convex prior, in its convergent solver
+    model, why = _load_learned(dev)
+    if model is None:
+        print(f"NOTE: the shipped learned prior is not available in this installation "
+              f"({why}); showing TV only.")
+    else:
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            res = PGD(f, model, lam=_learned_lam(model, noise)).solve(
+                max_iter=max_iter, tol=tol, progress=progress)
+        rows["learned (crr)"] = _metrics(res.x, truth) + (
+            res.iterations, time.perf_counter() - t0, res.guarantee)
+        results["learned (crr)"] = res
+
+    # -- report
+    print(f"\nDeblurring {image or 'camera'} ({size}x{size}), kernel {kernel}, noise {noise}")
+    print(f"{'':<15} {'PSNR (dB)':>9} {'SSIM':>7} {'iters':>6} {'time (s)':>9}")
+    for name, (p, s, it, sec, _) in rows.items():
+        print(f"{name:<15} {p:9.2f} {s:7.4f} {int(it):6d} {sec:9.2f}")
+    for name, (*_, guarantee) in rows.items():
+        if name != "observation":
+            print(f"guarantee [{name}]: {' '.join(str(guarantee).split())}")
+    if out:
+        panels = [("ground truth", truth),
+                  (f"observation {rows['observation'][0]:.2f} dB", y)]
+        panels += [(f"{n} {rows[n][0]:.2f} dB", r.x) for n, r in results.items()]
+        save_figure(out, panels, curves=results,
+                    title=f"deblurring, kernel {kernel}, noise {noise}")
+        print(f"wrote {out}")
+    return {name: {"psnr": p, "ssim": s, "iterations": int(it), "seconds": sec,
+                   "guarantee": str(gu)} for name, (p, s, it, sec, gu) in rows.items()}
+
+
+def _parse(argv):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--image", default=None,
+                   help="your own image (any format scikit-image reads; converted to "
+                        "grayscale in [0, 1]); default: scikit-image's camera")
+    p.add_argument("--kernel", default="gaussian:2.0",
+                   help="gaussian:SIGMA | uniform:SIZE | motion:SEED | FILE.npy "
+                        "(default: gaussian:2.0)")
+    p.add_argument("--noise", type=float, default=0.01,
+                   help="noise standard deviation in [0, 1] units (default: 0.01)")
+    p.add_argument("--size", type=int, default=256, help="side of the central crop (256)")
+    p.add_argument("--max-iter", type=int, default=300, help="solver iteration cap (300)")
+    p.add_argument("--tol", type=float, default=1e-5, help="relative-change tolerance (1e-5)")
+    p.add_argument("--seed", type=int, default=0, help="noise seed (0)")
+    p.add_argument("--out", default="deblur.png", help="figure file (deblur.png)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    return p.parse_args(argv)
+
+
+if __name__ == "__main__":
+    a = _parse(sys.argv[1:])
+    if a.device.startswith("cuda") and not torch.cuda.is_available():
+        sys.exit("deblur.py: error: --device cuda requested but CUDA is not available")
+    try:
+        main(image=a.image, size=a.size, max_iter=a.max_iter, out=a.out, kernel=a.kernel,
+             noise=a.noise, seed=a.seed, tol=a.tol, device=a.device)
+    except (ValueError, FileNotFoundError, ImportError) as err:
+        sys.exit(f"deblur.py: error: {' '.join(str(err).split())}")

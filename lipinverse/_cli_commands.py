@@ -1,0 +1,242 @@
+r"""Implementations of the ``lipinverse`` subcommands (argument parsing is in :mod:`.cli`).
+
+Each ``run_<command>(args)`` validates its arguments, raises ``ValueError`` /
+``FileNotFoundError`` for user errors (turned into one line by :func:`lipinverse.cli.main`)
+and prints its results on stdout.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from . import _cli_priors as priors
+from .io import center_crop, parse_kernel, read_image, save_figure, to_numpy, to_tensor, write_image
+
+__all__ = ["run_deblur", "run_ct", "run_denoise", "run_train", "run_certify", "run_models",
+           "resolve_device", "psnr"]
+
+
+# ----------------------------------------------------------------------- helpers
+def resolve_device(spec: str) -> torch.device:
+    """``cpu`` / ``cuda`` / ``cuda:K`` as a device, checking that CUDA is available."""
+    try:
+        dev = torch.device(spec)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"--device: expected 'cpu', 'cuda' or 'cuda:K', got {spec!r}") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {spec}: CUDA was requested but is not available "
+                             "(torch.cuda.is_available() is False); use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {spec}: only {torch.cuda.device_count()} CUDA "
+                             "device(s) visible")
+    elif dev.type != "cpu":
+        raise ValueError(f"--device: expected 'cpu', 'cuda' or 'cuda:K', got {spec!r}")
+    return dev
+
+
+def _check_nonneg(name: str, value: float) -> float:
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name}: expected a finite value >= 0, got {value}")
+    return float(value)
+
+
+def _check_solve_args(args) -> None:
+    if args.max_iter < 1:
+        raise ValueError(f"--max-iter: expected an integer >= 1, got {args.max_iter}")
+    if not math.isfinite(args.tol) or args.tol <= 0:
+        raise ValueError(f"--tol: expected a finite value > 0, got {args.tol}")
+    if args.lam is not None:
+        _check_nonneg("--lam", args.lam)
+
+
+def _load_input(args):
+    img = read_image(args.image)
+    if args.size is not None:
+        img = center_crop(img, args.size)
+    return img
+
+
+def psnr(x, ref) -> float:
+    """PSNR in dB of ``x`` against ``ref`` (data range 1), unclipped."""
+    from skimage.metrics import peak_signal_noise_ratio
+
+    return float(peak_signal_noise_ratio(to_numpy(ref), to_numpy(x), data_range=1.0))
+
+
+def ssim(x, ref) -> float:
+    """SSIM of ``x`` against ``ref`` (data range 1)."""
+    from skimage.metrics import structural_similarity
+
+    return float(structural_similarity(to_numpy(ref), to_numpy(x), data_range=1.0))
+
+
+def _noise(shape, sigma: float, seed: int, like: torch.Tensor) -> torch.Tensor:
+    """Seeded Gaussian noise drawn on the CPU (the same on every device)."""
+    g = torch.Generator().manual_seed(int(seed))
+    return (sigma * torch.randn(shape, generator=g, dtype=torch.float64)).to(like.device,
+                                                                                like.dtype)
+
+
+def _report(result, seconds: float, ref=None, label="reconstruction") -> None:
+    if ref is not None:
+        print(f"{label:<15} PSNR {psnr(result.x, ref):6.2f} dB   SSIM {ssim(result.x, ref):.4f}")
+    conv = result.converged
+    if isinstance(conv, torch.Tensor):
+        conv = bool(conv.all())
+    iters = result.iterations
+    iters = int(iters.max()) if isinstance(iters, torch.Tensor) else int(iters)
+    print(f"iterations      {iters} ({'converged' if conv else 'max_iter reached'}), "
+          f"{seconds:.2f} s")
+    print(f"guarantee       {priors.guarantee_text(result)}")
+
+
+def _write_outputs(args, x_hat, panels, results) -> None:
+    write_image(args.out, x_hat)
+    print(f"wrote           {args.out}")
+    if getattr(args, "figure", None):
+        save_figure(args.figure, panels, curves=results)
+        print(f"wrote           {args.figure}")
+
+
+# ------------------------------------------------------------------------ deblur
+def run_deblur(args) -> None:
+    """``lipinverse deblur``: simulate a blurred noisy image and deblur it."""
+    from operators import Blur
+
+    _check_solve_args(args)
+    sigma = _check_nonneg("--noise", args.noise)
+    device = resolve_device(args.device)
+    kernel = parse_kernel(args.kernel)
+    img = _load_input(args)
+    priors.solver_class(args.solver)  # fail before any work if the solver is missing
+    prior = priors.load_prior(args.prior, device)
+    x = to_tensor(img, device=device)
+    A = Blur(kernel, padding="circular").to(device=device, dtype=x.dtype)
+    if args.observed:
+        truth, y = None, x
+    else:
+        truth = x
+        y = A(x) + _noise(x.shape, sigma, args.seed, x)
+        print(f"observation     PSNR {psnr(y, truth):6.2f} dB   SSIM {ssim(y, truth):.4f}")
+    t0 = time.perf_counter()
+    result = priors.reconstruct(A, y, args.prior, prior, solver=args.solver, lam=args.lam,
+                                sigma=sigma, max_iter=args.max_iter, tol=args.tol,
+                                progress=not args.quiet)
+    seconds = time.perf_counter() - t0
+    _report(result, seconds, truth, label=f"{args.prior} ({args.solver})")
+    panels = ([("ground truth", truth)] if truth is not None else []) + [
+        ("observation", y), (f"{args.prior} ({args.solver})", result.x)]
+    _write_outputs(args, result.x, panels, {args.prior: result})
+
+
+# ---------------------------------------------------------------------------- ct
+def run_ct(args) -> None:
+    """``lipinverse ct``: simulate a parallel-beam sinogram and reconstruct."""
+    _check_solve_args(args)
+    sigma = _check_nonneg("--noise", args.noise)
+    if args.angles < 1:
+        raise ValueError(f"--angles: expected an integer >= 1, got {args.angles}")
+    device = resolve_device(args.device)
+    img = read_image(args.image)
+    Radon = priors.require("operators.radon", "Radon", "CT (lipinverse ct)")
+    priors.solver_class(args.solver)
+    prior = priors.load_prior(args.prior, device)
+    n = args.size if args.size is not None else min(img.shape)
+    img = center_crop(img, n) if args.size is not None or img.shape[0] != img.shape[1] else img
+    x = to_tensor(img, device=device)
+    angles = torch.linspace(0, math.pi, args.angles + 1, dtype=torch.float64)[:-1]
+    A = Radon(n, angles).to(device=device, dtype=x.dtype)
+    clean = A(x)
+    y = clean + _noise(clean.shape, sigma * float(clean.abs().max()), args.seed, clean)
+    x_fbp = A.fbp(y)
+    print(f"FBP             PSNR {psnr(x_fbp, x):6.2f} dB   SSIM {ssim(x_fbp, x):.4f}")
+    t0 = time.perf_counter()
+    result = priors.reconstruct(A, y, args.prior, prior, solver=args.solver, lam=args.lam,
+                                sigma=sigma * float(clean.abs().max()), max_iter=args.max_iter,
+                                tol=args.tol, progress=not args.quiet, x0=x_fbp)
+    seconds = time.perf_counter() - t0
+    _report(result, seconds, x, label=f"{args.prior} ({args.solver})")
+    panels = [("ground truth", x), ("FBP", x_fbp), (f"{args.prior} ({args.solver})", result.x)]
+    _write_outputs(args, result.x, panels, {args.prior: result})
+
+
+# ----------------------------------------------------------------------- denoise
+def run_denoise(args) -> None:
+    """``lipinverse denoise``: add noise of level --sigma/255 and denoise."""
+    sigma255 = _check_nonneg("--sigma", args.sigma)
+    if args.lam is not None:
+        _check_nonneg("--lam", args.lam)
+    device = resolve_device(args.device)
+    img = _load_input(args)
+    prior = priors.load_prior(args.prior, device)
+    x = to_tensor(img, device=device)
+    sigma = sigma255 / 255.0
+    if args.observed:
+        truth, y = None, x
+    else:
+        truth = x
+        y = x + _noise(x.shape, sigma, args.seed, x)
+        print(f"noisy           PSNR {psnr(y, truth):6.2f} dB   SSIM {ssim(y, truth):.4f}")
+    t0 = time.perf_counter()
+    x_hat, note = priors.denoise(args.prior, prior, y, sigma, lam=args.lam)
+    seconds = time.perf_counter() - t0
+    if truth is not None:
+        print(f"{args.prior:<15} PSNR {psnr(x_hat, truth):6.2f} dB   SSIM {ssim(x_hat, truth):.4f}")
+    print(f"time            {seconds:.2f} s")
+    print(f"certificate     {note}")
+    panels = ([("ground truth", truth)] if truth is not None else []) + [
+        ("noisy", y), (args.prior, x_hat)]
+    _write_outputs(args, x_hat, panels, {})
+
+
+# ------------------------------------------------------------------------- train
+def run_train(args) -> None:
+    """``lipinverse train``: train a prior on patches of a folder of images."""
+    from ._cli_train import train
+
+    folder = Path(args.images)
+    if not folder.exists():
+        raise FileNotFoundError(f"--images: no such folder: '{folder}'")
+    if not folder.is_dir():
+        raise ValueError(f"--images: expected a folder of images, got the file '{folder}'")
+    for name in ("epochs", "patch_size", "batch_size"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')}: expected an integer >= 1, "
+                             f"got {getattr(args, name)}")
+    if not math.isfinite(args.lr) or args.lr <= 0:
+        raise ValueError(f"--lr: expected a finite value > 0, got {args.lr}")
+    _check_nonneg("--sigma-max", args.sigma_max)
+    device = resolve_device(args.device)
+    train(args, device)
+
+
+# ----------------------------------------------------------------------- certify
+def run_certify(args) -> None:
+    """``lipinverse certify``: print the certificates of a checkpoint or a shipped prior."""
+    device = resolve_device(args.device)
+    model, source = priors.load_model(args.checkpoint, device)
+    print(f"model           {type(model).__name__} from {source}")
+    for line in priors.certificate_lines(model):
+        print(line)
+
+
+# ------------------------------------------------------------------------ models
+def run_models(args) -> None:
+    """``lipinverse models``: list the shipped priors with their certificates."""
+    names = priors.shipped_names()
+    print(f"{'name':<12} {'kind':<26} {'params':>8}  certificate")
+    print(f"{'tv':<12} {'total variation':<26} {0:>8}  convex; prox certified by duality gap")
+    if names is None:
+        print("(no pretrained priors in this installation: lipinverse.pretrained is missing)")
+        return
+    for name in names:
+        model = priors.load_prior(name, torch.device("cpu"))
+        params = sum(p.numel() for p in model.parameters()) if hasattr(model, "parameters") \
+            else 0
+        print(f"{name:<12} {type(model).__name__:<26} {params:>8}  "
+              f"{'; '.join(priors.certificate_lines(model, short=True))}")

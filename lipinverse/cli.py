@@ -1,0 +1,246 @@
+r"""The ``lipinverse`` command: deblur, CT, denoise, train, certify, list the shipped models.
+
+Run ``lipinverse --help`` or ``lipinverse SUBCOMMAND --help``. Every subcommand reads images
+as grayscale floats in [0, 1] (colour is converted to luminance, integer images are divided
+by their maximum value, e.g. 255), and writes 8-bit PNGs clipped to [0, 1] for display only;
+PSNR and SSIM are computed on the unclipped values.
+
+Exit status: 0 on success, 2 for a user error (missing or unreadable file, bad kernel spec,
+unknown prior, negative noise, CUDA requested but unavailable: one line
+``lipinverse: error: ...`` on stderr, never a traceback), 1 when a solve fails (divergence,
+NaN) or a feature is missing from this installation, 130 on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import __version__
+
+__all__ = ["main", "build_parser"]
+
+EXIT_USER_ERROR = 2
+EXIT_FAILURE = 1
+
+
+class UnavailableError(RuntimeError):
+    """A feature the command needs is not part of this installation (yet)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors in the house format (``lipinverse: error: ...``)."""
+
+    def error(self, message):  # noqa: D401 - argparse API
+        where = self.prog.partition(" ")[2]
+        self.exit(EXIT_USER_ERROR, f"lipinverse: error: {where + ': ' if where else ''}"
+                                   f"{message} (see '{self.prog} --help')\n")
+
+
+def _fmt(description: str):
+    return {"description": description, "formatter_class": argparse.RawDescriptionHelpFormatter}
+
+
+def _add_common_solve(p: argparse.ArgumentParser, *, default_prior: str) -> None:
+    p.add_argument("--prior", default=default_prior, metavar="NAME",
+                   help="regulariser / denoiser: 'tv' (total variation) or a shipped prior "
+                        "listed by 'lipinverse models' ('crr', 'wcrr', 'lipdenoiser'); "
+                        f"default: {default_prior}")
+    p.add_argument("--lam", type=float, default=None, metavar="L",
+                   help="regularisation strength lambda in min 1/2||Ax-y||^2 + lambda R(x) "
+                        "(default: chosen from the noise level for each prior)")
+    p.add_argument("--max-iter", type=int, default=300, metavar="N",
+                   help="maximal number of solver iterations (default: 300)")
+    p.add_argument("--tol", type=float, default=1e-5, metavar="T",
+                   help="stop when the relative change ||x_k+1 - x_k|| / ||x_k|| < T "
+                        "(default: 1e-5)")
+
+
+def _add_common_io(p: argparse.ArgumentParser, *, out_default: str | None) -> None:
+    p.add_argument("--out", "-o", default=out_default, metavar="OUT.png", required=out_default
+                   is None, help="where to write the reconstruction (8-bit PNG, clipped to "
+                                 "[0, 1] for display)" + (f"; default: {out_default}"
+                                                          if out_default else ""))
+    p.add_argument("--figure", default=None, metavar="F.png",
+                   help="also write a figure: ground truth, observation, reconstruction and "
+                        "the convergence curve")
+    p.add_argument("--size", type=int, default=None, metavar="N",
+                   help="work on the central NxN crop of IMAGE (after a downscale for "
+                        "images more than twice as large); default: the whole image")
+    p.add_argument("--device", default="cpu", metavar="DEV",
+                   help="'cpu' (default), 'cuda' or 'cuda:K'; CUDA must be available")
+    p.add_argument("--seed", type=int, default=0, metavar="S",
+                   help="seed of the simulated noise (default: 0)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+
+
+IMAGE_HELP = ("input image file (PNG, JPEG, TIFF, ...; read as grayscale in [0, 1]) or "
+              "'skimage:NAME' for an image that scikit-image ships, e.g. skimage:camera")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``lipinverse`` command (all subcommands)."""
+    from .io import KERNEL_SPECS
+
+    parser = _Parser(
+        prog="lipinverse",
+        **_fmt("Imaging inverse problems with certified 1-Lipschitz learned priors inside "
+               "convergent solvers.\n\nExamples:\n"
+               "  lipinverse deblur skimage:camera --kernel gaussian:2.0 --noise 0.01 "
+               "--out x.png\n"
+               "  lipinverse denoise photo.png --sigma 25 --prior wcrr --out clean.png\n"
+               "  lipinverse models"),
+    )
+    parser.add_argument("--version", action="version", version=f"lipinverse {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    # ---------------------------------------------------------------- deblur
+    p = sub.add_parser(
+        "deblur", help="blur + noise an image, then deblur it with a convergent solver",
+        **_fmt("Simulate y = k * x + noise (circular convolution, Gaussian noise of standard "
+               "deviation --noise in [0, 1] image units, seeded) and reconstruct x by "
+               "min_x 1/2||k*x - y||^2 + lambda R(x) with the chosen prior and solver.\n"
+               "Prints the PSNR of the observation and of the reconstruction, the iterations, "
+               "the time and the convergence guarantee of the solver.\n"
+               "With --observed, IMAGE is taken as an already blurred measurement (no "
+               "simulation, no PSNR)."))
+    p.add_argument("image", metavar="IMAGE", help=IMAGE_HELP)
+    p.add_argument("--kernel", default="gaussian:2.0", metavar="SPEC",
+                   help="blur kernel: " + " | ".join(KERNEL_SPECS) + " (default: gaussian:2.0)")
+    p.add_argument("--noise", type=float, default=0.01, metavar="SIGMA",
+                   help="noise standard deviation in [0, 1] image units, >= 0 "
+                        "(default: 0.01, i.e. 2.55/255)")
+    p.add_argument("--solver", choices=("pgd", "admm"), default="pgd",
+                   help="pgd: proximal gradient / gradient scheme / PnP-FBS; admm: ADMM / "
+                        "PnP-ADMM (default: pgd)")
+    p.add_argument("--observed", action="store_true",
+                   help="IMAGE is already the blurred, noisy measurement: skip the simulation")
+    _add_common_solve(p, default_prior="crr")
+    _add_common_io(p, out_default=None)
+
+    # -------------------------------------------------------------------- ct
+    p = sub.add_parser(
+        "ct", help="simulate parallel-beam CT of an image and reconstruct it",
+        **_fmt("Simulate a sinogram y = R x + noise (parallel-beam Radon transform with "
+               "--angles equispaced angles in [0, pi), Gaussian noise of standard deviation "
+               "--noise relative to max|R x|) and reconstruct x by min 1/2||Rx - y||^2 + "
+               "lambda R(x), starting from filtered back-projection. IMAGE is cropped to a "
+               "square."))
+    p.add_argument("image", metavar="IMAGE", help=IMAGE_HELP)
+    p.add_argument("--angles", type=int, default=60, metavar="N",
+                   help="number of projection angles (default: 60)")
+    p.add_argument("--noise", type=float, default=0.01, metavar="SIGMA",
+                   help="noise standard deviation relative to the sinogram's maximum, >= 0 "
+                        "(default: 0.01)")
+    p.add_argument("--solver", choices=("pgd", "admm"), default="pgd",
+                   help="pgd (default) or admm")
+    _add_common_solve(p, default_prior="crr")
+    _add_common_io(p, out_default=None)
+
+    # --------------------------------------------------------------- denoise
+    p = sub.add_parser(
+        "denoise", help="add Gaussian noise to an image and denoise it",
+        **_fmt("Simulate y = x + noise with noise standard deviation --sigma given in /255 "
+               "units (--sigma 25 means 25/255 ~ 0.098 on [0, 1] images), then denoise: "
+               "'crr' / 'wcrr' solve argmin 1/2||x - y||^2 + R_sigma(x) with their own tuned "
+               "strength, 'lipdenoiser' applies the certified nonexpansive denoiser, 'tv' "
+               "solves the ROF problem. With --observed, IMAGE is already noisy."))
+    p.add_argument("image", metavar="IMAGE", help=IMAGE_HELP)
+    p.add_argument("--sigma", type=float, default=25.0, metavar="S",
+                   help="noise standard deviation in /255 units, >= 0 (default: 25)")
+    p.add_argument("--observed", action="store_true",
+                   help="IMAGE is already noisy with level --sigma: skip the simulation")
+    p.add_argument("--prior", default="wcrr", metavar="NAME",
+                   help="'tv' or a shipped prior ('crr', 'wcrr', 'lipdenoiser'); default: wcrr")
+    p.add_argument("--lam", type=float, default=None, metavar="L",
+                   help="TV only: strength lambda of the ROF problem (default: from --sigma)")
+    _add_common_io(p, out_default=None)
+
+    # ----------------------------------------------------------------- train
+    p = sub.add_parser(
+        "train", help="train a prior on the patches of a folder of images",
+        **_fmt("Train a convex ridge regulariser (crr), a weakly convex one (wcrr) or a "
+               "nonexpansive ResNet denoiser (lipdenoiser) on patches of the images in --images "
+               "(every PNG / JPEG / TIFF / BMP file in the folder), with Gaussian noise of "
+               "levels drawn in [0, --sigma-max]/255. Writes safetensors + JSON checkpoints to "
+               "--out; 'lipinverse certify' prints their certificates. For several processes "
+               "or GPUs, launch with torchrun, e.g. torchrun --nproc_per_node=4 -m "
+               "lipinverse.cli train ..."))
+    p.add_argument("--images", required=True, metavar="DIR", help="folder of training images")
+    p.add_argument("--model", choices=("crr", "wcrr", "lipdenoiser"), default="crr",
+                   help="what to train (default: crr)")
+    p.add_argument("--epochs", type=int, default=10, metavar="N",
+                   help="passes over the patches (default: 10)")
+    p.add_argument("--out", "-o", required=True, metavar="CHECKPOINT_DIR",
+                   help="folder for the checkpoints (created if needed)")
+    p.add_argument("--patch-size", type=int, default=40, metavar="P",
+                   help="side of the square training patches (default: 40)")
+    p.add_argument("--batch-size", type=int, default=64, metavar="B",
+                   help="patches per optimisation step (default: 64)")
+    p.add_argument("--lr", type=float, default=1e-3, metavar="LR",
+                   help="Adam learning rate (default: 1e-3)")
+    p.add_argument("--sigma-max", type=float, default=30.0, metavar="S",
+                   help="largest training noise level, /255 units (default: 30)")
+    p.add_argument("--max-patches", type=int, default=None, metavar="N",
+                   help="use at most N patches (quick runs); default: all")
+    p.add_argument("--device", default="cpu", metavar="DEV",
+                   help="'cpu' (default), 'cuda' or 'cuda:K'")
+    p.add_argument("--seed", type=int, default=0, metavar="S",
+                   help="seed of patch sampling, noise and initialisation (default: 0)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the last checkpoint in --out")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+
+    # --------------------------------------------------------------- certify
+    p = sub.add_parser(
+        "certify", help="print the certified Lipschitz bounds of a saved model",
+        **_fmt("Load a checkpoint written by 'lipinverse train' (a folder or its .safetensors "
+               "file; loading never executes code) or a shipped prior's name, and print its "
+               "certificates: the Lipschitz bound of a denoiser (with its averagedness) or "
+               "the Lipschitz constant of a regulariser's gradient, and its convexity."))
+    p.add_argument("checkpoint", metavar="CHECKPOINT",
+                   help="checkpoint folder, .safetensors file, or a shipped prior's name")
+    p.add_argument("--device", default="cpu", metavar="DEV", help="'cpu' (default) or 'cuda'")
+
+    # ---------------------------------------------------------------- models
+    p = sub.add_parser(
+        "models", help="list the shipped priors and their certificates",
+        **_fmt("List the priors that ship with the package (usable as --prior NAME) with "
+               "their parameter counts and certificates; 'tv' is always available."))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``lipinverse`` command; returns the exit status (see the module docstring)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from . import _cli_commands as commands
+
+    handler = getattr(commands, f"run_{args.command}")
+    try:
+        handler(args)
+    except KeyboardInterrupt:
+        print("lipinverse: interrupted", file=sys.stderr)
+        return 130
+    except UnavailableError as err:
+        _say(err)
+        return EXIT_FAILURE
+    except (ValueError, TypeError, FileNotFoundError, IsADirectoryError, PermissionError,
+            KeyError) as err:
+        _say(err)
+        return EXIT_USER_ERROR
+    except (RuntimeError, OSError) as err:  # divergence, NaN, CG failure, disk full
+        _say(err)
+        return EXIT_FAILURE
+    return 0
+
+
+def _say(err: BaseException) -> None:
+    msg = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+    msg = " ".join(str(msg).split()) or type(err).__name__
+    print(f"lipinverse: error: {msg}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
