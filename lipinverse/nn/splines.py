@@ -1,0 +1,274 @@
+r"""Learnable Lipschitz linear-spline activations.
+
+A :class:`LipschitzSpline` is a per-channel continuous piecewise-linear function on a
+uniform grid of knots, extended linearly outside the grid with the end slopes.  Its
+slopes are projected into an interval ``slope_bounds = (lo, hi)`` on every forward pass,
+so the constraint holds after *any* optimiser update of the raw parameters.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+__all__ = ["LipschitzSpline"]
+
+_INITS = ("identity", "relu", "zero", "soft_threshold")
+
+
+def _check_bounds(name: str, slope_bounds) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in slope_bounds)
+    except (TypeError, ValueError) as err:
+        raise TypeError(
+            f"{name}: expected slope_bounds as a pair of floats (lo, hi), got {slope_bounds!r}"
+        ) from err
+    if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi:
+        raise ValueError(f"{name}: expected finite slope_bounds with lo <= hi, got {(lo, hi)}")
+    return lo, hi
+
+
+class LipschitzSpline(nn.Module):
+    r"""Per-channel learnable linear spline with slopes projected into an interval.
+
+    Parameters
+    ----------
+    num_channels : int
+        Number of channels ``C``; the spline acts on dimension 1 of a ``(B, C, ...)`` tensor.
+    num_knots : int, default 21
+        Number of knots ``K >= 2`` of the uniform grid.
+    knot_range : float or (float, float), default (-1.0, 1.0)
+        Grid interval ``(a, b)``; a float ``r`` means ``(-r, r)``.
+    slope_bounds : (float, float), default (0.0, 1.0)
+        Interval ``[lo, hi]`` into which the slopes are projected. ``(0, 1)`` gives a
+        monotone 1-Lipschitz activation (gradient-flow blocks), ``(-1, 1)`` a general
+        1-Lipschitz one, ``(-rho, 1)`` the derivative of a weakly convex potential.
+    init : {"identity", "relu", "zero", "soft_threshold"}, default "identity"
+        Initial function, sampled at the knots (then projected).
+    threshold : float, optional
+        Threshold of the ``"soft_threshold"`` initialisation; default a tenth of the
+        grid half-width.
+
+    Notes
+    -----
+    With knots :math:`t_k = a + k\Delta`, :math:`k = 0,\dots,K-1`, and raw values
+    :math:`\tilde c_k`, the projected values are
+
+    .. math::
+
+        s_k = \operatorname{clip}\bigl((\tilde c_{k+1} - \tilde c_k)/\Delta,\ lo,\ hi\bigr),
+        \qquad c_k = c_0 + \Delta \sum_{j<k} s_j,
+
+    with :math:`c_0` chosen so that :math:`\operatorname{mean}(c) = \operatorname{mean}(\tilde c)`.
+    On the (extended) interval :math:`k` the spline is :math:`\sigma(x) = c_k + s_k (x - t_k)`,
+    so :math:`\sigma'(x) \in [lo, hi]` everywhere and :math:`\mathrm{Lip}(\sigma) =
+    \max(|lo|, |hi|)`.  The forward pass is a single gather of the pair
+    :math:`(c_k - s_k t_k,\ s_k)` per element.
+
+    Shape
+    -----
+    Input ``(B, C, *)``, output the same shape.
+    """
+
+    def __init__(
+        self,
+        num_channels: int,
+        num_knots: int = 21,
+        knot_range: float | tuple[float, float] = (-1.0, 1.0),
+        slope_bounds: tuple[float, float] = (0.0, 1.0),
+        init: str = "identity",
+        threshold: float | None = None,
+    ) -> None:
+        super().__init__()
+        name = "LipschitzSpline"
+        if not isinstance(num_channels, int) or num_channels < 1:
+            raise ValueError(f"{name}: expected num_channels a positive int, got {num_channels!r}")
+        if not isinstance(num_knots, int) or num_knots < 2:
+            raise ValueError(f"{name}: expected num_knots an int >= 2, got {num_knots!r}")
+        if isinstance(knot_range, (int, float)):
+            a, b = -float(knot_range), float(knot_range)
+        else:
+            try:
+                a, b = (float(v) for v in knot_range)
+            except (TypeError, ValueError) as err:
+                raise TypeError(
+                    f"{name}: expected knot_range a float or a pair (a, b), got {knot_range!r}"
+                ) from err
+        if not (math.isfinite(a) and math.isfinite(b)) or not a < b:
+            raise ValueError(f"{name}: expected knot_range with a < b, got {(a, b)}")
+        if init not in _INITS:
+            raise ValueError(f"{name}: expected init in {_INITS}, got {init!r}")
+        self.num_channels = num_channels
+        self.num_knots = num_knots
+        self.knot_range = (a, b)
+        self._slope_bounds = _check_bounds(name, slope_bounds)
+        self.spacing = (b - a) / (num_knots - 1)
+        knots = torch.linspace(a, b, num_knots, dtype=torch.float64)
+        if init == "identity":
+            values = knots.clone()
+        elif init == "relu":
+            values = knots.clamp(min=0.0)
+        elif init == "zero":
+            values = torch.zeros_like(knots)
+        else:
+            thr = 0.1 * (b - a) / 2 if threshold is None else float(threshold)
+            if thr < 0:
+                raise ValueError(f"{name}: expected threshold >= 0, got {thr}")
+            values = torch.sign(knots) * (knots.abs() - thr).clamp(min=0.0)
+        values = values.to(torch.get_default_dtype())
+        self.coefficients = nn.Parameter(values.repeat(num_channels, 1))
+        self.register_buffer("_frozen_table", None, persistent=False)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def slope_bounds(self) -> tuple[float, float]:
+        """The interval ``(lo, hi)`` the slopes are projected into."""
+        return self._slope_bounds
+
+    @property
+    def lipschitz(self) -> float:
+        r"""Certified Lipschitz constant :math:`\max(|lo|, |hi|)`."""
+        lo, hi = self._slope_bounds
+        return max(abs(lo), abs(hi))
+
+    @property
+    def frozen(self) -> bool:
+        """Whether :meth:`freeze` has cached the projected coefficients."""
+        return self._frozen_table is not None
+
+    def knots(self) -> torch.Tensor:
+        """Knot positions ``t_k`` (1-D tensor, dtype/device of the coefficients)."""
+        c = self.coefficients
+        a, _ = self.knot_range
+        return a + self.spacing * torch.arange(self.num_knots, dtype=c.dtype, device=c.device)
+
+    # ------------------------------------------------------------------ projection
+    def slopes(self) -> torch.Tensor:
+        r"""Projected slopes :math:`s_k \in [lo, hi]`, shape ``(C, K-1)``."""
+        lo, hi = self._slope_bounds
+        return (torch.diff(self.coefficients, dim=1) / self.spacing).clamp(lo, hi)
+
+    def projected_coefficients(self) -> torch.Tensor:
+        r"""Projected knot values :math:`c_k`, shape ``(C, K)`` (see Notes of the class)."""
+        raw = self.coefficients
+        s = self.slopes()
+        base = torch.cat([torch.zeros_like(raw[:, :1]), torch.cumsum(s * self.spacing, dim=1)], 1)
+        return base + (raw.mean(dim=1, keepdim=True) - base.mean(dim=1, keepdim=True))
+
+    @torch.no_grad()
+    def project_(self) -> LipschitzSpline:
+        """Overwrite the raw coefficients with their projection (in place); returns ``self``."""
+        self.coefficients.copy_(self.projected_coefficients())
+        return self
+
+    def _table(self) -> torch.Tensor:
+        """Per-interval (intercept, slope) pairs, shape ``(C * (K-1), 2)``."""
+        if self._frozen_table is not None:
+            return self._frozen_table
+        c = self.projected_coefficients()
+        s = self.slopes()
+        intercept = c[:, :-1] - s * self.knots()[:-1]
+        return torch.stack([intercept, s], dim=-1).reshape(-1, 2)
+
+    def _interval(self, x: torch.Tensor) -> torch.Tensor:
+        """Flat index ``channel * (K-1) + k`` of the (extended) interval of each element."""
+        a, _ = self.knot_range
+        k = torch.floor((x - a) / self.spacing).clamp_(0, self.num_knots - 2).long()
+        shape = [1, self.num_channels] + [1] * (x.dim() - 2)
+        offset = torch.arange(self.num_channels, device=x.device).view(shape) * (self.num_knots - 1)
+        return k + offset
+
+    def _check_input(self, name: str, x: torch.Tensor) -> None:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"LipschitzSpline.{name}: expected a torch.Tensor, got {type(x)}")
+        if x.dim() < 2 or x.shape[1] != self.num_channels:
+            raise ValueError(
+                f"LipschitzSpline.{name}: expected input (B, {self.num_channels}, ...), "
+                f"got {tuple(x.shape)}"
+            )
+
+    # ------------------------------------------------------------------ evaluation
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        r"""Evaluate :math:`\sigma` elementwise along channel dimension 1."""
+        self._check_input("forward", x)
+        pair = self._table().to(x.dtype)[self._interval(x)]
+        return pair[..., 0] + pair[..., 1] * x
+
+    def derivative(self, x: torch.Tensor) -> torch.Tensor:
+        r"""Elementwise derivative :math:`\sigma'(x)` (right derivative at knots)."""
+        self._check_input("derivative", x)
+        return self._table().to(x.dtype)[self._interval(x)][..., 1]
+
+    def integrate(self, x: torch.Tensor) -> torch.Tensor:
+        r"""Exact antiderivative :math:`\Psi(x) = \int_0^x \sigma(t)\,dt`, elementwise.
+
+        Notes
+        -----
+        With :math:`P_k = \int_{t_0}^{t_k}\sigma` (trapezoid rule, exact for a linear
+        spline), on the extended interval :math:`k` of :math:`x`
+
+        .. math::
+
+            \int_{t_0}^{x}\sigma = P_k + (x - t_k)\,\frac{c_k + \sigma(x)}{2},
+
+        which is also exact for :math:`x` outside the grid, and
+        :math:`\Psi(x) = \int_{t_0}^{x}\sigma - \int_{t_0}^{0}\sigma`.
+        """
+        self._check_input("integrate", x)
+        c = self.projected_coefficients().to(x.dtype)
+        s = self.slopes().to(x.dtype)
+        t = self.knots().to(x.dtype)
+        cum = torch.cat(
+            [torch.zeros_like(c[:, :1]), torch.cumsum(self.spacing * (c[:, 1:] + c[:, :-1]) / 2, 1)],
+            dim=1,
+        )
+        table = torch.stack([cum[:, :-1], c[:, :-1], s, t[:-1].expand_as(s)], -1).reshape(-1, 4)
+
+        def primitive(z: torch.Tensor) -> torch.Tensor:
+            q = table[self._interval(z)]
+            d = z - q[..., 3]
+            return q[..., 0] + d * (q[..., 1] + 0.5 * q[..., 2] * d)
+
+        zero = torch.zeros([1, self.num_channels] + [1] * (x.dim() - 2), dtype=x.dtype,
+                           device=x.device)
+        return primitive(x) - primitive(zero)
+
+    # ------------------------------------------------------------------ penalties / bounds
+    def tv2(self) -> torch.Tensor:
+        r"""Second-order total variation :math:`\sum_{i,k} |c_{k+1} - 2c_k + c_{k-1}|`.
+
+        Computed on the projected knot values and summed over channels (0-d tensor).
+        """
+        return torch.diff(self.projected_coefficients(), n=2, dim=1).abs().sum()
+
+    @torch.no_grad()
+    def derivative_bounds(self) -> tuple[float, float]:
+        r"""Smallest and largest slope of the current projected spline (over all channels).
+
+        Always inside :attr:`slope_bounds`; a tighter, still certified, pair of bounds
+        on :math:`\sigma'`.
+        """
+        table = self._table()
+        s = table[:, 1]
+        return float(s.min()), float(s.max())
+
+    # ------------------------------------------------------------------ inference cache
+    @torch.no_grad()
+    def freeze(self) -> LipschitzSpline:
+        """Cache the projected (intercept, slope) table for fast inference; returns ``self``."""
+        self._frozen_table = None
+        self._frozen_table = self._table().detach().clone()
+        return self
+
+    def unfreeze(self) -> LipschitzSpline:
+        """Drop the cache of :meth:`freeze` (the spline is trainable again); returns ``self``."""
+        self._frozen_table = None
+        return self
+
+    def extra_repr(self) -> str:
+        return (
+            f"num_channels={self.num_channels}, num_knots={self.num_knots}, "
+            f"knot_range={self.knot_range}, slope_bounds={self._slope_bounds}"
+        )

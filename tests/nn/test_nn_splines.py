@@ -1,0 +1,145 @@
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lipinverse.nn import LipschitzSpline
+
+
+@pytest.mark.parametrize("bounds", [(0.0, 1.0), (-1.0, 1.0), (-0.3, 1.0), (0.2, 0.7)])
+@pytest.mark.parametrize("init", ["identity", "relu", "zero", "soft_threshold"])
+def test_slopes_inside_bounds_after_arbitrary_updates(bounds, init):
+    s = LipschitzSpline(3, num_knots=11, knot_range=1.5, slope_bounds=bounds, init=init)
+    with torch.no_grad():
+        s.coefficients.add_(5 * torch.randn_like(s.coefficients))
+    lo, hi = bounds
+    x = torch.linspace(-4, 4, 2001).repeat(3, 1)[None]
+    y = s(x)
+    diff = torch.diff(y, dim=-1) / torch.diff(x, dim=-1)
+    assert diff.min() >= lo - 1e-12 and diff.max() <= hi + 1e-12
+    slopes = s.slopes()
+    assert slopes.min() >= lo and slopes.max() <= hi
+    dlo, dhi = s.derivative_bounds()
+    assert lo <= dlo <= dhi <= hi
+    assert s.lipschitz == max(abs(lo), abs(hi))
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(0, 10_000), st.floats(-2.0, 0.5), st.floats(0.6, 3.0))
+def test_slopes_bounded_after_optimiser_steps(seed, lo, hi):
+    torch.manual_seed(seed)
+    s = LipschitzSpline(2, num_knots=7, slope_bounds=(lo, hi), init="zero")
+    opt = torch.optim.SGD(s.parameters(), lr=10.0)
+    for _ in range(3):
+        x = 3 * torch.randn(16, 2)
+        loss = -(s(x) * torch.randn(16, 2)).sum() * 100
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    x = torch.linspace(-3, 3, 501).repeat(2, 1)[None]
+    d = torch.diff(s(x), dim=-1) / torch.diff(x, dim=-1)
+    assert d.min() >= lo - 1e-10 and d.max() <= hi + 1e-10
+
+
+def test_interpolates_knots_and_extends_linearly():
+    s = LipschitzSpline(2, num_knots=5, knot_range=(-1.0, 1.0), slope_bounds=(-1.0, 1.0))
+    with torch.no_grad():
+        s.coefficients.copy_(torch.tensor([[0.0, 0.2, -0.1, 0.3, 0.1], [1.0, 1.0, 1.0, 1.0, 1.0]]))
+    c = s.projected_coefficients()
+    assert torch.allclose(c, s.coefficients)  # slopes within bounds: projection is identity
+    t = s.knots()
+    assert torch.allclose(s(t.repeat(2, 1)[None])[0], c)
+    # outside: linear with end slopes
+    x = torch.tensor([[[-3.0], [5.0]]])
+    y = s(x)
+    left = c[0, 0] + (c[0, 1] - c[0, 0]) / 0.5 * (-3.0 + 1.0)
+    assert torch.allclose(y[0, 0, 0], left)
+    assert torch.allclose(y[0, 1, 0], torch.tensor(1.0))
+
+
+def test_projection_clamps_and_preserves_mean():
+    s = LipschitzSpline(1, num_knots=5, slope_bounds=(0.0, 1.0))
+    with torch.no_grad():
+        s.coefficients.copy_(torch.tensor([[0.0, 3.0, 3.0, -1.0, 0.0]]))
+    c = s.projected_coefficients()
+    assert torch.allclose(c.mean(), s.coefficients.mean())
+    d = torch.diff(c, dim=1) / s.spacing
+    assert torch.allclose(d, torch.tensor([[1.0, 0.0, 0.0, 1.0]]))  # raw: 6, 0, -8, 2
+    s.project_()
+    assert torch.allclose(s.coefficients, c)
+
+
+def test_tv2_is_l1_of_second_differences():
+    s = LipschitzSpline(2, num_knots=9, slope_bounds=(-1.0, 1.0), init="zero")
+    with torch.no_grad():
+        s.coefficients.copy_(0.1 * torch.randn(2, 9))
+    c = s.projected_coefficients()
+    ref = sum(abs(c[i, k + 1] - 2 * c[i, k] + c[i, k - 1]) for i in range(2) for k in range(1, 8))
+    assert torch.allclose(s.tv2(), ref)
+    assert float(LipschitzSpline(2, init="identity").tv2().detach()) < 1e-12
+    assert abs(float(LipschitzSpline(1, num_knots=21, init="relu").tv2().detach()) - 0.1) < 1e-12
+
+
+@pytest.mark.parametrize("bounds", [(0.0, 1.0), (-0.5, 1.0)])
+def test_integrate_matches_quadrature(bounds):
+    s = LipschitzSpline(3, num_knots=8, knot_range=(-1.0, 2.0), slope_bounds=bounds, init="zero")
+    with torch.no_grad():
+        s.coefficients.copy_(torch.randn(3, 8))
+    x = torch.tensor([-3.5, -1.0, -0.2, 0.0, 0.37, 1.9, 4.2])
+    for i, xv in enumerate(x):
+        t = torch.linspace(0.0, float(xv), 200_001)
+        vals = s(t.repeat(3, 1)[None])[0]
+        ref = torch.trapezoid(vals, t, dim=-1)
+        got = s.integrate(torch.full((1, 3), float(xv)))[0]
+        assert torch.allclose(got, ref, atol=1e-8), (i, got, ref)
+    # derivative of the primitive is the spline
+    z = torch.randn(4, 3, requires_grad=True)
+    (g,) = torch.autograd.grad(s.integrate(z).sum(), z)
+    assert torch.allclose(g, s(z.detach()), atol=1e-12)
+
+
+def test_freeze_gives_identical_outputs_and_shapes():
+    s = LipschitzSpline(4, slope_bounds=(-1.0, 1.0))
+    with torch.no_grad():
+        s.coefficients.add_(torch.randn_like(s.coefficients))
+    x = 2 * torch.randn(3, 4, 5, 6)
+    y = s(x)
+    s.freeze()
+    assert s.frozen
+    assert torch.equal(s(x), y)
+    assert torch.equal(s.derivative(x), s.unfreeze().derivative(x))
+    assert not s.frozen
+    assert "_frozen_table" not in s.state_dict()
+    assert s(x).shape == x.shape
+
+
+def test_derivative_matches_autograd():
+    s = LipschitzSpline(2, slope_bounds=(-1.0, 1.0))
+    with torch.no_grad():
+        s.coefficients.add_(torch.randn_like(s.coefficients))
+    x = (2 * torch.randn(5, 2)).requires_grad_()
+    (g,) = torch.autograd.grad(s(x).sum(), x)
+    assert torch.allclose(g, s.derivative(x.detach()))
+
+
+def test_state_dict_roundtrip():
+    s = LipschitzSpline(3, slope_bounds=(0.0, 1.0))
+    with torch.no_grad():
+        s.coefficients.add_(torch.randn_like(s.coefficients))
+    t = LipschitzSpline(3, slope_bounds=(0.0, 1.0))
+    t.load_state_dict(s.state_dict())
+    x = torch.randn(2, 3, 4)
+    assert torch.equal(s(x), t(x))
+
+
+def test_errors():
+    with pytest.raises(ValueError, match="LipschitzSpline: expected finite slope_bounds"):
+        LipschitzSpline(2, slope_bounds=(1.0, 0.0))
+    with pytest.raises(ValueError, match="num_knots"):
+        LipschitzSpline(2, num_knots=1)
+    with pytest.raises(ValueError, match="init"):
+        LipschitzSpline(2, init="tanh")
+    with pytest.raises(ValueError, match="knot_range"):
+        LipschitzSpline(2, knot_range=(1.0, -1.0))
+    with pytest.raises(ValueError, match=r"LipschitzSpline.forward: expected input \(B, 2"):
+        LipschitzSpline(2)(torch.zeros(3, 4))
