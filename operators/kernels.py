@@ -6,7 +6,11 @@ import math
 
 import torch
 
-__all__ = ["gaussian", "uniform", "motion"]
+__all__ = ["gaussian", "uniform", "motion", "MAX_SIZE"]
+
+#: Largest kernel side accepted by the factories (a larger kernel is almost surely a unit
+#: mistake, e.g. sigma given in image fractions instead of pixels).
+MAX_SIZE = 1025
 
 
 def _check_positive(name: str, value, what: str) -> float:
@@ -20,8 +24,8 @@ def _check_positive(name: str, value, what: str) -> float:
 def _check_size(name: str, size) -> int:
     if isinstance(size, bool) or not isinstance(size, int):
         raise TypeError(f"{name}: expected an int size, got {type(size).__name__}")
-    if size < 1:
-        raise ValueError(f"{name}: expected size >= 1, got {size}")
+    if size < 1 or size > MAX_SIZE:
+        raise ValueError(f"{name}: expected size >= 1 and <= {MAX_SIZE}, got {size}")
     return size
 
 
@@ -36,9 +40,14 @@ def gaussian(sigma: float, size: int | None = None) -> torch.Tensor:
         Side length; default ``2 * ceil(3 sigma) + 1`` (odd, so the kernel is centred).
     """
     sigma = _check_positive("kernels.gaussian", sigma, "sigma")
-    size = 2 * math.ceil(3 * sigma) + 1 if size is None else _check_size("kernels.gaussian", size)
+    if size is None:
+        if sigma > (MAX_SIZE - 1) / 6:
+            raise ValueError(f"kernels.gaussian: expected sigma <= {(MAX_SIZE - 1) / 6:g} pixels "
+                             f"for the default size 2*ceil(3*sigma)+1 <= {MAX_SIZE}, got {sigma:g}")
+        size = 2 * math.ceil(3 * sigma) + 1
+    size = _check_size("kernels.gaussian", size)
     t = torch.arange(size, dtype=torch.float64) - (size // 2)
-    g = torch.exp(-(t**2) / (2 * sigma**2))
+    g = torch.exp(-0.5 * (t / sigma) ** 2)  # (t / sigma) keeps a tiny sigma free of 0/0
     k = g[:, None] * g[None, :]
     return k / k.sum()
 

@@ -27,6 +27,7 @@ def test_kernel_factories_sum_to_one_and_are_centred():
     (lambda: kernels.gaussian(-1.0), "sigma > 0"),
     (lambda: kernels.gaussian(float("nan")), "sigma > 0"),
     (lambda: kernels.uniform(0), "size >= 1"),
+    (lambda: kernels.gaussian(1e6), "default size"),
     (lambda: kernels.motion(9, inertia=1.5), "inertia"),
 ])
 def test_kernel_factory_errors(call, match):
