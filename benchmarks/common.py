@@ -1,0 +1,127 @@
+r"""Shared pieces of the BSD68 benchmarks: data, seeded noise, PSNR, tuning, result tables."""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+DATA = REPO.parent / "shared" / "data"
+RESULTS = REPO / "benchmarks" / "results"
+
+# Published BSD68 grayscale denoising PSNRs (dB) at sigma = 5, 15, 25 (x255).
+PUBLISHED = {
+    "CRR-NN (Goujon et al. 2023)": {"5": 36.96, "15": 30.55, "25": 28.10},
+    "WCRR-NN (Goujon et al. 2024)": {"5": 37.65, "15": 31.21, "25": 28.68},
+    "BM3D": {"5": None, "15": 31.07, "25": 28.57},
+    "DnCNN (Zhang et al. 2017)": {"5": None, "15": 31.73, "25": 29.23},
+}
+
+
+def require_data(folder: Path) -> Path:
+    """Exit with a clear message when the benchmark images are absent."""
+    if not folder.is_dir():
+        sys.exit(f"benchmark skipped: image folder {folder} not found (see "
+                 f"../shared/data/README.md); pass --data DIR")
+    return folder
+
+
+def load_images(folder: Path, limit: int | None = None, step: int = 1,
+                crop: int | None = None, dtype=torch.float64) -> list[tuple[str, torch.Tensor]]:
+    """``[(name, (1, 1, H, W) tensor in [0, 1])]``: every ``step``-th PNG, centre-cropped."""
+    from lipinverse.pretrained.train import load_folder
+
+    files = sorted(p.name for p in folder.iterdir() if p.suffix.lower() == ".png")
+    ims = load_folder(folder, dtype=dtype)
+    pairs = list(zip(files, ims, strict=True))[::step]
+    if limit is not None:
+        pairs = pairs[:limit]
+    if crop is not None:
+        pairs = [(n, centre_crop(x, crop)) for n, x in pairs]
+    return pairs
+
+
+def centre_crop(x: torch.Tensor, size: int) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    if h < size or w < size:
+        raise ValueError(f"centre_crop: expected an image at least {size}x{size}, got {h}x{w}")
+    r, c = (h - size) // 2, (w - size) // 2
+    return x[..., r:r + size, c:c + size].contiguous()
+
+
+def add_noise(x: torch.Tensor, sigma: float, seed: int) -> torch.Tensor:
+    """``x + sigma * n`` with ``n`` standard normal from a seeded CPU generator."""
+    g = torch.Generator().manual_seed(int(seed))
+    return x + sigma * torch.randn(x.shape, generator=g, dtype=x.dtype).to(x.device)
+
+
+def psnr(x: torch.Tensor, ref: torch.Tensor) -> float:
+    """PSNR (dB, peak 1) of the reconstruction clipped to [0, 1] (as published tables do)."""
+    mse = float((x.clamp(0, 1) - ref).pow(2).mean())
+    return 10 * math.log10(1.0 / max(mse, 1e-20))
+
+
+def tune(run, grid, problems) -> tuple[float, float]:
+    """Best parameter of ``grid`` by mean PSNR of ``run(y, param, extra) -> x`` on ``problems``.
+
+    ``problems`` is a list of ``(x, y, extra)`` built from the validation set only.
+    """
+    best = (-math.inf, None)
+    for p in grid:
+        val = float(np.mean([psnr(run(y, p, e), x) for x, y, e in problems]))
+        best = max(best, (val, p), key=lambda t: t[0])
+    return best[1], best[0]
+
+
+class Record:
+    """Per-method accumulator of PSNR, time per image and iterations."""
+
+    def __init__(self):
+        self.rows: dict[str, dict[str, list]] = {}
+
+    def add(self, method: str, key: str, psnr_db: float, seconds: float,
+            iterations: float | None = None):
+        r = self.rows.setdefault(method, {}).setdefault(key, [])
+        r.append((psnr_db, seconds, iterations))
+
+    def summary(self) -> dict:
+        out = {}
+        for m, d in self.rows.items():
+            out[m] = {}
+            for k, rows in d.items():
+                p, t, it = zip(*rows, strict=True)
+                its = [i for i in it if i is not None]
+                out[m][k] = {"psnr": round(float(np.mean(p)), 3),
+                             "time_s": round(float(np.mean(t)), 3),
+                             "iterations": round(float(np.mean(its)), 1) if its else None,
+                             "n": len(rows)}
+        return out
+
+
+def machine() -> str:
+    import os
+
+    return (f"{platform.machine()} {platform.system()}, {os.cpu_count()} CPU cores shared with "
+            f"other jobs, torch {torch.__version__}, threads {torch.get_num_threads()}")
+
+
+def write(name: str, payload: dict, markdown: str):
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    payload = payload | {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                         "machine": machine()}
+    (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
+    (RESULTS / f"{name}.md").write_text(markdown)
+    print(markdown)
+
+
+def fmt(v, nd=2) -> str:
+    return "–" if v is None else f"{v:.{nd}f}"

@@ -1,0 +1,154 @@
+r"""Small pretrained priors shipped inside the package (safetensors weights + JSON config).
+
+============  =============================================================================
+name          model
+============  =============================================================================
+``crr``       convex ridge regulariser (:class:`~lipinverse.regularizers.ConvexRidge`),
+              multi-noise :math:`\sigma \in [0, 30]/255`
+``wcrr``      weakly convex ridge regulariser
+              (:class:`~lipinverse.regularizers.WeakConvexRidge`), multi-noise
+``lipdenoiser``  certified nonexpansive 1-Lipschitz ResNet denoiser
+              (:class:`~lipinverse.denoisers.LipschitzDenoiser`) for plug-and-play
+============  =============================================================================
+
+Training data, commands, wall times and results: ``MODEL_CARD.md`` next to this file.
+
+Examples
+--------
+>>> from lipinverse import pretrained
+>>> names = pretrained.available()          # doctest: +SKIP
+>>> R = pretrained.load("crr")              # doctest: +SKIP
+>>> x = R.denoise(y, 15 / 255)              # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+__all__ = ["load", "available", "certificate", "deblur_prior", "config", "REGISTRY"]
+
+HERE = Path(__file__).resolve().parent
+
+#: name -> (module, class) of the model the weights belong to.
+REGISTRY: dict[str, tuple[str, str]] = {
+    "crr": ("lipinverse.regularizers", "ConvexRidge"),
+    "wcrr": ("lipinverse.regularizers", "WeakConvexRidge"),
+    "lipdenoiser": ("lipinverse.denoisers", "LipschitzDenoiser"),
+}
+
+
+def _files(name: str) -> tuple[Path, Path]:
+    return HERE / f"{name}.safetensors", HERE / f"{name}.json"
+
+
+def available() -> list[str]:
+    """Names of the priors whose weights ship with this installation (sorted)."""
+    return sorted(n for n in REGISTRY if all(p.is_file() for p in _files(n)))
+
+
+def _check_name(fn: str, name) -> str:
+    if not isinstance(name, str):
+        raise TypeError(f"pretrained.{fn}: expected a model name (str), got "
+                        f"{type(name).__name__}")
+    if name not in available():
+        raise ValueError(f"pretrained.{fn}: unknown model {name!r}; available: "
+                         f"{', '.join(available()) or '(none shipped)'}")
+    return name
+
+
+def config(name: str) -> dict:
+    """The JSON record of a shipped model: class, constructor config, training, tuning."""
+    _check_name("config", name)
+    return json.loads(_files(name)[1].read_text())
+
+
+def load(name: str, device=None) -> torch.nn.Module:
+    r"""Load a shipped prior, in eval mode, on ``device`` (default CPU).
+
+    Parameters
+    ----------
+    name : str
+        One of :func:`available`.
+    device : torch.device or str, optional
+
+    Returns
+    -------
+    torch.nn.Module
+        ``crr`` / ``wcrr``: a ridge regulariser with ``value``, ``grad``, ``prox``,
+        ``denoise(y, sigma)`` (its own tuned strength at noise level ``sigma`` in [0, 1]
+        units) and certificates. ``lipdenoiser``: a denoiser with ``lipschitz_bound()``
+        and ``averagedness``.
+
+    Raises
+    ------
+    ValueError
+        Unknown name (the message lists the available ones), or weights that do not match
+        the recorded architecture.
+
+    Notes
+    -----
+    The weights are read with :func:`safetensors.torch.load_file`, which never executes
+    code; the architecture is rebuilt from the JSON config.
+    """
+    import importlib
+
+    from safetensors.torch import load_file
+
+    _check_name("load", name)
+    weights, meta = _files(name)
+    cfg = json.loads(meta.read_text())
+    module, cls_name = REGISTRY[name]
+    cls = getattr(importlib.import_module(module), cls_name)
+    if cfg.get("class") != cls_name:
+        raise ValueError(f"pretrained.load: {meta.name} records class {cfg.get('class')!r}, "
+                         f"expected {cls_name!r}")
+    model = cls(**cfg["config"])
+    state = load_file(str(weights))
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise ValueError(f"pretrained.load: weights {weights.name} do not match "
+                         f"{cls_name}(**config): {err}") from None
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model.to(device) if device is not None else model
+
+
+@torch.no_grad()
+def certificate(name: str, sigmas=(5 / 255, 15 / 255, 25 / 255)) -> dict:
+    r"""Certified facts of a shipped model, as recorded by its own certificate methods.
+
+    Ridge regularisers: ``convex``, and per noise level the certified curvature interval
+    :math:`[m, M]` of :math:`\nabla^2 R_\sigma` (``grad_lipschitz = max(-m, M)``,
+    ``weak_convexity = max(0, -m)``). Denoisers: ``lipschitz_bound`` and ``averagedness``.
+    """
+    model = load(name)
+    if hasattr(model, "curvature_bounds"):
+        out = {"class": type(model).__name__, "per_sigma": {}}
+        for s in sigmas:
+            lo, hi = model.curvature_bounds(s)
+            out["per_sigma"][f"{255 * s:g}"] = {
+                "grad_lipschitz": max(-lo, hi), "weak_convexity": max(0.0, -lo),
+                "convex": lo >= 0.0, "denoising_strongly_convex": 1.0 + lo > 0.0}
+        out["convex"] = all(v["convex"] for v in out["per_sigma"].values())
+        return out
+    return {"class": type(model).__name__, "lipschitz_bound": float(model.lipschitz_bound()),
+            "averagedness": getattr(model, "averagedness", None)}
+
+
+def deblur_prior(model, noise: float, factor: float = 2.0):
+    r"""A shipped regulariser as a fixed functional for :math:`\tfrac12\|Ax-y\|^2 + R(x)`.
+
+    Returns ``(prior, lam)`` with ``prior = model.at_sigma(factor * noise)`` (the ridge
+    regulariser at the conditioning level ``factor * noise``, ``noise`` the measurement
+    noise standard deviation in [0, 1] units) and ``lam = 1``: an inverse problem with blur
+    needs a stronger prior than denoising at the same noise level, which ``factor``
+    (tuned on set12 by the benchmark) provides. For a denoiser, ``(model, 1.0)``.
+    """
+    if hasattr(model, "at_sigma"):
+        return model.at_sigma(float(factor) * float(noise)), 1.0
+    return model, 1.0
