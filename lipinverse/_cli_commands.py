@@ -8,6 +8,7 @@ and prints its results on stdout.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -52,6 +53,11 @@ def _check_solve_args(args) -> None:
         raise ValueError(f"--tol: expected a finite value > 0, got {args.tol}")
     if args.lam is not None:
         _check_nonneg("--lam", args.lam)
+
+
+def _progress(args) -> bool:
+    """Progress bars only for a person watching (stderr is a terminal) and without -q."""
+    return not getattr(args, "quiet", False) and sys.stderr.isatty()
 
 
 def _load_input(args):
@@ -126,7 +132,7 @@ def run_deblur(args) -> None:
     t0 = time.perf_counter()
     result = priors.reconstruct(A, y, args.prior, prior, solver=args.solver, lam=args.lam,
                                 sigma=sigma, max_iter=args.max_iter, tol=args.tol,
-                                progress=not args.quiet)
+                                progress=_progress(args))
     seconds = time.perf_counter() - t0
     _report(result, seconds, truth, label=f"{args.prior} ({args.solver})")
     panels = ([("ground truth", truth)] if truth is not None else []) + [
@@ -158,7 +164,7 @@ def run_ct(args) -> None:
     t0 = time.perf_counter()
     result = priors.reconstruct(A, y, args.prior, prior, solver=args.solver, lam=args.lam,
                                 sigma=sigma * float(clean.abs().max()), max_iter=args.max_iter,
-                                tol=args.tol, progress=not args.quiet, x0=x_fbp)
+                                tol=args.tol, progress=_progress(args), x0=x_fbp)
     seconds = time.perf_counter() - t0
     _report(result, seconds, x, label=f"{args.prior} ({args.solver})")
     panels = [("ground truth", x), ("FBP", x_fbp), (f"{args.prior} ({args.solver})", result.x)]

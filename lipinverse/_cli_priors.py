@@ -13,12 +13,13 @@ import math
 import torch
 
 __all__ = ["require", "load_prior", "shipped_names", "reconstruct", "denoise",
-           "guarantee_text", "certificate_lines", "load_model", "solver_class", "tv_lam",
-           "TV_LAM_PER_SIGMA"]
+           "guarantee_text", "certificate_lines", "load_model", "solver_class", "make_solver",
+           "tv_lam",
+           "TV_LAM_PER_SIGMA2"]
 
-#: Default TV strength for deblurring, ``lam = TV_LAM_PER_SIGMA * sigma`` (sigma in [0, 1]
-#: units), tuned on set12 with Gaussian blur (see ``tv_lam``).
-TV_LAM_PER_SIGMA = 0.25
+#: Default TV strength for deblurring, ``lam = TV_LAM_PER_SIGMA2 * sigma**2`` (sigma in
+#: [0, 1] units; the MAP scaling), checked on set12 with Gaussian blur at sigma = 0.01, 0.03.
+TV_LAM_PER_SIGMA2 = 5.0
 #: Default ROF (TV denoising) strength, ``lam = TV_DENOISE_PER_SIGMA * sigma``.
 TV_DENOISE_PER_SIGMA = 0.9
 
@@ -43,9 +44,10 @@ def require(module: str, name: str | None, feature: str):
 
 def tv_lam(sigma: float) -> float:
     r"""Default TV strength for :math:`\tfrac12\|Ax-y\|^2 + \lambda\,\mathrm{TV}(x)` at noise
-    level ``sigma`` (standard deviation, [0, 1] units): :math:`\lambda = c\,\sigma` with
-    ``c = TV_LAM_PER_SIGMA``, floored at 1e-4 for noiseless data."""
-    return max(TV_LAM_PER_SIGMA * float(sigma), 1e-4)
+    level ``sigma`` (standard deviation, [0, 1] units): :math:`\lambda = c\,\sigma^2` with
+    ``c = TV_LAM_PER_SIGMA2`` (the scaling of the MAP estimate with a TV prior), floored at
+    1e-6 for noiseless data."""
+    return max(TV_LAM_PER_SIGMA2 * float(sigma) ** 2, 1e-6)
 
 
 def shipped_names() -> list[str] | None:
@@ -91,29 +93,8 @@ def load_prior(name: str, device: torch.device):
 
 
 def _is_denoiser(prior) -> bool:
-    return hasattr(prior, "lipschitz_bound") and not hasattr(prior, "grad")
-
-
-def reconstruct(A, y, name: str, prior, *, solver: str = "pgd", lam: float | None = None,
-                sigma: float = 0.01, max_iter: int = 300, tol: float = 1e-5,
-                progress: bool = True, x0=None):
-    """Solve :math:`\\min_x \\tfrac12\\|Ax - y\\|^2 + \\lambda R(x)` (or PnP with a denoiser)
-    with the convergent scheme of ``prior``; returns the solver's result."""
-    from .functionals import L2Fidelity
-
-    Solver = solver_class(solver)
-    f = L2Fidelity(A, y)
-    if name == "tv":
-        lam = tv_lam(sigma) if lam is None else lam
-        s = Solver(f, prior, lam=lam)
-    elif _is_denoiser(prior):
-        s = Solver(f, prior, lam=1.0 if lam is None else lam)
-    else:
-        if lam is None:
-            lam = _model_lam(prior, sigma)
-        s = Solver(f, prior, lam=lam)
-    with torch.no_grad():
-        return s.solve(x0=x0, max_iter=max_iter, tol=tol, progress=progress)
+    return callable(prior) and callable(getattr(prior, "lipschitz_bound", None)) and not \
+        callable(getattr(prior, "grad", None))
 
 
 def solver_class(solver: str):
@@ -124,12 +105,53 @@ def solver_class(solver: str):
     return require("lipinverse.solvers", cls, f"--solver {solver}")
 
 
-def _model_lam(prior, sigma: float) -> float:
-    for attr in ("deblur_lam", "lam_for"):
-        fn = getattr(prior, attr, None)
-        if callable(fn):
-            return float(fn(sigma))
-    return 1.0
+def make_solver(A, y, name: str, prior, *, solver: str = "pgd", lam: float | None = None,
+                sigma: float = 0.01):
+    r"""The convergent solver of ``prior`` for :math:`y = Ax + \varepsilon`,
+    :math:`\varepsilon \sim \mathcal N(0, \sigma^2 I)`.
+
+    * ``tv``: FISTA (``pgd``) or ADMM on :math:`\tfrac12\|Ax-y\|^2 + \lambda\,\mathrm{TV}`,
+      :math:`\lambda` = :func:`tv_lam` by default;
+    * a ridge regulariser (``crr``, ``wcrr``): taken at its deblurring operating point
+      (:func:`lipinverse.pretrained.deblur_prior`); ``pgd`` runs the gradient scheme on
+      :math:`\tfrac12\|Ax-y\|^2 + \lambda R`, accelerated when :math:`R` is certified
+      convex (a weakly convex :math:`R` keeps plain gradient descent, which has a theorem);
+      ``admm`` uses the regulariser's prox;
+    * a denoiser (``lipdenoiser``): PnP-FBS (``pgd``, Krasnoselskii-Mann relaxed when the
+      denoiser is only nonexpansive) or PnP-ADMM with the firmly nonexpansive
+      :math:`(I + D)/2` (``admm``).
+    """
+    from .functionals import L2Fidelity
+
+    Solver = solver_class(solver)
+    f = L2Fidelity(A, y)
+    if name == "tv":
+        lam = tv_lam(sigma) if lam is None else lam
+        return Solver(f, prior, lam=lam, **({"accelerate": True} if solver == "pgd" else {}))
+    if _is_denoiser(prior):
+        if lam is not None:
+            raise ValueError(f"--lam: the denoiser {name!r} sets its own strength from the "
+                             "noise level; leave --lam out")
+        if solver == "admm":
+            averaged = require("lipinverse.denoisers", "averaged", "PnP-ADMM")
+            prior = averaged(prior, 0.5)
+        return Solver(f, prior, sigma=max(float(sigma), 1e-3))
+    from .pretrained import deblur_prior
+
+    fixed, default_lam = deblur_prior(prior, sigma)
+    lam = default_lam if lam is None else lam
+    if solver == "admm":
+        return Solver(f, fixed, lam=lam)
+    return Solver(f, fixed, lam=lam, scheme="grad", accelerate=bool(fixed.convex))
+
+
+def reconstruct(A, y, name: str, prior, *, solver: str = "pgd", lam: float | None = None,
+                sigma: float = 0.01, max_iter: int = 300, tol: float = 1e-5,
+                progress: bool = True, x0=None):
+    """Build :func:`make_solver` and run it; returns the solver's result."""
+    s = make_solver(A, y, name, prior, solver=solver, lam=lam, sigma=sigma)
+    with torch.no_grad():
+        return s.solve(x0=x0, max_iter=max_iter, tol=tol, progress=progress)
 
 
 def denoise(name: str, prior, y: torch.Tensor, sigma: float, *, lam: float | None = None):

@@ -51,9 +51,9 @@ def _add_common_solve(p: argparse.ArgumentParser, *, default_prior: str) -> None
                         "(default: chosen from the noise level for each prior)")
     p.add_argument("--max-iter", type=int, default=300, metavar="N",
                    help="maximal number of solver iterations (default: 300)")
-    p.add_argument("--tol", type=float, default=1e-5, metavar="T",
+    p.add_argument("--tol", type=float, default=1e-4, metavar="T",
                    help="stop when the relative change ||x_k+1 - x_k|| / ||x_k|| < T "
-                        "(default: 1e-5)")
+                        "(default: 1e-4)")
 
 
 def _add_common_io(p: argparse.ArgumentParser, *, out_default: str | None) -> None:

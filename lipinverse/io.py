@@ -272,7 +272,8 @@ def _kernel_file(spec: str, path: str, key: str) -> torch.Tensor:
             raise ValueError(f"parse_kernel: bad kernel spec {spec!r}: a .npy file holds one "
                              "array, drop ':KEY'")
         arr = np.asarray(data)
-    arr = np.squeeze(arr)
+    while arr.ndim > 2 and arr.shape[0] == 1:  # (1, 1, kh, kw) as saved from a tensor
+        arr = arr[0]
     if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
         raise ValueError(f"parse_kernel: expected a real 2-D kernel in '{path}', got "
                          f"shape {arr.shape} and dtype {arr.dtype}")
@@ -283,25 +284,26 @@ def _kernel_file(spec: str, path: str, key: str) -> torch.Tensor:
     return torch.from_numpy(arr / arr.sum())
 
 
-def history_series(history, key: str = "residual") -> list[float]:
-    """One quantity per iteration from a solver ``result.history``.
+def history_series(history, key: str = "relative_change") -> list[float]:
+    """One quantity per iteration from a solver ``result.history`` (worst sample of a batch).
 
-    Accepts a mapping of lists (``history[key]``), a list of records with an attribute or
-    item ``key``, or ``None`` (empty list). Missing or ``None`` entries are skipped.
+    Accepts an object whose attribute ``key`` is a tensor ``(K,)`` or ``(K, B)`` (the
+    :class:`lipinverse.solvers.History` of a result), a mapping of lists, a list of records
+    with an attribute or item ``key``, or ``None`` (empty list). Missing, ``None`` and
+    non-finite entries are skipped.
     """
     if history is None:
         return []
     if isinstance(history, dict):
         seq = history.get(key, [])
+    elif hasattr(history, key):
+        seq = getattr(history, key)
+        seq = [] if seq is None else seq
     else:
-        seq = []
-        for rec in history:
-            val = rec.get(key) if isinstance(rec, dict) else getattr(rec, key, None)
-            seq.append(val)
+        seq = [rec.get(key) if isinstance(rec, dict) else getattr(rec, key, None)
+               for rec in history]
     out = []
     for v in seq:
-        if v is None:
-            continue
         if isinstance(v, torch.Tensor):
             v = float(v.detach().max()) if v.numel() else None
         if v is not None and math.isfinite(float(v)):
@@ -309,7 +311,8 @@ def history_series(history, key: str = "residual") -> list[float]:
     return out
 
 
-def save_figure(path: str | os.PathLike, panels, curves=None, *, curve_key: str = "residual",
+def save_figure(path: str | os.PathLike, panels, curves=None, *,
+                curve_key: str = "relative_change",
                 title: str | None = None) -> Path:
     """Write a comparison figure (matplotlib, Agg backend): images side by side and,
     optionally, convergence curves.
@@ -325,7 +328,8 @@ def save_figure(path: str | os.PathLike, panels, curves=None, *, curve_key: str 
         ``label -> result`` (anything with a ``history``) or ``label -> sequence``: plotted
         on a log scale against the iteration.
     curve_key : str
-        The history quantity to plot (default the relative change ``residual``).
+        The history quantity to plot (default the relative change
+        :math:`\\|x_{k+1} - x_k\\| / \\|x_k\\|`).
     """
     import matplotlib
 
