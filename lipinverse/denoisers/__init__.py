@@ -1,0 +1,10 @@
+"""Denoisers with certificates: nonexpansive ResNets, averaged relaxations, ridge proxes.
+
+Every denoiser is called as ``D(x, sigma=None)`` and exposes ``lipschitz_bound()``
+(certified) and ``averagedness`` (``alpha``, or ``None`` if unknown).
+"""
+
+from .averaged import AveragedDenoiser, averaged
+from .ridge import RidgeProxDenoiser
+
+__all__ = ["AveragedDenoiser", "averaged", "RidgeProxDenoiser"]

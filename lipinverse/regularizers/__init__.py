@@ -1,0 +1,11 @@
+"""Regularisers: classical (TV, Tikhonov) and learned.
+
+Every regulariser is a functional: per-sample values ``g(x)`` of shape ``(B,)``, ``prox``
+and / or ``grad``, and the certificates ``convex``, ``weak_convexity``, ``grad_lipschitz``.
+"""
+
+from .classical import ProxDenoiser, Tikhonov
+from .ridge import ConvexRidge, RidgeAtSigma, WeakConvexRidge
+from .tv import TV
+
+__all__ = ["TV", "Tikhonov", "ProxDenoiser", "ConvexRidge", "WeakConvexRidge", "RidgeAtSigma"]

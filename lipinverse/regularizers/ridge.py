@@ -1,0 +1,701 @@
+r"""Learned ridge regularisers: convex (CRR-NN style) and weakly convex (WCRR-NN style).
+
+A ridge regulariser sums learned one-dimensional potentials of learned filter responses,
+
+.. math:: R_\sigma(x) = \frac{\lambda(\sigma)}{\mu(\sigma)} \sum_{c\in C_1}\sum_p
+          \psi_c\bigl(\mu(\sigma)(Wx)_{c,p}\bigr)
+          + \frac{\kappa(\sigma)}{\nu(\sigma)} \sum_{c\in C_2}\sum_p
+          \phi_c\bigl(\nu(\sigma)(Wx)_{c,p}\bigr),
+
+with :math:`W` a composition of convolutions normalised by its certified norm bound
+(:math:`\|W\|\le 1`), :math:`\psi_c' ` a learnable spline with slopes in :math:`[0, 1]`
+(convex part, channels :math:`C_1`) and :math:`\phi_c'` one with slopes in
+:math:`[-1, 1]` (nonconvex part, channels :math:`C_2`, only for
+:class:`WeakConvexRidge`).  The noise level :math:`\sigma` sets the strengths
+:math:`\lambda, \kappa` and the input scalings :math:`\mu, \nu` through learnable
+positive functions, and :math:`\kappa\nu \le \rho_{max} < 1` by construction.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lipinverse.nn import ConvMap, GradientStepBlock, LipschitzSpline, MultiConv
+from lipinverse.nn.linear import Constrained
+from lipinverse.nn.norms import round_down_f32, symbol_norm_bound
+
+from ._sigma import SigmaFunction, as_sigma
+
+__all__ = [
+    "ConvexRidge",
+    "WeakConvexRidge",
+    "RidgeAtSigma",
+    "RidgeActivation",
+    "NormalizedChain",
+    "SolveInfo",
+    "composed_kernel",
+]
+
+
+def composed_kernel(convs) -> torch.Tensor:
+    r"""Kernel of the composition of stride-1 convolutions, shape ``(C_out, C_in, kh, kw)``.
+
+    Notes
+    -----
+    For cross-correlations, :math:`w_2 \star (w_1 \star x) = (w_2 * w_1) \star x` with
+    :math:`*` the full convolution summed over the middle channels, so the composed
+    symbol is the product of the symbols (up to a phase, which does not change norms).
+    """
+    k = convs[0].weight.transpose(0, 1)
+    for c in convs[1:]:
+        w = c.weight.to(k.dtype)
+        ph, pw = w.shape[-2] - 1, w.shape[-1] - 1
+        k = F.conv2d(F.pad(k, (pw, pw, ph, ph)), torch.flip(w, dims=(-2, -1)))
+    return k.transpose(0, 1)
+
+
+class NormalizedChain(Constrained):
+    r"""A zero-padded :class:`~lipinverse.nn.MultiConv` divided by a certified bound of its norm.
+
+    Same maths as :class:`~lipinverse.nn.linear.Constrained` (``norm_bound() = 1``), but
+    the bound :math:`\beta \ge \|W\|` is :func:`~lipinverse.nn.norms.symbol_norm_bound`
+    of the *composed* kernel (:func:`composed_kernel`) on a grid :math:`N \ge 8d`
+    (:math:`d` its degree): one FFT per output channel instead of one per kernel of the
+    chain, several times faster during training, and at most about 4 % above
+    :math:`\sup_\omega\|\hat K(\omega)\|`.  Cached while no gradient is needed.
+    """
+
+    def __init__(self, linear: MultiConv) -> None:
+        if not isinstance(linear, MultiConv) or linear.mode != "pad_once":
+            raise TypeError("NormalizedChain: expected a zero-padded stride-1 MultiConv")
+        super().__init__(linear)
+        degree = sum(k - 1 for c in linear.convs for k in c.kernel_size)
+        n = 16
+        while n < 8 * degree:
+            n *= 2
+        self.grid = n
+        self._scale_cache = None
+
+    def scale(self) -> torch.Tensor:
+        needs_grad = torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters())
+        key = self._cache_key()
+        if not needs_grad and self._scale_cache is not None and self._scale_cache[0] == key:
+            return self._scale_cache[1]
+        k = composed_kernel([c for c in self.linear.convs]).to(torch.float64)
+        value = round_down_f32(1.0 / symbol_norm_bound([(k, 1)], self.grid))
+        if not needs_grad:
+            self._scale_cache = (key, value.detach())
+        return value
+
+
+class RidgeScalings(NamedTuple):
+    """Per-sample strengths at a noise level: ``lam, mu, kappa, nu`` of shape ``(B, 1, 1, 1)``
+    (``kappa``/``nu`` are ``None`` without a nonconvex part) and the filter scale ``s``."""
+
+    s: torch.Tensor
+    lam: torch.Tensor
+    mu: torch.Tensor
+    kappa: torch.Tensor | None
+    nu: torch.Tensor | None
+
+    def select(self, idx: torch.Tensor) -> RidgeScalings:
+        """The scalings of the samples ``idx``."""
+        return RidgeScalings(self.s, self.lam[idx], self.mu[idx],
+                             None if self.kappa is None else self.kappa[idx],
+                             None if self.nu is None else self.nu[idx])
+
+
+@dataclass(frozen=True)
+class SolveInfo:
+    """Outcome of the inner solver of :meth:`ConvexRidge.solve` (per sample)."""
+
+    iterations: torch.Tensor
+    converged: torch.Tensor
+    error_bound: torch.Tensor
+
+
+def _interval(sc: RidgeScalings, b1, b2) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""Per-sample :math:`(lo, hi)` of the curvatures :math:`\lambda\mu\psi''` and
+    :math:`\kappa\nu\phi''` (and 0)."""
+    w1 = (sc.lam * sc.mu).reshape(-1)
+    lo = torch.clamp(w1 * b1[0], max=0.0)
+    hi = torch.clamp(w1 * b1[1], min=0.0)
+    if sc.kappa is not None:
+        w2 = (sc.kappa * sc.nu).reshape(-1)
+        lo = torch.minimum(lo, w2 * b2[0])
+        hi = torch.maximum(hi, w2 * b2[1])
+    return lo, hi
+
+
+class RidgeActivation(nn.Module):
+    r"""The activation :math:`z\mapsto(\lambda\psi'(\mu z_1),\ \kappa\phi'(\nu z_2))` at one σ.
+
+    Used to express a gradient step on :math:`\tfrac12\|x-y\|^2 + R_\sigma(x)` as a
+    :class:`~lipinverse.nn.GradientStepBlock` (the splines are shared with the
+    regulariser; the scalars are fixed when it is built).  ``slope_bounds`` is the
+    interval :math:`[\min(0,\lambda\mu lo_1,\kappa\nu lo_2), \max(0,\lambda\mu hi_1,
+    \kappa\nu hi_2)]` of the spline constraints; ``derivative_bounds`` the same with the
+    current slopes.
+    """
+
+    def __init__(self, convex_spline: LipschitzSpline, nonconvex_spline, sc: RidgeScalings):
+        super().__init__()
+        if sc.lam.numel() != 1:
+            raise ValueError("RidgeActivation: expected scalings of a single noise level, "
+                             f"got {sc.lam.numel()}")
+        self.convex_spline = convex_spline
+        self.nonconvex_spline = nonconvex_spline
+        self.c1 = convex_spline.num_channels
+        self.lam, self.mu = sc.lam.detach().reshape(()), sc.mu.detach().reshape(())
+        self.kappa = None if sc.kappa is None else sc.kappa.detach().reshape(())
+        self.nu = None if sc.nu is None else sc.nu.detach().reshape(())
+        self._sc = RidgeScalings(sc.s, self.lam.reshape(1), self.mu.reshape(1),
+                                 None if self.kappa is None else self.kappa.reshape(1),
+                                 None if self.nu is None else self.nu.reshape(1))
+
+    def _bounds(self, which: str):
+        b1 = getattr(self.convex_spline, which)
+        b1 = b1() if callable(b1) else b1
+        b2 = (0.0, 0.0)
+        if self.nonconvex_spline is not None:
+            b2 = getattr(self.nonconvex_spline, which)
+            b2 = b2() if callable(b2) else b2
+        lo, hi = _interval(self._sc, b1, b2)
+        return lo.reshape(()), hi.reshape(())
+
+    @property
+    def slope_bounds(self):
+        return self._bounds("slope_bounds")
+
+    @torch.no_grad()
+    def derivative_bounds(self) -> tuple[float, float]:
+        lo, hi = self._bounds("derivative_bounds")
+        return float(lo), float(hi)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        out = self.lam.to(z.dtype) * self.convex_spline(self.mu.to(z.dtype) * z[:, :self.c1])
+        if self.nonconvex_spline is None:
+            return out
+        nu = self.nu.to(z.dtype)
+        return torch.cat([out, self.kappa.to(z.dtype) * self.nonconvex_spline(nu * z[:, self.c1:])],
+                         dim=1)
+
+    def integrate(self, z: torch.Tensor) -> torch.Tensor:
+        lam, mu = self.lam.to(z.dtype), self.mu.to(z.dtype)
+        out = (lam / mu) * self.convex_spline.integrate(mu * z[:, :self.c1])
+        if self.nonconvex_spline is None:
+            return out
+        kappa, nu = self.kappa.to(z.dtype), self.nu.to(z.dtype)
+        return torch.cat([out, (kappa / nu) * self.nonconvex_spline.integrate(nu * z[:, self.c1:])],
+                         dim=1)
+
+
+class ConvexRidge(nn.Module):
+    r"""Convex ridge regulariser (CRR-NN style), conditioned on the noise level.
+
+    Parameters
+    ----------
+    channels : tuple of int, default (1, 8, 32)
+        Channels of the convolution chain :math:`W` (first = image channels).
+    kernel_size : int, default 5
+        Size of every convolution kernel (odd); zero padding.
+    num_knots : int, default 21
+        Knots of each spline.
+    knot_range : float, default 1.0
+        Splines are defined on the grid ``[-knot_range, knot_range]`` (linear outside).
+    sigma_range : (float, float), default (1/255, 64/255)
+        Grid of the learnable functions :math:`\lambda(\sigma), \mu(\sigma)` (constant
+        outside it).
+    num_sigma_nodes : int, default 8
+    sigma : float, default 15/255
+        Noise level used by :meth:`value`, :meth:`grad`, :meth:`prox` and the
+        certificates when no ``sigma`` is passed (the solver-facing operating point;
+        change it, or use :meth:`at_sigma`).
+    spline_init : str, default "identity"
+        Initial activation (see :class:`~lipinverse.nn.LipschitzSpline`).
+
+    Notes
+    -----
+    With :math:`s = 1/\beta(W)` rounded down (:math:`\beta \ge \|W\|` the certified
+    bound of :class:`~lipinverse.nn.MultiConv`) the filters used are :math:`sW`,
+    :math:`\|sW\|\le1`.  Then
+
+    .. math::
+
+        \nabla R_\sigma(x) = \lambda\, (sW)^\top \psi'\bigl(\mu\, sWx\bigr),\qquad
+        0 \preceq \nabla^2 R_\sigma \preceq \lambda\mu\,\max\psi''\; I,
+
+    so ``grad_lipschitz`` :math:`= \lambda(\sigma)\mu(\sigma)\max_c\max\psi_c''` (a
+    certified bound), ``convex = True`` and ``weak_convexity = 0``.  :meth:`denoise`
+    returns :math:`\arg\min_x \tfrac12\|x-y\|^2 + R_\sigma(x)`, the proximal operator
+    of :math:`R_\sigma`, which is firmly nonexpansive.  Initialisation:
+    :math:`\lambda \propto \sigma^2`, :math:`\mu \propto 1/\sigma`.
+
+    References
+    ----------
+    A. Goujon, S. Neumayer, P. Bohra, S. Ducotterd, M. Unser, "A neural-network-based
+    convex regularizer for inverse problems", IEEE TCI 2023.
+    """
+
+    convex_part_bounds = (0.0, 1.0)
+
+    def __init__(
+        self,
+        channels: tuple[int, ...] = (1, 8, 32),
+        kernel_size: int = 5,
+        num_knots: int = 21,
+        knot_range: float = 1.0,
+        sigma_range: tuple[float, float] = (1.0 / 255, 64.0 / 255),
+        num_sigma_nodes: int = 8,
+        sigma: float = 15.0 / 255,
+        spline_init: str = "identity",
+        *,
+        _nonconvex_channels: int = 0,
+        _rho_max: float = 0.0,
+    ) -> None:
+        super().__init__()
+        name = type(self).__name__
+        channels = tuple(int(c) for c in channels)
+        if len(channels) < 2 or min(channels) < 1:
+            raise ValueError(
+                f"{name}: expected at least two positive channel counts, got {channels}")
+        if not 0 <= _nonconvex_channels < channels[-1]:
+            raise ValueError(f"{name}: expected nonconvex_channels in [0, {channels[-1]}), "
+                             f"got {_nonconvex_channels}")
+        lo_s, hi_s = (float(v) for v in sigma_range)
+        self._kwargs = dict(channels=list(channels), kernel_size=int(kernel_size),
+                            num_knots=int(num_knots), knot_range=float(knot_range),
+                            sigma_range=[lo_s, hi_s], num_sigma_nodes=int(num_sigma_nodes),
+                            sigma=float(sigma), spline_init=spline_init)
+        self.channels = channels
+        convs = [ConvMap(a, b, kernel_size, padding="zero")
+                 for a, b in zip(channels[:-1], channels[1:], strict=True)]
+        self.W = NormalizedChain(MultiConv(convs))
+        c2 = int(_nonconvex_channels)
+        c1 = channels[-1] - c2
+        self.convex_spline = LipschitzSpline(c1, num_knots, knot_range, self.convex_part_bounds,
+                                             init=spline_init)
+        ref = (lo_s * hi_s) ** 0.5
+        self.lam = SigmaFunction(lo_s, hi_s, num_sigma_nodes, power=2.0, scale=0.01)
+        self.mu = SigmaFunction(lo_s, hi_s, num_sigma_nodes, power=-1.0, scale=1.0 / ref)
+        if c2:
+            if not 0.0 < _rho_max < 1.0:
+                raise ValueError(f"{name}: expected rho_max in (0, 1), got {_rho_max}")
+            self.nonconvex_spline = LipschitzSpline(c2, num_knots, knot_range, (-1.0, 1.0),
+                                                    init="zero")
+            self.kappa_nu = SigmaFunction(lo_s, hi_s, num_sigma_nodes, power=0.0, scale=1.0)
+            self.nu = SigmaFunction(lo_s, hi_s, num_sigma_nodes, power=-1.0, scale=1.0 / ref)
+        else:
+            self.nonconvex_spline = None
+        self.rho_max = float(_rho_max)
+        self.sigma = float(sigma)
+
+    # ------------------------------------------------------------------ configuration
+    def config(self) -> dict:
+        """Constructor keyword arguments (JSON-serialisable), for checkpoints."""
+        return dict(self._kwargs)
+
+    # ------------------------------------------------------------------ scalings
+    def scalings(self, sigma=None, batch: int = 1, dtype=None, device=None) -> RidgeScalings:
+        r"""Filter scale :math:`s` and per-sample :math:`\lambda,\mu(,\kappa,\nu)` at ``sigma``."""
+        p = self.lam.values
+        dtype = p.dtype if dtype is None else dtype
+        device = p.device if device is None else device
+        sig = as_sigma(f"{type(self).__name__}.scalings", self.sigma if sigma is None else sigma,
+                       batch, dtype, device)
+        shape = (-1, 1, 1, 1)
+        s = self.W.scale()
+        lam, mu = self.lam(sig).reshape(shape), self.mu(sig).reshape(shape)
+        kappa = nu = None
+        if self.nonconvex_spline is not None:
+            nu = self.nu(sig).reshape(shape)
+            kappa = self.rho_max * torch.sigmoid(self.kappa_nu.log(sig)).reshape(shape) / nu
+        return RidgeScalings(s, lam, mu, kappa, nu)
+
+    def _filters(self, x: torch.Tensor, sc: RidgeScalings) -> torch.Tensor:
+        return self.W.linear(x) * sc.s.to(x.dtype)
+
+    def _split(self, z: torch.Tensor):
+        c1 = self.convex_spline.num_channels
+        return z[:, :c1], z[:, c1:]
+
+    def _grad(self, x: torch.Tensor, sc: RidgeScalings) -> torch.Tensor:
+        z = self._filters(x, sc)
+        z1, z2 = self._split(z)
+        lam, mu = sc.lam.to(x.dtype), sc.mu.to(x.dtype)
+        out = lam * self.convex_spline(mu * z1)
+        if self.nonconvex_spline is not None:
+            kappa, nu = sc.kappa.to(x.dtype), sc.nu.to(x.dtype)
+            out = torch.cat([out, kappa * self.nonconvex_spline(nu * z2)], dim=1)
+        return self.W.linear.transpose(out, input_size=tuple(x.shape[-2:])) * sc.s.to(x.dtype)
+
+    def _value(self, x: torch.Tensor, sc: RidgeScalings) -> torch.Tensor:
+        z = self._filters(x, sc)
+        z1, z2 = self._split(z)
+        lam, mu = sc.lam.to(x.dtype), sc.mu.to(x.dtype)
+        val = (lam / mu * self.convex_spline.integrate(mu * z1)).flatten(1).sum(1)
+        if self.nonconvex_spline is not None:
+            kappa, nu = sc.kappa.to(x.dtype), sc.nu.to(x.dtype)
+            val = val + (kappa / nu * self.nonconvex_spline.integrate(nu * z2)).flatten(1).sum(1)
+        return val
+
+    def _hvp(self, x: torch.Tensor, v: torch.Tensor, sc: RidgeScalings) -> torch.Tensor:
+        r"""Hessian-vector product :math:`\nabla^2 R_\sigma(x)\,v` (a.e.)."""
+        z1, z2 = self._split(self._filters(x, sc))
+        u1, u2 = self._split(self._filters(v, sc))
+        lam, mu = sc.lam.to(x.dtype), sc.mu.to(x.dtype)
+        out = lam * mu * self.convex_spline.derivative(mu * z1) * u1
+        if self.nonconvex_spline is not None:
+            kappa, nu = sc.kappa.to(x.dtype), sc.nu.to(x.dtype)
+            out = torch.cat([out, kappa * nu * self.nonconvex_spline.derivative(nu * z2) * u2], 1)
+        return self.W.linear.transpose(out, input_size=tuple(x.shape[-2:])) * sc.s.to(x.dtype)
+
+    def _check_x(self, name: str, x) -> None:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{type(self).__name__}.{name}: expected a torch.Tensor, got {type(x)}")
+        if x.dim() != 4 or x.shape[1] != self.channels[0]:
+            raise ValueError(f"{type(self).__name__}.{name}: expected input of shape "
+                             f"(B, {self.channels[0]}, H, W), got {tuple(x.shape)}")
+
+    # ------------------------------------------------------------------ functional API
+    def value(self, x: torch.Tensor, sigma=None) -> torch.Tensor:
+        r"""Per-sample :math:`R_\sigma(x)`, shape ``(B,)``."""
+        self._check_x("value", x)
+        return self._value(x, self.scalings(sigma, x.shape[0], x.dtype, x.device))
+
+    def forward(self, x: torch.Tensor, sigma=None) -> torch.Tensor:
+        """Same as :meth:`value` (so ``R(x)`` gives per-sample values)."""
+        return self.value(x, sigma)
+
+    def grad(self, x: torch.Tensor, sigma=None) -> torch.Tensor:
+        r""":math:`\nabla R_\sigma(x)` (see class Notes)."""
+        self._check_x("grad", x)
+        return self._grad(x, self.scalings(sigma, x.shape[0], x.dtype, x.device))
+
+    def tv2(self) -> torch.Tensor:
+        """Second-order total variation of all splines (training penalty)."""
+        out = self.convex_spline.tv2()
+        if self.nonconvex_spline is not None:
+            out = out + self.nonconvex_spline.tv2()
+        return out
+
+    # ------------------------------------------------------------------ certificates
+    @torch.no_grad()
+    def curvature_bounds(self, sigma=None) -> tuple[float, float]:
+        r"""Certified :math:`(m, M)` with :math:`m I \preceq \nabla^2 R_\sigma \preceq M I`.
+
+        :math:`m \le 0 \le M`; computed in float64 from the current spline slopes.
+        """
+        sc = self.scalings(sigma, 1, torch.float64)
+        b2 = ((0.0, 0.0) if self.nonconvex_spline is None
+              else self.nonconvex_spline.derivative_bounds())
+        lo, hi = _interval(sc, self.convex_spline.derivative_bounds(), b2)
+        # sW has norm <= 1: the interval of D bounds the one of (sW)^T D (sW)
+        return float(lo), float(hi)
+
+    @property
+    def grad_lipschitz(self) -> float:
+        r"""Certified Lipschitz constant of :math:`\nabla R_\sigma` at ``self.sigma``."""
+        lo, hi = self.curvature_bounds()
+        return max(-lo, hi)
+
+    @property
+    def weak_convexity(self) -> float:
+        r"""Certified :math:`\rho \ge 0` with :math:`R_\sigma + \tfrac\rho2\|\cdot\|^2` convex."""
+        return max(0.0, -self.curvature_bounds()[0])
+
+    @property
+    def convex(self) -> bool:
+        """Whether :math:`R_\\sigma` is certified convex (``weak_convexity == 0``)."""
+        return self.weak_convexity == 0.0
+
+    def at_sigma(self, sigma: float) -> RidgeAtSigma:
+        """A view of this regulariser at a fixed noise level (shares the weights)."""
+        return RidgeAtSigma(self, sigma)
+
+    # ------------------------------------------------------------------ inner solver
+    def solve(self, y: torch.Tensor, tau=1.0, sigma=None, *, tol: float = 1e-4,
+              max_iter: int = 1000, x0: torch.Tensor | None = None
+              ) -> tuple[torch.Tensor, SolveInfo]:
+        r"""Solve :math:`\min_x \tfrac12\|x-y\|^2 + \tau R_\sigma(x)` (no gradient tracking).
+
+        Parameters
+        ----------
+        y : tensor ``(B, C, H, W)``
+        tau : float or tensor ``(B,)``, > 0
+        sigma : float or tensor ``(B,)``, optional (default ``self.sigma``)
+        tol : float
+            Stop a sample once the *certified* distance to the minimiser,
+            :math:`\|\nabla F(z)\|/m`, is at most ``tol * ||y||`` (relative accuracy).
+        max_iter : int
+        x0 : tensor, optional
+            Starting point (default ``y``).
+
+        Returns
+        -------
+        x : tensor, info : SolveInfo
+
+        Raises
+        ------
+        ValueError
+            If :math:`F` is not strongly convex (:math:`\tau\rho \ge 1`).
+
+        Notes
+        -----
+        FISTA with step :math:`1/L`, :math:`L = 1 + \tau M`, on the
+        :math:`m`-strongly convex :math:`F` (:math:`m = 1 - \tau\rho`), with the
+        gradient restart of O'Donoghue & Candès (2015).  Samples stop individually (so
+        results do not depend on the batch).  Returns the gradient step taken from the
+        first point meeting the tolerance, which is no farther from the minimiser.
+        """
+        name = f"{type(self).__name__}.solve"
+        self._check_x("solve", y)
+        if tol <= 0 or int(max_iter) < 1:
+            raise ValueError(f"{name}: expected tol > 0 and max_iter >= 1, got {tol}, {max_iter}")
+        B = y.shape[0]
+        with torch.no_grad():
+            tau_t = as_sigma(f"{name} (tau)", tau, B, torch.float64, y.device)
+            if bool((tau_t <= 0).any()):
+                raise ValueError(f"{name}: expected tau > 0, got {tau_t.tolist()}")
+            sc = self.scalings(sigma, B, y.dtype, y.device)
+            sc64 = self.scalings(sigma, B, torch.float64, y.device)
+            b2 = ((0.0, 0.0) if self.nonconvex_spline is None
+                  else self.nonconvex_spline.derivative_bounds())
+            lo, hi = _interval(sc64, self.convex_spline.derivative_bounds(), b2)
+            m = 1.0 + tau_t * lo
+            L = 1.0 + tau_t * hi
+            if bool((m <= 0).any()):
+                raise ValueError(f"{name}: 1/2||x-y||^2 + tau R is not strongly convex "
+                                 f"(tau * rho = {(-tau_t * lo).max().item():.3g} >= 1)")
+            view = (-1, 1, 1, 1)
+            tau_x = tau_t.to(y.dtype).reshape(view)
+            Linv = (1.0 / L).to(y.dtype).reshape(view)
+            target = tol * y.flatten(1).norm(dim=1).clamp_min(1e-12).to(torch.float64) * m
+            x = (y if x0 is None else x0).clone()
+            z = x.clone()
+            t = torch.ones(B, dtype=torch.float64, device=y.device)
+            its = torch.zeros(B, dtype=torch.long, device=y.device)
+            err = torch.full((B,), float("inf"), dtype=torch.float64, device=y.device)
+            active = torch.arange(B, device=y.device)
+            for _ in range(int(max_iter)):
+                za, xa, ya = z[active], x[active], y[active]
+                g = za - ya + tau_x[active] * self._grad(za, sc.select(active))
+                gn = g.flatten(1).norm(dim=1).to(torch.float64)
+                err[active] = gn / m[active]
+                its[active] += 1
+                x_new = za - Linv[active] * g
+                done = gn <= target[active]
+                restart = (g * (x_new - xa)).flatten(1).sum(1) > 0
+                ta = t[active]
+                t_new = torch.where(restart, torch.ones_like(ta),
+                                    0.5 * (1.0 + torch.sqrt(1.0 + 4.0 * ta * ta)))
+                beta = torch.where(restart, torch.zeros_like(ta), (ta - 1.0) / t_new)
+                z_new = x_new + beta.to(y.dtype).reshape(view) * (x_new - xa)
+                x[active] = x_new
+                z[active] = torch.where(done.reshape(view), x_new, z_new)
+                t[active] = t_new
+                active = active[~done]
+                if active.numel() == 0:
+                    break
+            converged = torch.ones(B, dtype=torch.bool, device=y.device)
+            converged[active] = False
+        return x, SolveInfo(its, converged, err)
+
+    def prox(self, x: torch.Tensor, tau=1.0, sigma=None, *, tol: float = 1e-4,
+             max_iter: int = 1000) -> torch.Tensor:
+        r""":math:`\operatorname{prox}_{\tau R_\sigma}(x)` by :meth:`solve`.
+
+        Warns (``RuntimeWarning``) when a sample does not reach ``tol`` in ``max_iter``.
+        """
+        out, info = self.solve(x, tau, sigma, tol=tol, max_iter=max_iter)
+        if not bool(info.converged.all()):
+            rel = info.error_bound / x.flatten(1).norm(dim=1).clamp_min(1e-12).to(torch.float64)
+            warnings.warn(
+                f"{type(self).__name__}.prox: inner solver did not reach tol={tol} in "
+                f"{max_iter} iterations for {int((~info.converged).sum())} sample(s) "
+                f"(largest certified relative error "
+                f"{float(rel.max()):.2e})",
+                RuntimeWarning, stacklevel=2)
+        return out
+
+    def denoise(self, y: torch.Tensor, sigma, *, tol: float = 1e-4,
+                max_iter: int = 1000) -> torch.Tensor:
+        r""":math:`\arg\min_x \tfrac12\|x-y\|^2 + R_\sigma(x)` (no gradient tracking)."""
+        return self.prox(y, 1.0, sigma, tol=tol, max_iter=max_iter)
+
+    # ------------------------------------------------------------------ unrolled denoiser
+    def step_size(self, sc: RidgeScalings, step: float = 0.5) -> torch.Tensor:
+        r"""Per-sample step :math:`h = \mathrm{step}\cdot 2/(1 + M_c)` of the unrolled
+        denoiser, :math:`M_c` from the spline *constraint* intervals (as in
+        :class:`~lipinverse.nn.GradientStepBlock`), rounded down to float32."""
+        b2 = (0.0, 0.0) if self.nonconvex_spline is None else self.nonconvex_spline.slope_bounds
+        _, hi = _interval(sc, self.convex_spline.slope_bounds, b2)
+        return round_down_f32(step * 2.0 / (1.0 + hi.to(torch.float64)))
+
+    def gradient_steps(self, y: torch.Tensor, sigma, t: int, step: float = 0.5) -> torch.Tensor:
+        r""":math:`t` gradient steps :math:`x \leftarrow x - h(x - y + \nabla R_\sigma(x))`
+        from :math:`x_0 = y` (differentiable; the training forward of the t-step loss)."""
+        self._check_x("gradient_steps", y)
+        sc = self.scalings(sigma, y.shape[0], y.dtype, y.device)
+        h = self.step_size(sc, step).to(y.dtype).reshape(-1, 1, 1, 1)
+        x = y
+        for _ in range(int(t)):
+            x = x - h * (x - y + self._grad(x, sc))
+        return x
+
+    def activation_at(self, sigma: float) -> RidgeActivation:
+        """The :class:`RidgeActivation` at a scalar noise level."""
+        return RidgeActivation(self.convex_spline, self.nonconvex_spline,
+                               self.scalings(sigma, 1))
+
+    def unrolled_denoiser(self, t: int, sigma: float, step: float = 0.5) -> nn.Module:
+        r"""The t-step gradient denoiser as a ResNet of shared
+        :class:`~lipinverse.nn.GradientStepBlock` s (``c = 1``, anchor ``y``).
+
+        Each block is :math:`x \mapsto x - h(W^\top a(Wx) + x - y)` with the shared
+        normalised filters and :class:`RidgeActivation`; its certified Lipschitz
+        bound (in :math:`x`) is :math:`\max(|1-hm|, |1-hM|) \le 1`.  Call it as
+        ``D(y)``.
+        """
+        if int(t) < 1:
+            raise ValueError(f"{type(self).__name__}.unrolled_denoiser: expected t >= 1, got {t}")
+        block = GradientStepBlock(self.W, self.activation_at(sigma), bias=False, step=step,
+                                  fidelity_weight=1.0)
+        return _UnrolledDenoiser(block, int(t))
+
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}, sigma={self.sigma:.4g}"
+
+
+class _UnrolledDenoiser(nn.Module):
+    r"""``t`` applications of one shared block with anchor ``y``: :math:`x_0 = y`."""
+
+    def __init__(self, block: GradientStepBlock, t: int) -> None:
+        super().__init__()
+        self.block, self.depth = block, t
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        h = self.block.step_size()
+        x = y
+        for _ in range(self.depth):
+            x = self.block.apply_step(x, h, anchor=y)
+        return x
+
+    @torch.no_grad()
+    def lipschitz_bound(self) -> float:
+        r"""Certified Lipschitz bound of :math:`y \mapsto x_t`.
+
+        With :math:`q` the block's bound in :math:`x` and :math:`h` its step,
+        :math:`x_{k+1} = T(x_k) + h y` gives :math:`\mathrm{Lip}(x_t) \le q^t +
+        h\sum_{k<t} q^k` (equal to 1 for a convex regulariser, where :math:`q = 1-h`).
+        """
+        q = self.block.lipschitz_bound()
+        h = float(self.block.step_size())
+        return q ** self.depth + h * sum(q ** k for k in range(self.depth))
+
+
+class WeakConvexRidge(ConvexRidge):
+    r"""Weakly convex ridge regulariser (WCRR-NN style), conditioned on the noise level.
+
+    Parameters
+    ----------
+    channels, kernel_size, num_knots, knot_range, sigma_range, num_sigma_nodes, sigma,
+    spline_init :
+        As for :class:`ConvexRidge`.
+    nonconvex_channels : int, default half of ``channels[-1]``
+        Number of filter channels whose potentials :math:`\phi_c` may be nonconvex.
+    rho_max : float in (0, 1), default 0.9
+        Cap on the weak convexity: :math:`\kappa(\sigma)\nu(\sigma) =
+        \rho_{max}\,\mathrm{sigmoid}(a(\sigma))`.
+
+    Notes
+    -----
+    :math:`\phi_c'` has slopes in :math:`[-1, 1]`, so with :math:`\|sW\|\le1`
+
+    .. math:: -\kappa\nu\, I \preceq \nabla^2 R_\sigma \preceq
+              \max(\lambda\mu, \kappa\nu)\, I,
+
+    i.e. ``weak_convexity`` :math:`\rho \le \kappa\nu < \rho_{max} < 1`: the denoising
+    objective :math:`\tfrac12\|x-y\|^2 + R_\sigma(x)` is :math:`(1-\rho)`-strongly
+    convex for every σ, its minimiser is unique and :meth:`denoise` converges.  The
+    certificates use the current slopes (tighter than the constraints).
+
+    References
+    ----------
+    A. Goujon, S. Neumayer, M. Unser, "Learning weakly convex regularizers for convergent
+    image-reconstruction algorithms", SIAM J. Imaging Sci. 2024.
+    """
+
+    def __init__(
+        self,
+        channels: tuple[int, ...] = (1, 8, 32),
+        kernel_size: int = 5,
+        num_knots: int = 21,
+        knot_range: float = 1.0,
+        sigma_range: tuple[float, float] = (1.0 / 255, 64.0 / 255),
+        num_sigma_nodes: int = 8,
+        sigma: float = 15.0 / 255,
+        spline_init: str = "identity",
+        nonconvex_channels: int | None = None,
+        rho_max: float = 0.9,
+    ) -> None:
+        c2 = channels[-1] // 2 if nonconvex_channels is None else int(nonconvex_channels)
+        if c2 < 1:
+            raise ValueError(f"WeakConvexRidge: expected nonconvex_channels >= 1, got {c2}")
+        super().__init__(channels, kernel_size, num_knots, knot_range, sigma_range,
+                         num_sigma_nodes, sigma, spline_init,
+                         _nonconvex_channels=c2, _rho_max=rho_max)
+        self._kwargs.update(nonconvex_channels=c2, rho_max=float(rho_max))
+
+
+class RidgeAtSigma:
+    r"""A ridge regulariser frozen at one noise level: the functional :math:`R_\sigma`.
+
+    Exposes the solver contract: ``__call__``/``value`` (per sample), ``grad``, ``prox``,
+    ``denoise``, ``grad_lipschitz``, ``convex``, ``weak_convexity``; shares the weights
+    of ``regularizer``.
+    """
+
+    def __init__(self, regularizer: ConvexRidge, sigma: float) -> None:
+        if not isinstance(regularizer, ConvexRidge):
+            raise TypeError(f"RidgeAtSigma: expected a ConvexRidge or WeakConvexRidge, "
+                            f"got {type(regularizer).__name__}")
+        as_sigma("RidgeAtSigma", sigma, 1, torch.float64, None)
+        self.regularizer, self.sigma = regularizer, float(sigma)
+
+    def value(self, x: torch.Tensor) -> torch.Tensor:
+        return self.regularizer.value(x, self.sigma)
+
+    __call__ = value
+
+    def grad(self, x: torch.Tensor) -> torch.Tensor:
+        return self.regularizer.grad(x, self.sigma)
+
+    def prox(self, x: torch.Tensor, tau=1.0, *, tol: float = 1e-4,
+             max_iter: int = 1000) -> torch.Tensor:
+        return self.regularizer.prox(x, tau, self.sigma, tol=tol, max_iter=max_iter)
+
+    def denoise(self, y: torch.Tensor, *, tol: float = 1e-4, max_iter: int = 1000) -> torch.Tensor:
+        return self.regularizer.denoise(y, self.sigma, tol=tol, max_iter=max_iter)
+
+    @property
+    def grad_lipschitz(self) -> float:
+        lo, hi = self.regularizer.curvature_bounds(self.sigma)
+        return max(-lo, hi)
+
+    @property
+    def weak_convexity(self) -> float:
+        return max(0.0, -self.regularizer.curvature_bounds(self.sigma)[0])
+
+    @property
+    def convex(self) -> bool:
+        return self.weak_convexity == 0.0
+
+    def __repr__(self) -> str:
+        return f"RidgeAtSigma({type(self.regularizer).__name__}, sigma={self.sigma:.4g})"

@@ -1,0 +1,40 @@
+"""Training learned priors on image patches: datasets, objectives, trainer, checkpoints."""
+
+from .checkpoint import (
+    load_checkpoint,
+    load_optimizer_state,
+    read_checkpoint_metadata,
+    register_model,
+    registered_models,
+    save_checkpoint,
+)
+from .objectives import (
+    AdversarialLoss,
+    DenoisingLoss,
+    DEQDenoisingLoss,
+    TStepDenoisingLoss,
+    conjugate_gradient,
+    psnr,
+)
+from .patches import PatchDataset, load_images
+from .trainer import TrainConfig, Trainer, seed_everything
+
+__all__ = [
+    "PatchDataset",
+    "load_images",
+    "Trainer",
+    "TrainConfig",
+    "seed_everything",
+    "DenoisingLoss",
+    "TStepDenoisingLoss",
+    "DEQDenoisingLoss",
+    "AdversarialLoss",
+    "psnr",
+    "conjugate_gradient",
+    "save_checkpoint",
+    "load_checkpoint",
+    "load_optimizer_state",
+    "read_checkpoint_metadata",
+    "register_model",
+    "registered_models",
+]

@@ -1,0 +1,300 @@
+r"""Checkpoints that can never execute code: safetensors weights + a JSON description.
+
+A checkpoint with stem ``path`` is two (or three) files written atomically (temporary
+file, then :func:`os.replace`):
+
+- ``path.safetensors``: the model's ``state_dict``;
+- ``path.json``: format version, model class name and constructor keyword arguments,
+  the SHA-256 of the weights file, and free metadata (training configuration,
+  optimiser step, epoch, metrics);
+- ``path.optim.safetensors`` (optional): the optimiser's tensors, its scalar
+  hyper-parameters going into the JSON file.
+
+:func:`load_checkpoint` rebuilds the model from a registry of known classes (never by
+unpickling), checks the hash, the keys and the shapes, and raises ``ValueError`` with a
+clear message for a missing, truncated, tampered or mismatching file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+__all__ = [
+    "save_checkpoint",
+    "load_checkpoint",
+    "read_checkpoint_metadata",
+    "load_optimizer_state",
+    "register_model",
+    "registered_models",
+    "checkpoint_paths",
+]
+
+FORMAT = "lipinverse-checkpoint/1"
+_REGISTRY: dict[str, type] = {}
+
+
+def register_model(cls: type) -> type:
+    """Register a model class for :func:`load_checkpoint` (usable as a decorator).
+
+    The class must provide ``config() -> dict`` returning its constructor keyword
+    arguments (JSON-serialisable).
+    """
+    if not isinstance(cls, type) or not issubclass(cls, nn.Module):
+        raise TypeError(f"register_model: expected an nn.Module subclass, got {cls!r}")
+    if not callable(getattr(cls, "config", None)):
+        raise TypeError(f"register_model: {cls.__name__} has no `config()` method")
+    _REGISTRY[cls.__name__] = cls
+    return cls
+
+
+def _builtin_models() -> None:
+    from lipinverse import denoisers, regularizers
+
+    for mod in (regularizers, denoisers):
+        for name in getattr(mod, "__all__", ()):
+            obj = getattr(mod, name)
+            if isinstance(obj, type) and issubclass(obj, nn.Module) and callable(
+                    getattr(obj, "config", None)):
+                _REGISTRY.setdefault(obj.__name__, obj)
+
+
+def registered_models() -> dict[str, type]:
+    """Name -> class of every model :func:`load_checkpoint` can rebuild."""
+    _builtin_models()
+    return dict(_REGISTRY)
+
+
+def checkpoint_paths(path) -> tuple[Path, Path, Path]:
+    """``(weights, json, optimiser)`` paths of the checkpoint with stem ``path``.
+
+    ``path`` may be the stem or either file name (``.safetensors`` / ``.json``).
+    """
+    p = Path(path)
+    name = p.name
+    for suffix in (".optim.safetensors", ".safetensors", ".json"):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    stem = p.with_name(name)
+    return (stem.with_name(name + ".safetensors"), stem.with_name(name + ".json"),
+            stem.with_name(name + ".optim.safetensors"))
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _tensor_bytes(tensors: dict[str, torch.Tensor], metadata=None) -> bytes:
+    from safetensors.torch import save
+
+    plain = {k: v.detach().to("cpu").clone().contiguous() for k, v in tensors.items()}
+    return save(plain, metadata=metadata)
+
+
+def _json_safe(obj):
+    try:
+        json.dumps(obj)
+        return obj
+    except TypeError:
+        if isinstance(obj, dict):
+            return {str(k): _json_safe(v) for k, v in obj.items()}
+        if isinstance(obj, (list, tuple)):
+            return [_json_safe(v) for v in obj]
+        if isinstance(obj, torch.Tensor) and obj.numel() == 1:
+            return obj.item()
+        return repr(obj)
+
+
+def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
+    sd = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for idx, state in sd["state"].items():
+        for key, val in state.items():
+            if isinstance(val, torch.Tensor):
+                tensors[f"state.{idx}.{key}"] = val
+            else:
+                scalars[f"{idx}.{key}"] = val
+    return tensors, {"param_groups": _json_safe(sd["param_groups"]), "scalars": scalars}
+
+
+def save_checkpoint(model: nn.Module, path, *, optimizer=None, metadata: dict | None = None
+                    ) -> Path:
+    r"""Write ``model`` (and optionally ``optimizer``) as a checkpoint with stem ``path``.
+
+    Parameters
+    ----------
+    model : nn.Module
+        A model with ``config()`` (its constructor kwargs); its class should be
+        registered (:func:`register_model`) to be loadable.
+    path : str or Path
+        Stem (or ``.safetensors`` / ``.json`` name) of the checkpoint.
+    optimizer : torch.optim.Optimizer, optional
+        Saved to ``path.optim.safetensors`` for :meth:`Trainer.resume`.
+    metadata : dict, optional
+        JSON-serialisable extra information (non-serialisable values are ``repr``-ed).
+
+    Returns
+    -------
+    Path
+        The JSON file.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"save_checkpoint: expected an nn.Module, got {type(model).__name__}")
+    if not callable(getattr(model, "config", None)):
+        raise TypeError(f"save_checkpoint: {type(model).__name__} has no `config()` method")
+    w_path, j_path, o_path = checkpoint_paths(path)
+    weights = _tensor_bytes(model.state_dict())
+    info = {
+        "format": FORMAT,
+        "model_class": type(model).__name__,
+        "model_config": _json_safe(model.config()),
+        "weights_sha256": hashlib.sha256(weights).hexdigest(),
+        "metadata": _json_safe(metadata or {}),
+    }
+    if optimizer is not None:
+        tensors, rest = _optimizer_tensors(optimizer)
+        opt_bytes = _tensor_bytes(tensors)
+        info["optimizer"] = {"class": type(optimizer).__name__,
+                             "sha256": hashlib.sha256(opt_bytes).hexdigest(), **rest}
+        _atomic_write(o_path, opt_bytes)
+    _atomic_write(w_path, weights)
+    _atomic_write(j_path, json.dumps(info, indent=2, sort_keys=True).encode())
+    return j_path
+
+
+def read_checkpoint_metadata(path) -> dict:
+    """The parsed JSON file of a checkpoint (raises ``ValueError`` if unreadable)."""
+    _, j_path, _ = checkpoint_paths(path)
+    if not j_path.is_file():
+        raise ValueError(f"load_checkpoint: no checkpoint description at {j_path}")
+    try:
+        info = json.loads(j_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"load_checkpoint: {j_path} is not valid JSON ({err})") from err
+    if not isinstance(info, dict) or info.get("format") != FORMAT:
+        raise ValueError(f"load_checkpoint: {j_path} is not a {FORMAT} file")
+    for key in ("model_class", "model_config", "weights_sha256"):
+        if key not in info:
+            raise ValueError(f"load_checkpoint: {j_path} lacks the field {key!r}")
+    return info
+
+
+def _read_tensors(path: Path, sha256: str, what: str) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load
+
+    if not path.is_file():
+        raise ValueError(f"load_checkpoint: missing {what} file {path}")
+    data = path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != sha256:
+        raise ValueError(f"load_checkpoint: {path} does not match the SHA-256 recorded in its "
+                         "JSON file (truncated, tampered with, or from another checkpoint)")
+    try:
+        return load(data)
+    except Exception as err:  # safetensors raises its own error type
+        raise ValueError(
+            f"load_checkpoint: {path} is not a valid safetensors file ({err})") from err
+
+
+def load_checkpoint(path, *, map_location=None, return_metadata: bool = False):
+    r"""Rebuild a model from a checkpoint written by :func:`save_checkpoint`.
+
+    Parameters
+    ----------
+    path : str or Path
+        Stem or either file of the checkpoint.
+    map_location : str or torch.device, optional
+        Device of the returned model (default CPU).
+    return_metadata : bool
+        Also return the JSON description.
+
+    Returns
+    -------
+    model (in eval mode), or ``(model, info)``.
+
+    Raises
+    ------
+    ValueError
+        Unknown class, missing or truncated file, hash mismatch (tampered weights), or
+        keys / shapes that do not match the model the JSON configuration builds.
+    """
+    w_path, j_path, _ = checkpoint_paths(path)
+    info = read_checkpoint_metadata(path)
+    registry = registered_models()
+    cls_name = info["model_class"]
+    if cls_name not in registry:
+        raise ValueError(f"load_checkpoint: unknown model class {cls_name!r} in {j_path}; "
+                         f"known: {sorted(registry)} (use register_model)")
+    config = info["model_config"]
+    if not isinstance(config, dict):
+        raise ValueError(f"load_checkpoint: model_config in {j_path} must be a dict")
+    try:
+        model = registry[cls_name](**config)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"load_checkpoint: cannot build {cls_name}(**{config}) ({err})") from err
+    state = _read_tensors(w_path, info["weights_sha256"], "weights")
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise ValueError(f"load_checkpoint: {w_path} does not match {cls_name}: missing keys "
+                         f"{missing}, unexpected keys {unexpected}")
+    for key, val in state.items():
+        if tuple(val.shape) != tuple(expected[key].shape):
+            raise ValueError(f"load_checkpoint: {w_path}: {key} has shape {tuple(val.shape)}, "
+                             f"{cls_name} expects {tuple(expected[key].shape)}")
+    dtypes = {v.dtype for v in state.values() if v.is_floating_point()}
+    if len(dtypes) == 1:
+        model = model.to(dtypes.pop())
+    model.load_state_dict(state)
+    if map_location is not None:
+        model = model.to(map_location)
+    model.eval()
+    return (model, info) if return_metadata else model
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, path) -> None:
+    """Restore ``optimizer`` from the ``.optim.safetensors`` file of a checkpoint."""
+    info = read_checkpoint_metadata(path)
+    if "optimizer" not in info:
+        raise ValueError(f"load_optimizer_state: checkpoint {path} has no optimiser state")
+    meta = info["optimizer"]
+    if meta.get("class") != type(optimizer).__name__:
+        raise ValueError(f"load_optimizer_state: checkpoint holds a {meta.get('class')} state, "
+                         f"got a {type(optimizer).__name__}")
+    _, _, o_path = checkpoint_paths(path)
+    tensors = _read_tensors(o_path, meta["sha256"], "optimiser")
+    state: dict = {}
+    for key, val in tensors.items():
+        _, idx, name = key.split(".", 2)
+        state.setdefault(int(idx), {})[name] = val
+    for key, val in meta.get("scalars", {}).items():
+        idx, name = key.split(".", 1)
+        state.setdefault(int(idx), {})[name] = val
+    groups = meta["param_groups"]
+    current = optimizer.state_dict()["param_groups"]
+    if len(groups) != len(current) or any(
+            len(g["params"]) != len(c["params"]) for g, c in zip(groups, current, strict=True)):
+        raise ValueError("load_optimizer_state: parameter groups do not match the optimiser")
+    for g in groups:
+        for k, v in g.items():
+            if isinstance(v, list) and k != "params":
+                g[k] = tuple(v)
+    optimizer.load_state_dict({"state": state, "param_groups": groups})

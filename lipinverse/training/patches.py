@@ -1,0 +1,191 @@
+r"""Image loading and patch datasets for training on the user's own images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+__all__ = ["PatchDataset", "load_images", "IMAGE_SUFFIXES"]
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".pgm")
+
+
+def _to_gray_float(img: np.ndarray, name: str) -> np.ndarray:
+    from skimage.color import rgb2gray
+    from skimage.util import img_as_float
+
+    img = np.asarray(img)
+    if img.ndim == 3 and img.shape[-1] in (3, 4):
+        img = img[..., :3]
+        img = rgb2gray(img_as_float(img))
+    elif img.ndim == 2:
+        img = img_as_float(img)
+    else:
+        raise ValueError(f"{name}: expected a grayscale (H, W) or colour (H, W, 3|4) image, "
+                         f"got shape {img.shape}")
+    return np.asarray(img, dtype=np.float64)
+
+
+def load_images(folder, *, limit: int | None = None) -> list[torch.Tensor]:
+    r"""Load every image of ``folder`` (sorted by name) as a ``(1, H, W)`` tensor in [0, 1].
+
+    Colour images are converted to grayscale (ITU-R 601 luma, ``skimage.color.rgb2gray``);
+    integer images are scaled by their dtype range.  ``limit`` keeps the first ones.
+
+    Raises
+    ------
+    ValueError
+        If ``folder`` does not exist or holds no image.
+    """
+    from skimage.io import imread
+
+    root = Path(folder)
+    if not root.is_dir():
+        raise ValueError(f"load_images: expected a folder of images, got {str(root)!r}")
+    files = sorted(p for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if limit is not None:
+        files = files[: int(limit)]
+    if not files:
+        raise ValueError(f"load_images: no image ({', '.join(IMAGE_SUFFIXES)}) in {str(root)!r}")
+    out = []
+    for f in files:
+        arr = _to_gray_float(imread(f), f"load_images ({f.name})")
+        out.append(torch.from_numpy(arr).float().unsqueeze(0))
+    return out
+
+
+def _as_images(source, name: str) -> list[torch.Tensor]:
+    if isinstance(source, (str, Path)):
+        return load_images(source)
+    if isinstance(source, torch.Tensor):
+        t = source.detach()
+        if t.dim() == 2:
+            t = t[None, None]
+        elif t.dim() == 3:
+            t = t[:, None]
+        if t.dim() != 4:
+            raise ValueError(f"{name}: expected a tensor (H, W), (N, H, W) or (N, C, H, W), "
+                             f"got shape {tuple(source.shape)}")
+        return [img for img in t.float()]
+    if isinstance(source, (list, tuple)) and source:
+        out = []
+        for img in source:
+            if isinstance(img, np.ndarray):
+                img = torch.from_numpy(_to_gray_float(img, name)).float()
+            if not isinstance(img, torch.Tensor):
+                raise TypeError(f"{name}: expected images as tensors or arrays, got {type(img)}")
+            img = img.detach().float()
+            out.append(img[None] if img.dim() == 2 else img)
+        return out
+    raise TypeError(f"{name}: expected a folder path, a tensor or a list of images, "
+                    f"got {type(source).__name__}")
+
+
+class PatchDataset(torch.utils.data.Dataset):
+    r"""Square patches cut from images, with optional rescaling and dihedral augmentation.
+
+    Parameters
+    ----------
+    source : str, Path, tensor or list
+        A folder of images (PNG/JPG/BMP/TIFF, read by scikit-image, converted to
+        grayscale floats in [0, 1]), a tensor ``(N, C, H, W)`` / ``(N, H, W)`` /
+        ``(H, W)``, or a list of ``(C, H, W)`` tensors or arrays.
+    patch_size : int, default 40
+    stride : int, optional
+        Distance between patches (default ``patch_size``: no overlap).
+    scales : tuple of float, default (1.0,)
+        Each image is also used rescaled by these factors (anti-aliased).
+    augment : bool, default True
+        :meth:`batch` applies a random element of the dihedral group (8 flips /
+        rotations by 90°) to each patch.
+    seed : int, default 0
+        Seed of the default augmentation generator and of ``max_patches``.
+    max_patches : int, optional
+        Keep a random subset (seeded) of this many patches.
+
+    Notes
+    -----
+    All patches are cut once and kept in memory as one ``(N, C, p, p)`` float32 tensor
+    (:attr:`patches`); ``dataset[i]`` is patch ``i`` unaugmented.
+    """
+
+    def __init__(self, source, patch_size: int = 40, stride: int | None = None,
+                 scales=(1.0,), augment: bool = True, seed: int = 0,
+                 max_patches: int | None = None) -> None:
+        name = "PatchDataset"
+        if not isinstance(patch_size, int) or patch_size < 1:
+            raise ValueError(f"{name}: expected patch_size a positive int, got {patch_size!r}")
+        stride = patch_size if stride is None else stride
+        if not isinstance(stride, int) or stride < 1:
+            raise ValueError(f"{name}: expected stride a positive int, got {stride!r}")
+        scales = tuple(float(s) for s in scales)
+        if not scales or min(scales) <= 0:
+            raise ValueError(f"{name}: expected positive scales, got {scales}")
+        images = _as_images(source, name)
+        chans = {img.shape[0] for img in images}
+        if len(chans) != 1:
+            raise ValueError(f"{name}: expected images with the same number of channels, "
+                             f"got {sorted(chans)}")
+        self.patch_size, self.stride, self.scales = patch_size, stride, scales
+        self.augment, self.seed = bool(augment), int(seed)
+        pieces = []
+        for img in images:
+            for s in scales:
+                im = img if s == 1.0 else self._rescale(img, s)
+                if im.shape[-1] < patch_size or im.shape[-2] < patch_size:
+                    continue
+                p = im.unfold(1, patch_size, stride).unfold(2, patch_size, stride)
+                pieces.append(p.permute(1, 2, 0, 3, 4).reshape(-1, im.shape[0], patch_size,
+                                                                patch_size))
+        if not pieces:
+            raise ValueError(f"{name}: no image is at least {patch_size}x{patch_size} "
+                             f"(at scales {scales})")
+        patches = torch.cat(pieces).contiguous()
+        if max_patches is not None and max_patches < patches.shape[0]:
+            g = torch.Generator().manual_seed(self.seed)
+            keep = torch.randperm(patches.shape[0], generator=g)[: int(max_patches)]
+            patches = patches[keep.sort().values]
+        self.patches = patches
+        self._generator = torch.Generator().manual_seed(self.seed)
+
+    @staticmethod
+    def _rescale(img: torch.Tensor, s: float) -> torch.Tensor:
+        from skimage.transform import rescale
+
+        arr = rescale(img.numpy().astype(np.float64), s, anti_aliasing=True, channel_axis=0)
+        return torch.from_numpy(np.clip(arr, 0.0, 1.0)).float()
+
+    def __len__(self) -> int:
+        return self.patches.shape[0]
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.patches[i]
+
+    def batch(self, indices, generator: torch.Generator | None = None) -> torch.Tensor:
+        r"""Patches ``indices`` as a ``(B, C, p, p)`` tensor, randomly flipped / rotated if
+        ``augment`` (drawn from ``generator``, default the dataset's own)."""
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        out = self.patches[idx]
+        if not self.augment:
+            return out
+        g = self._generator if generator is None else generator
+        ops = torch.randint(0, 8, (idx.numel(),), generator=g)
+        res = out.clone()
+        for k in range(8):
+            sel = (ops == k).nonzero().flatten()
+            if sel.numel() == 0 or k == 0:
+                continue
+            p = out[sel]
+            if k >= 4:
+                p = p.flip(-1)
+            res[sel] = torch.rot90(p, k % 4, dims=(-2, -1))
+        return res
+
+    def extra_repr(self) -> str:  # pragma: no cover - cosmetic
+        return f"{len(self)} patches of {self.patch_size}x{self.patch_size}"
+
+    def __repr__(self) -> str:
+        return (f"PatchDataset({len(self)} patches {tuple(self.patches.shape[1:])}, "
+                f"stride={self.stride}, scales={self.scales}, augment={self.augment})")

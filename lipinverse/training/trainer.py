@@ -1,0 +1,366 @@
+r"""The training loop: one frozen configuration, seeded data, validation, checkpoints,
+resume, and data-parallel training with ``torch.distributed`` (launch with ``torchrun``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from .checkpoint import load_checkpoint, load_optimizer_state, save_checkpoint
+from .objectives import psnr
+from .patches import PatchDataset, load_images
+
+__all__ = ["TrainConfig", "Trainer", "seed_everything"]
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch's global generators (CPU and CUDA); call it before building a model."""
+    torch.manual_seed(int(seed))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    r"""Every setting of a training run (frozen: one object, recorded in each checkpoint).
+
+    Parameters
+    ----------
+    epochs : int
+    batch_size : int
+        *Global* batch size (split across processes in distributed training; it must
+        be divisible by the number of processes).
+    lr : float
+        Adam learning rate.
+    lr_schedule : {"constant", "cosine"}
+    weight_decay : float
+    grad_clip : float, optional
+        Clip the global gradient norm.
+    steps_per_epoch : int, optional
+        Cap on the number of steps per epoch (default: one pass over the patches).
+    patch_size, patch_stride, augment :
+        Patches cut from ``train_images`` (when the Trainer is given no dataset).
+    train_images, val_images : str, optional
+        Folders of images (grayscale, [0, 1]).
+    val_limit : int, optional
+        Use only the first ``val_limit`` validation images.
+    sigma_range : (float, float)
+        Training noise levels are drawn uniformly in this range, per sample.
+    val_sigma : float
+        Noise level of the validation images (noise drawn from ``seed``).
+    seed : int
+        Seeds the data order, augmentation, noise and validation noise.
+    checkpoint_dir : str, optional
+        Writes ``last`` (every ``checkpoint_every`` epochs) and ``best`` (highest
+        validation PSNR) checkpoints there.
+    progress : bool
+        Show a tqdm progress bar (rank 0 only).
+    device : str, optional
+        Default: the model's device (``cuda:LOCAL_RANK`` under torchrun with CUDA).
+    """
+
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 1e-3
+    lr_schedule: str = "constant"
+    weight_decay: float = 0.0
+    grad_clip: float | None = None
+    steps_per_epoch: int | None = None
+    patch_size: int = 40
+    patch_stride: int | None = None
+    augment: bool = True
+    train_images: str | None = None
+    val_images: str | None = None
+    val_limit: int | None = None
+    sigma_range: tuple[float, float] = (0.0, 30.0 / 255)
+    val_sigma: float = 25.0 / 255
+    seed: int = 0
+    checkpoint_dir: str | None = None
+    checkpoint_every: int = 1
+    progress: bool = True
+    device: str | None = None
+
+    def __post_init__(self) -> None:
+        name = "TrainConfig"
+        for field in ("epochs", "batch_size", "checkpoint_every"):
+            v = getattr(self, field)
+            if not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name}: expected {field} a positive int, got {v!r}")
+        if not (isinstance(self.lr, (int, float)) and self.lr > 0):
+            raise ValueError(f"{name}: expected lr > 0, got {self.lr!r}")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f"{name}: expected lr_schedule 'constant' or 'cosine', "
+                             f"got {self.lr_schedule!r}")
+        lo, hi = (float(v) for v in self.sigma_range)
+        if not 0 <= lo <= hi:
+            raise ValueError(f"{name}: expected 0 <= sigma_range[0] <= sigma_range[1], "
+                             f"got {self.sigma_range}")
+        object.__setattr__(self, "sigma_range", (lo, hi))
+        if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
+            raise ValueError(f"{name}: expected steps_per_epoch >= 1, got {self.steps_per_epoch}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+class Trainer:
+    r"""Train a model with an objective (see :mod:`lipinverse.training.objectives`).
+
+    Parameters
+    ----------
+    model : nn.Module
+        A model with ``config()`` (for checkpoints).  Build it after
+        :func:`seed_everything` for reproducible initial weights.
+    objective :
+        An objective with ``loss(model, clean, noisy, sigma)`` and ``predict``.
+    config : TrainConfig
+    train_data : PatchDataset or tensor ``(N, C, p, p)``, optional
+        Default: ``PatchDataset(config.train_images, config.patch_size, ...)``.
+    val_data : tensor ``(N, C, H, W)`` or list of ``(C, H, W)`` tensors, optional
+        Default: the images of ``config.val_images``, if given.
+
+    Notes
+    -----
+    Each epoch visits a permutation of the patches drawn from a generator seeded by
+    ``(seed, epoch)``; per step, the global batch, its augmentation, noise levels
+    :math:`\sigma_b \sim U(\sigma_{min}, \sigma_{max})` and noise are drawn from it, so
+    the data depend only on the seed and the step, not on the number of processes.
+
+    **Distributed.** Under ``torchrun`` (``WORLD_SIZE > 1``) the process group is
+    initialised (``nccl`` on CUDA, else ``gloo``) unless it already is; rank 0's
+    weights are broadcast; rank :math:`r` of :math:`P` takes samples
+    :math:`r, r+P, \dots` of each global batch, its loss is weighted by its share of
+    the batch and the gradients are summed with ``all_reduce``: the update is that of
+    one process on the whole batch (up to floating-point summation order).  Only rank
+    0 writes checkpoints and shows progress.
+    """
+
+    def __init__(self, model: nn.Module, objective, config: TrainConfig, train_data=None,
+                 val_data=None) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"Trainer: expected model an nn.Module, got {type(model).__name__}")
+        if not isinstance(config, TrainConfig):
+            raise TypeError(f"Trainer: expected config a TrainConfig, got {type(config).__name__}")
+        if not callable(getattr(objective, "loss", None)):
+            raise TypeError(f"Trainer: expected an objective with a `loss` method, "
+                            f"got {type(objective).__name__}")
+        self.config, self.objective = config, objective
+        self._init_distributed()
+        self.rank, self.world = _world()
+        if config.batch_size % self.world:
+            raise ValueError(f"Trainer: batch_size {config.batch_size} is not divisible by the "
+                             f"number of processes {self.world}")
+        self.device = self._pick_device(model)
+        self.model = model.to(self.device)
+        if self.world > 1:
+            for t in list(self.model.parameters()) + list(self.model.buffers()):
+                dist.broadcast(t.data, src=0)
+        if train_data is None:
+            if config.train_images is None:
+                raise ValueError("Trainer: give train_data or TrainConfig.train_images")
+            train_data = PatchDataset(config.train_images, config.patch_size,
+                                      config.patch_stride, augment=config.augment,
+                                      seed=config.seed)
+        elif isinstance(train_data, torch.Tensor):
+            train_data = PatchDataset(train_data, patch_size=train_data.shape[-1],
+                                      augment=config.augment, seed=config.seed)
+        if not isinstance(train_data, PatchDataset):
+            raise TypeError(f"Trainer: expected train_data a PatchDataset or a tensor, "
+                            f"got {type(train_data).__name__}")
+        if len(train_data) < config.batch_size:
+            raise ValueError(f"Trainer: {len(train_data)} patches, fewer than batch_size "
+                             f"{config.batch_size}")
+        self.train_data = train_data
+        if val_data is None and config.val_images is not None:
+            val_data = load_images(config.val_images, limit=config.val_limit)
+        if isinstance(val_data, torch.Tensor):
+            val_data = list(val_data)
+        self.val_data = val_data
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+        self.epoch, self.step = 0, 0
+        self.history: list[dict] = []
+        self.best_psnr = -math.inf
+
+    # ------------------------------------------------------------------ setup
+    @staticmethod
+    def _init_distributed() -> None:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and dist.is_available() \
+                and not dist.is_initialized():
+            backend = "nccl" if torch.cuda.is_available() else "gloo"
+            dist.init_process_group(backend=backend)
+
+    def _pick_device(self, model: nn.Module) -> torch.device:
+        if self.config.device is not None:
+            return torch.device(self.config.device)
+        if self.world > 1 and torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        p = next(model.parameters(), None)
+        return p.device if p is not None else torch.device("cpu")
+
+    @property
+    def steps_per_epoch(self) -> int:
+        n = len(self.train_data) // self.config.batch_size
+        cap = self.config.steps_per_epoch
+        return n if cap is None else min(n, cap)
+
+    def _lr(self, step: int) -> float:
+        c = self.config
+        if c.lr_schedule == "constant":
+            return c.lr
+        total = max(c.epochs * self.steps_per_epoch, 1)
+        return 0.5 * c.lr * (1.0 + math.cos(math.pi * min(step, total) / total))
+
+    def _dtype(self) -> torch.dtype:
+        p = next(self.model.parameters(), None)
+        return p.dtype if p is not None else torch.get_default_dtype()
+
+    # ------------------------------------------------------------------ data
+    def _draw(self, g: torch.Generator, clean: torch.Tensor):
+        lo, hi = self.config.sigma_range
+        sigma = lo + (hi - lo) * torch.rand(clean.shape[0], generator=g, dtype=torch.float64)
+        noise = torch.randn(clean.shape, generator=g, dtype=torch.float64)
+        noisy = clean.double() + sigma.view(-1, 1, 1, 1) * noise
+        return sigma, noisy
+
+    def _local(self, t: torch.Tensor) -> torch.Tensor:
+        return t[self.rank::self.world]
+
+    # ------------------------------------------------------------------ training
+    def train_epoch(self) -> dict:
+        """Run one epoch; returns the mean training metrics."""
+        c = self.config
+        self.model.train()
+        g = torch.Generator().manual_seed(c.seed * 1_000_003 + self.epoch)
+        perm = torch.randperm(len(self.train_data), generator=g)
+        dtype = self._dtype()
+        sums: dict[str, float] = {}
+        n_steps = self.steps_per_epoch
+        bar = None
+        if c.progress and self.rank == 0:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=n_steps, desc=f"epoch {self.epoch + 1}/{c.epochs}", leave=False)
+        for i in range(n_steps):
+            idx = perm[i * c.batch_size:(i + 1) * c.batch_size]
+            clean = self.train_data.batch(idx, generator=g)
+            sigma, noisy = self._draw(g, clean)
+            clean, noisy, sigma = (self._local(t).to(self.device, dtype)
+                                   for t in (clean, noisy, sigma))
+            for group in self.optimizer.param_groups:
+                group["lr"] = self._lr(self.step)
+            self.optimizer.zero_grad(set_to_none=False)
+            loss, metrics = self.objective.loss(self.model, clean, noisy, sigma)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"Trainer: non-finite loss {float(loss)} at step "
+                                         f"{self.step}")
+            (loss * (clean.shape[0] / c.batch_size)).backward()
+            self._reduce_gradients(clean.shape[0])
+            if c.grad_clip is not None:
+                nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
+            self.optimizer.step()
+            self.step += 1
+            metrics = {"loss": float(loss.detach()), **metrics}
+            for k, v in metrics.items():
+                sums[k] = sums.get(k, 0.0) + v
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{metrics['loss']:.3e}")
+        if bar is not None:
+            bar.close()
+        return {f"train_{k}": v / max(n_steps, 1) for k, v in sums.items()}
+
+    def _reduce_gradients(self, local_n: int) -> None:
+        if self.world == 1:
+            return
+        # each rank back-propagated (local_n / batch) * its mean loss: summing gives the
+        # gradient of the global mean
+        for p in self.model.parameters():
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+
+    @torch.no_grad()
+    def validate(self) -> dict:
+        """Validation loss and PSNR at ``config.val_sigma`` on the validation images."""
+        if not self.val_data:
+            return {}
+        c = self.config
+        self.model.eval()
+        g = torch.Generator().manual_seed(c.seed + 7919)
+        dtype = self._dtype()
+        psnrs, losses = [], []
+        for img in self.val_data:
+            clean = img[None].to(torch.float64)
+            noise = torch.randn(clean.shape, generator=g, dtype=torch.float64)
+            noisy = clean + c.val_sigma * noise
+            sigma = torch.full((1,), c.val_sigma, dtype=torch.float64)
+            clean, noisy, sigma = (t.to(self.device, dtype) for t in (clean, noisy, sigma))
+            est = self.objective.predict(self.model, noisy, sigma)
+            if est is not None:
+                psnrs.append(float(psnr(est.clamp(0, 1), clean)))
+                losses.append(float((est - clean).pow(2).mean()))
+            else:
+                with torch.enable_grad():
+                    loss, _ = self.objective.loss(self.model, clean, noisy, sigma)
+                losses.append(float(loss))
+        out = {"val_loss": sum(losses) / len(losses)}
+        if psnrs:
+            out["val_psnr"] = sum(psnrs) / len(psnrs)
+        return out
+
+    def fit(self) -> list[dict]:
+        """Train until ``config.epochs``; returns the per-epoch history."""
+        c = self.config
+        if not self.history and self.epoch == 0:
+            record = {"epoch": 0, **self.validate()}
+            self.history.append(record)
+        while self.epoch < c.epochs:
+            t0 = time.perf_counter()
+            record = self.train_epoch()
+            self.epoch += 1
+            record = {"epoch": self.epoch, "step": self.step,
+                      "seconds": time.perf_counter() - t0, **record, **self.validate()}
+            self.history.append(record)
+            if c.checkpoint_dir is not None and self.rank == 0:
+                if self.epoch % c.checkpoint_every == 0 or self.epoch == c.epochs:
+                    self.save(Path(c.checkpoint_dir) / "last")
+                if record.get("val_psnr", -math.inf) > self.best_psnr:
+                    self.best_psnr = record["val_psnr"]
+                    self.save(Path(c.checkpoint_dir) / "best", with_optimizer=False)
+        return self.history
+
+    # ------------------------------------------------------------------ checkpoints
+    def save(self, path, with_optimizer: bool = True) -> Path:
+        """Write a checkpoint (model, optimiser, config, epoch, step, history)."""
+        meta = {"train_config": self.config.to_dict(), "epoch": self.epoch, "step": self.step,
+                "history": self.history, "best_psnr": self.best_psnr}
+        return save_checkpoint(self.model, path,
+                               optimizer=self.optimizer if with_optimizer else None,
+                               metadata=meta)
+
+    def resume(self, path) -> Trainer:
+        """Restore weights, optimiser, epoch, step and history from a checkpoint."""
+        model, info = load_checkpoint(path, return_metadata=True)
+        if type(model) is not type(self.model):
+            raise ValueError(f"Trainer.resume: checkpoint holds a {type(model).__name__}, "
+                             f"training a {type(self.model).__name__}")
+        self.model.load_state_dict(model.state_dict())
+        load_optimizer_state(self.optimizer, path)
+        meta = info.get("metadata", {})
+        self.epoch, self.step = int(meta.get("epoch", 0)), int(meta.get("step", 0))
+        self.history = list(meta.get("history", []))
+        self.best_psnr = float(meta.get("best_psnr", -math.inf))
+        return self
