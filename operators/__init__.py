@@ -4,15 +4,17 @@ Every operator is a linear :class:`Operator` acting on batches ``(B, C, H, W)``.
 never imports :mod:`lipinverse`.
 """
 
-from . import kernels
+from . import kernels, phantoms
 from .algebra import Adjoint, Composition, Identity, Scaled, Sum
 from .base import ConvergenceError, Operator
 from .blur import Blur
 from .downsampling import Downsample, Subsample
 from .gradient import FiniteDifference
 from .mask import Mask
+from .radon import Radon
 
 __all__ = [
     "Operator", "ConvergenceError", "Identity", "Adjoint", "Composition", "Sum", "Scaled",
     "Blur", "Mask", "Downsample", "Subsample", "FiniteDifference", "kernels",
+    "Radon", "phantoms",
 ]

@@ -54,8 +54,10 @@ dimensions", Phys. Med. Biol. 49 (2004) 2463-2475.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 __all__ = ["Geometry", "chunk_weights", "pixel_index", "estimate_matrix_bytes",
@@ -107,24 +109,37 @@ def max_bins_per_pixel(geom: Geometry) -> int:
     return int(math.ceil(h_max)) + 1
 
 
-def _pixel_coordinates(geom: Geometry, pix: torch.Tensor, dtype) -> tuple:
+def _pixel_coordinates(geom: Geometry, pix: torch.Tensor) -> tuple:
     n, c = geom.n, geom.n // 2
-    x = (pix % n - c).to(dtype)
-    y = (c - pix // n).to(dtype)
+    x = (pix % n - c).to(torch.float64)
+    y = (c - pix // n).to(torch.float64)
     return x, y
 
 
-def chunk_weights(geom: Geometry, a0: int, a1: int, pix: torch.Tensor,
+_TRIG_CACHE: dict = {}
+
+
+def _trig(geom: Geometry, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of every angle, computed once (so every chunking sees the same bits)."""
+    key = (geom.angles, str(device))
+    if key not in _TRIG_CACHE:
+        a = np.asarray(geom.angles, dtype=np.float64)
+        _TRIG_CACHE[key] = (torch.from_numpy(np.cos(a)).to(device),
+                            torch.from_numpy(np.sin(a)).to(device))
+    return _TRIG_CACHE[key]
+
+
+def chunk_weights(geom: Geometry, angle_ids: torch.Tensor, pix: torch.Tensor,
                   dtype: torch.dtype = torch.float64, *,
                   fbp: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    r"""Rows and weights of the matrix for angles ``a0:a1`` and pixels ``pix``.
+    r"""Rows and weights of the matrix for the angles ``angle_ids`` and pixels ``pix``.
 
     Returns
     -------
-    rows : (a1 - a0, P, K) int64
+    rows : (len(angle_ids), len(pix), K) int64
         Row index ``a * D + k`` of each candidate bin ``k`` (a valid index even where the
         weight is zero).
-    vals : (a1 - a0, P, K) tensor of ``dtype``
+    vals : (len(angle_ids), len(pix), K) tensor of ``dtype``
         Distance-driven weights (zero for bins outside the detector or outside the box).
         With ``fbp=True`` instead the interpolation weights :math:`|\text{box}\cap
         \text{bin}_k| / h_p` (summing to one) times the fan-beam FBP distance weight
@@ -132,23 +147,29 @@ def chunk_weights(geom: Geometry, a0: int, a1: int, pix: torch.Tensor,
 
     Notes
     -----
-    Computed in float64 and then cast, so that every backend and device sees the same
-    rounded weights.
+    Every entry is computed from its own (angle, pixel) by the same sequence of IEEE
+    operations in float64 and then rounded to ``dtype``, so it has the same value whatever
+    the chunking, the backend or the (CPU) device.
     """
     dev = pix.device
     f64 = torch.float64
-    th = torch.tensor(geom.angles[a0:a1], dtype=f64, device=dev)[:, None]
-    cos, sin = torch.cos(th), torch.sin(th)
-    x, y = _pixel_coordinates(geom, pix, f64)
-    t = x[None] * cos + y[None] * sin  # (A, P)
+    cos_all, sin_all = _trig(geom, dev)
+    cos, sin = cos_all[angle_ids][:, None], sin_all[angle_ids][:, None]
+    x, y = _pixel_coordinates(geom, pix)
     D = geom.detector_size
     if geom.kind == "parallel":
-        w = torch.maximum(cos.abs(), sin.abs()).expand_as(t)
-        centre, width = t, w
-        fbp_factor = None
+        w = torch.maximum(cos.abs(), sin.abs())  # (A, 1)
+        # left end of the box in bin units, shifted so that bin k0 is [0, 1)
+        u = x[None] * cos + (y[None] * sin + ((D // 2) + 0.5 - 0.5 * w))
+        k0 = torch.floor(u)
+        frac = u - k0
+        scale = 1.0 / w
+        v0 = torch.clamp_max((1.0 - frac) * scale, 1.0)
+        parts = [v0, 1.0 - v0]
     else:
         R, Rd, dl = geom.source_distance, geom.detector_distance, geom.detector_spacing
-        s = -x[None] * sin + y[None] * cos  # p . d_theta
+        t = x[None] * cos + y[None] * sin
+        s = y[None] * cos - x[None] * sin  # p . d_theta
         depth = R + s
         length = torch.sqrt(t * t + depth * depth)
         # ray direction r = (t e_theta + depth d_theta) / length, in (x, y) coordinates
@@ -156,25 +177,21 @@ def chunk_weights(geom: Geometry, a0: int, a1: int, pix: torch.Tensor,
         ry = (t * sin + depth * cos) / length
         w = torch.maximum(rx.abs(), ry.abs())
         mag = (R + Rd) * length / (dl * depth * depth)  # (R+Rd) / (dl depth cos(gamma))
-        centre = (R + Rd) / dl * t / depth
-        width = mag * w
-        fbp_factor = (R / depth) ** 2
-    b = centre + (D // 2)
-    lo, hi = b - 0.5 * width, b + 0.5 * width
-    K = max_bins_per_pixel(geom)
-    k0 = torch.floor(lo + 0.5)
-    ks = k0[..., None] + torch.arange(K, dtype=f64, device=dev)  # (A, P, K)
-    overlap = (torch.minimum(hi[..., None], ks + 0.5)
-               - torch.maximum(lo[..., None], ks - 0.5)).clamp_min(0.0)
+        h = mag * w
+        u = (R + Rd) / dl * t / depth + ((D // 2) + 0.5) - 0.5 * h
+        k0 = torch.floor(u)
+        frac = u - k0
+        scale = ((R / depth) ** 2 / h) if fbp else (1.0 / w)
+        parts = []
+        for j in range(max_bins_per_pixel(geom)):
+            lap = torch.minimum(frac + h, torch.full_like(frac, j + 1.0)) \
+                - torch.clamp_min(frac, float(j))
+            parts.append(lap.clamp_min(0.0) * scale)
+    vals = torch.stack(parts, dim=-1)
+    ks = k0[..., None] + torch.arange(len(parts), dtype=f64, device=dev)
     inside = (ks >= 0) & (ks <= D - 1)
-    if fbp:
-        scale = 1.0 / width if fbp_factor is None else fbp_factor / width
-    else:
-        scale = 1.0 / w
-    vals = torch.where(inside, overlap * scale[..., None], torch.zeros((), dtype=f64, device=dev))
-    kk = ks.clamp(0, D - 1).to(torch.int64)
-    arange_a = torch.arange(a0, a1, device=dev, dtype=torch.int64)[:, None, None]
-    rows = arange_a * D + kk
+    vals = torch.where(inside, vals, torch.zeros((), dtype=f64, device=dev))
+    rows = ks.clamp(0, D - 1).to(torch.int64) + (angle_ids.to(dev) * D)[:, None, None]
     return rows, vals.to(dtype)
 
 
@@ -197,40 +214,58 @@ def estimate_matrix_bytes(geom: Geometry, value_bytes: int = 8) -> int:
     return 2 * per_matrix + 4 * (geom.n_rows + 1) + 4 * (geom.n * geom.n + 1)
 
 
-def build_matrices(geom: Geometry, dtype: torch.dtype, device) -> tuple:
+def _csr(crow_counts: torch.Tensor, cols: list, vals: list, size) -> torch.Tensor:
+    crow = torch.zeros(crow_counts.numel() + 1, dtype=torch.int64, device=crow_counts.device)
+    crow[1:] = torch.cumsum(crow_counts, 0)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        return torch.sparse_csr_tensor(crow.to(torch.int32), torch.cat(cols), torch.cat(vals),
+                                       size=size, check_invariants=False)
+
+
+def build_matrices(geom: Geometry, dtype: torch.dtype, device,
+                   max_elements: int = 1 << 22) -> tuple:
     r"""Build :math:`A` and :math:`A^\top` as sparse CSR tensors with int32 indices.
 
-    A loop over chunks of angles; inside a chunk everything is vectorised. Rows come out
-    sorted (angle-major) after a stable sort by bin within the chunk, so column indices stay
-    sorted inside each row; :math:`A^\top` is the CSC form of :math:`A` reinterpreted.
+    Vectorised over chunks: :math:`A` chunk by chunk of angles (a stable sort by bin inside
+    each angle keeps the columns of each row sorted), :math:`A^\top` chunk by chunk of
+    pixels (entries come out pixel-major with increasing columns, no sort needed). Both
+    take their values from :func:`chunk_weights`, so they are exact transposes.
     """
     device = torch.device(device)
     pix = pixel_index(geom, device)
-    chunk = angle_chunk(geom, pix.numel())
+    n_pix, K = pix.numel(), max_bins_per_pixel(geom)
+    all_angles = torch.arange(geom.n_angles, device=device)
+    # A: rows (angle, bin), columns sorted inside each row
     counts = torch.zeros(geom.n_rows, dtype=torch.int64, device=device)
     cols_l, vals_l = [], []
-    for a0 in range(0, geom.n_angles, chunk):
-        a1 = min(a0 + chunk, geom.n_angles)
-        rows, vals = chunk_weights(geom, a0, a1, pix, dtype)
-        cols = pix[None, :, None].expand_as(rows)
+    step = angle_chunk(geom, n_pix, 1, max_elements)
+    for a0 in range(0, geom.n_angles, step):
+        ids = all_angles[a0:a0 + step]
+        rows, vals = chunk_weights(geom, ids, pix, dtype)
+        rows, order = torch.sort(rows.reshape(len(ids), -1), dim=1, stable=True)
+        vals = torch.gather(vals.reshape(len(ids), -1), 1, order)
+        cols = pix[torch.div(order, K, rounding_mode="floor")]
         keep = vals != 0
-        r, c, v = rows[keep], cols[keep], vals[keep]
-        order = torch.argsort(r, stable=True)
-        cols_l.append(c[order].to(torch.int32))
-        vals_l.append(v[order])
-        counts += torch.bincount(r, minlength=geom.n_rows)
-        del rows, vals, cols, keep, r, c, v, order
-    crow = torch.zeros(geom.n_rows + 1, dtype=torch.int64, device=device)
-    crow[1:] = torch.cumsum(counts, 0)
-    col = torch.cat(cols_l)
-    val = torch.cat(vals_l)
+        cols_l.append(cols[keep].to(torch.int32))
+        vals_l.append(vals[keep])
+        counts += torch.bincount(rows[keep], minlength=geom.n_rows)
+    A = _csr(counts, cols_l, vals_l, (geom.n_rows, geom.n * geom.n))
     del cols_l, vals_l
-    size = (geom.n_rows, geom.n * geom.n)
-    A = torch.sparse_csr_tensor(crow.to(torch.int32), col, val, size=size)
-    csc = A.to_sparse_csc()
-    At = torch.sparse_csr_tensor(csc.ccol_indices().to(torch.int32),
-                                 csc.row_indices().to(torch.int32), csc.values(),
-                                 size=(size[1], size[0]))
+    # A^T: rows pixels (all of them; masked ones are empty), columns (angle, bin)
+    counts = torch.zeros(geom.n * geom.n, dtype=torch.int64, device=device)
+    cols_l, vals_l = [], []
+    pstep = max(1, max_elements // (geom.n_angles * K))
+    for p0 in range(0, n_pix, pstep):
+        p = pix[p0:p0 + pstep]
+        rows, vals = chunk_weights(geom, all_angles, p, dtype)
+        rows, vals = rows.permute(1, 0, 2).reshape(len(p), -1), vals.permute(1, 0, 2)
+        vals = vals.reshape(len(p), -1)
+        keep = vals != 0
+        cols_l.append(rows[keep].to(torch.int32))
+        vals_l.append(vals[keep])
+        counts[p] = keep.sum(1)
+    At = _csr(counts, cols_l, vals_l, (geom.n * geom.n, geom.n_rows))
     return A, At
 
 
