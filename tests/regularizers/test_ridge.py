@@ -1,0 +1,223 @@
+"""Ridge regularisers: gradients, certificates (float64, dense Hessians), prox, unrolling."""
+
+import warnings
+
+import pytest
+import torch
+
+from lipinverse.regularizers import ConvexRidge, RidgeAtSigma, WeakConvexRidge
+
+SIGMA = 20.0 / 255
+
+
+def small(cls, **kw):
+    torch.manual_seed(0)
+    return cls(channels=(1, 3, 6), kernel_size=3, num_knots=11, **kw).double()
+
+
+def perturb(R, scale=0.5, seed=1):
+    """Random spline / sigma-function / filter updates (leave the defaults' symmetries)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in R.parameters():
+            p.add_(scale * torch.randn(p.shape, generator=g, dtype=p.dtype))
+    return R
+
+
+def adversarial_steps(R, n=5):
+    """Optimiser steps that try to make the gradient map as expansive as possible."""
+    opt = torch.optim.Adam(R.parameters(), lr=0.2)
+    x = torch.rand(2, 1, 8, 8, dtype=torch.float64)
+    v = torch.randn_like(x)
+    for _ in range(n):
+        opt.zero_grad()
+        loss = -(R.grad(x + 1e-3 * v) - R.grad(x)).pow(2).sum() - R.value(x).sum()
+        loss.backward()
+        opt.step()
+    return R
+
+
+def hessian(R, x, sigma):
+    flat = x.reshape(-1)
+
+    def g(z):
+        return R.grad(z.reshape(x.shape), sigma).reshape(-1)
+
+    return torch.autograd.functional.jacobian(g, flat)
+
+
+@pytest.fixture(autouse=True)
+def _float64():
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
+
+
+def test_defaults_construct_and_have_the_contract():
+    for cls in (ConvexRidge, WeakConvexRidge):
+        R = cls()
+        x = torch.rand(2, 1, 16, 16)
+        assert R.value(x).shape == (2,)
+        assert R(x).shape == (2,)
+        assert R.grad(x).shape == x.shape
+        assert R.grad_lipschitz > 0
+        assert isinstance(R.convex, bool)
+        assert R.weak_convexity >= 0
+
+
+@pytest.mark.parametrize("cls", [ConvexRidge, WeakConvexRidge])
+def test_grad_is_the_gradient_of_value(cls):
+    R = perturb(small(cls), 0.3)
+    x = torch.rand(2, 1, 9, 7, requires_grad=True)
+    (g,) = torch.autograd.grad(R.value(x, SIGMA).sum(), x)
+    torch.testing.assert_close(R.grad(x.detach(), SIGMA), g, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("cls", [ConvexRidge, WeakConvexRidge])
+@pytest.mark.parametrize("stage", ["init", "perturbed", "adversarial"])
+def test_certificates_bound_the_dense_hessian(cls, stage):
+    R = small(cls)
+    if stage != "init":
+        perturb(R, 0.5)
+    if stage == "adversarial":
+        adversarial_steps(R)
+    for sigma in (2 / 255, SIGMA, 50 / 255):
+        R.sigma = sigma
+        lo, hi = R.curvature_bounds()
+        for seed in range(3):
+            x = torch.randn(1, 1, 7, 7, generator=torch.Generator().manual_seed(seed)) * 3
+            H = hessian(R, x, sigma)
+            torch.testing.assert_close(H, H.T, rtol=0, atol=1e-10)
+            ev = torch.linalg.eigvalsh(0.5 * (H + H.T))
+            assert ev.max() <= R.grad_lipschitz * (1 + 1e-9) + 1e-12
+            assert ev.max() <= hi * (1 + 1e-9) + 1e-12
+            assert ev.min() >= -R.weak_convexity * (1 + 1e-9) - 1e-12
+        if cls is ConvexRidge:
+            assert R.convex and R.weak_convexity == 0.0
+        else:
+            assert R.weak_convexity < R.rho_max
+
+
+def test_weak_convexity_is_reached_and_capped():
+    R = perturb(small(WeakConvexRidge, rho_max=0.8), 2.0, seed=3)
+    with torch.no_grad():  # steepest possible concave spline and a large cap factor
+        R.nonconvex_spline.coefficients.copy_(-torch.linspace(-5, 5, 11).repeat(3, 1))
+        R.kappa_nu.values.fill_(6.0)
+    assert 0.79 < R.weak_convexity <= 0.8
+    assert not R.convex
+
+
+@pytest.mark.parametrize("cls", [ConvexRidge, WeakConvexRidge])
+def test_unrolled_blocks_equal_explicit_gradient_steps(cls):
+    R = perturb(small(cls), 0.3)
+    y = torch.rand(2, 1, 10, 10)
+    t, step = 6, 0.5
+    D = R.unrolled_denoiser(t, SIGMA, step=step)
+    # explicit steps with the public gradient
+    sc = R.scalings(SIGMA, 1)
+    h = float(R.step_size(sc, step).detach())
+    x = y.clone()
+    for _ in range(t):
+        x = x - h * (x - y + R.grad(x, SIGMA))
+    torch.testing.assert_close(D(y), x, rtol=0, atol=1e-12)
+    torch.testing.assert_close(R.gradient_steps(y, SIGMA, t, step), x, rtol=0, atol=1e-12)
+
+
+def test_unrolled_denoiser_certificate_bounds_its_jacobian():
+    R = perturb(small(ConvexRidge), 0.3)
+    D = R.unrolled_denoiser(4, SIGMA)
+    y = torch.rand(1, 1, 6, 6)
+    J = torch.autograd.functional.jacobian(lambda z: D(z.reshape(y.shape)).reshape(-1),
+                                           y.reshape(-1))
+    assert torch.linalg.matrix_norm(J, 2) <= D.lipschitz_bound() * (1 + 1e-9)
+    assert D.lipschitz_bound() <= 1 + 1e-12
+
+
+def test_prox_is_firmly_nonexpansive_and_optimal():
+    R = perturb(small(ConvexRidge), 0.5)
+    g = torch.Generator().manual_seed(5)
+    x = torch.rand(6, 1, 8, 8, generator=g)
+    y = x + 0.3 * torch.randn(x.shape, generator=g)
+    tol = 1e-10
+    px = R.prox(x, 1.7, SIGMA, tol=tol, max_iter=5000)
+    py = R.prox(y, 1.7, SIGMA, tol=tol, max_iter=5000)
+    d, e = (px - py).flatten(1), (x - y).flatten(1)
+    slack = 4 * tol * (x.flatten(1).norm(dim=1) + y.flatten(1).norm(dim=1)) * e.norm(dim=1)
+    assert ((d * d).sum(1) <= (d * e).sum(1) + slack).all()
+    # optimality: p - x + tau grad R(p) = 0
+    res = px - x + 1.7 * R.grad(px, SIGMA)
+    assert res.flatten(1).norm(dim=1).max() < 1e-8
+
+
+def test_weakly_convex_prox_is_lipschitz_within_its_bound():
+    R = perturb(small(WeakConvexRidge), 1.0, seed=4)
+    rho = R.weak_convexity
+    g = torch.Generator().manual_seed(6)
+    x = torch.rand(4, 1, 8, 8, generator=g)
+    y = x + 0.2 * torch.randn(x.shape, generator=g)
+    px, py = R.denoise(x, R.sigma, tol=1e-10), R.denoise(y, R.sigma, tol=1e-10)
+    ratio = (px - py).flatten(1).norm(dim=1) / (x - y).flatten(1).norm(dim=1)
+    assert (ratio <= 1 / (1 - rho) + 1e-6).all()
+
+
+def test_solve_is_independent_of_the_batch_and_per_sample_sigma():
+    R = perturb(small(WeakConvexRidge), 0.3)
+    y = torch.rand(3, 1, 8, 8)
+    sig = torch.tensor([5 / 255, 15 / 255, 40 / 255])
+    batch, info = R.solve(y, 1.0, sig, tol=1e-8)
+    assert info.converged.all()
+    for i in range(3):
+        single, _ = R.solve(y[i:i + 1], 1.0, float(sig[i]), tol=1e-8)
+        torch.testing.assert_close(batch[i:i + 1], single, rtol=0, atol=1e-13)
+    grads = R.grad(y, sig)
+    for i in range(3):
+        torch.testing.assert_close(grads[i:i + 1], R.grad(y[i:i + 1], float(sig[i])))
+
+
+def test_denoising_with_more_noise_smooths_more():
+    R = small(ConvexRidge)
+    y = torch.rand(1, 1, 12, 12)
+    r_small = (R.denoise(y, 2 / 255) - y).norm()
+    r_big = (R.denoise(y, 50 / 255) - y).norm()
+    assert r_big > r_small
+
+
+def test_prox_warns_when_the_tolerance_is_not_reached():
+    R = small(ConvexRidge)
+    with pytest.warns(RuntimeWarning, match="did not reach tol"):
+        R.prox(torch.rand(1, 1, 8, 8), 1.0, 50 / 255, tol=1e-14, max_iter=2)
+
+
+def test_at_sigma_view():
+    R = perturb(small(WeakConvexRidge), 0.3)
+    V = R.at_sigma(7 / 255)
+    assert isinstance(V, RidgeAtSigma)
+    x = torch.rand(2, 1, 8, 8)
+    torch.testing.assert_close(V(x), R.value(x, 7 / 255))
+    torch.testing.assert_close(V.grad(x), R.grad(x, 7 / 255))
+    lo, hi = R.curvature_bounds(7 / 255)
+    assert V.grad_lipschitz == max(-lo, hi)
+    assert V.weak_convexity == max(0.0, -lo)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        torch.testing.assert_close(V.prox(x, 0.5, tol=1e-9), R.prox(x, 0.5, 7 / 255, tol=1e-9))
+
+
+def test_bad_inputs_raise_clear_errors():
+    R = small(ConvexRidge)
+    with pytest.raises(ValueError, match=r"ConvexRidge.grad: expected input of shape \(B, 1, H, W\)"):
+        R.grad(torch.rand(2, 3, 8, 8))
+    with pytest.raises(TypeError, match="ConvexRidge.value: expected a torch.Tensor"):
+        R.value([1.0])
+    with pytest.raises(ValueError, match="expected finite sigma >= 0"):
+        R.grad(torch.rand(1, 1, 8, 8), -0.1)
+    with pytest.raises(ValueError, match=r"shape \(2,\)"):
+        R.grad(torch.rand(2, 1, 8, 8), torch.ones(3))
+    with pytest.raises(ValueError, match="expected tau > 0"):
+        R.prox(torch.rand(1, 1, 8, 8), 0.0)
+    W = perturb(small(WeakConvexRidge), 1.0)
+    with pytest.raises(ValueError, match="not strongly convex"):
+        W.solve(torch.rand(1, 1, 8, 8), 1e6)
+    with pytest.raises(ValueError, match="rho_max"):
+        WeakConvexRidge(rho_max=1.0)
