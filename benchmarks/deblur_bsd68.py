@@ -70,7 +70,7 @@ class Methods:
             elif name == "tv":
                 from lipinverse.regularizers import TV
 
-                self._models[name] = TV(tol=1e-4, max_iter=5000)
+                self._models[name] = TV(tol=1e-3, max_iter=5000)
             else:
                 from lipinverse import pretrained
 

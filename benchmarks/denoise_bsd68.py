@@ -45,7 +45,7 @@ def tv_method(val, sigmas):
     """TV denoiser with ``lam = c * sigma``; ``c`` tuned per sigma on the validation images."""
     from lipinverse.regularizers import TV
 
-    tv = TV(tol=1e-4, max_iter=5000)
+    tv = TV(tol=1e-3, max_iter=5000)
     consts = {}
     for s in sigmas:
         probs = [(x, add_noise(x, s / 255, 7 + i), None) for i, (_, x) in enumerate(val)]

@@ -23,7 +23,6 @@ Examples
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -61,8 +60,10 @@ def _check_name(fn: str, name) -> str:
 
 def config(name: str) -> dict:
     """The JSON record of a shipped model: class, constructor config, training, tuning."""
+    from lipinverse.training import read_checkpoint_metadata
+
     _check_name("config", name)
-    return json.loads(_files(name)[1].read_text())
+    return read_checkpoint_metadata(_files(name)[1])
 
 
 def load(name: str, device=None) -> torch.nn.Module:
@@ -80,42 +81,33 @@ def load(name: str, device=None) -> torch.nn.Module:
         ``crr`` / ``wcrr``: a ridge regulariser with ``value``, ``grad``, ``prox``,
         ``denoise(y, sigma)`` (its own tuned strength at noise level ``sigma`` in [0, 1]
         units) and certificates. ``lipdenoiser``: a denoiser with ``lipschitz_bound()``
-        and ``averagedness``.
+        and ``averagedness``. Parameters do not require gradients.
 
     Raises
     ------
     ValueError
-        Unknown name (the message lists the available ones), or weights that do not match
-        the recorded architecture.
+        Unknown name (the message lists the available ones); weights whose hash, keys or
+        shapes do not match the recorded architecture; a file of another model class.
 
     Notes
     -----
-    The weights are read with :func:`safetensors.torch.load_file`, which never executes
-    code; the architecture is rebuilt from the JSON config.
+    Rebuilt by :func:`lipinverse.training.load_checkpoint`: the architecture from the JSON
+    config, the weights by safetensors (never executes code), the SHA-256 checked.
     """
-    import importlib
-
-    from safetensors.torch import load_file
+    from lipinverse.training import load_checkpoint
 
     _check_name("load", name)
-    weights, meta = _files(name)
-    cfg = json.loads(meta.read_text())
-    module, cls_name = REGISTRY[name]
-    cls = getattr(importlib.import_module(module), cls_name)
-    if cfg.get("class") != cls_name:
-        raise ValueError(f"pretrained.load: {meta.name} records class {cfg.get('class')!r}, "
-                         f"expected {cls_name!r}")
-    model = cls(**cfg["config"])
-    state = load_file(str(weights))
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        raise ValueError(f"pretrained.load: weights {weights.name} do not match "
-                         f"{cls_name}(**config): {err}") from None
+    path = _files(name)[1]
+    expected = REGISTRY[name][1]
+    recorded = config(name)["model_class"]
+    if recorded != expected:
+        raise ValueError(f"pretrained.load: {path.name} records class {recorded!r}, "
+                         f"expected {expected!r}")
+    model = load_checkpoint(path, map_location=device)
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    return model.to(device) if device is not None else model
+    return model
 
 
 @torch.no_grad()

@@ -156,7 +156,7 @@ def validate(denoise, args, sigmas=(5, 15, 25)) -> dict:
 
 # --------------------------------------------------------------------------- ridge
 def build_ridge(args):
-    from lipinverse.regularizers.ridge import ConvexRidge, WeakConvexRidge
+    from lipinverse.regularizers import ConvexRidge, WeakConvexRidge
 
     cls = ConvexRidge if args.model == "crr" else WeakConvexRidge
     return cls(channels=tuple(args.channels), kernel_size=args.kernel_size,
@@ -173,8 +173,11 @@ def train_ridge(args) -> dict:
     variation. After training, the strength :math:`\lambda(\sigma)` is rescaled per noise
     level on the validation set (see :func:`tune_ridge`), at the exact minimiser.
     """
+    from lipinverse.training import TStepDenoisingLoss
+
     torch.manual_seed(args.seed)
     reg = build_ridge(args)
+    objective = TStepDenoisingLoss(t=args.t, step=0.5, tv2_weight=args.tv2)
     sampler = RandomPatches(load_folder(args.train), args.patch, args.seed)
     opt = torch.optim.Adam(reg.parameters(), lr=args.lr)
     g = torch.Generator().manual_seed(args.seed + 1)
@@ -186,12 +189,11 @@ def train_ridge(args) -> dict:
         x = sampler(args.batch)
         s = torch.rand(args.batch, generator=g) * args.sigma_max / 255
         y = x + s.view(-1, 1, 1, 1) * torch.randn(x.shape, generator=g)
-        loss = (reg.gradient_steps(y, s.clamp_min(1e-3), args.t) - x).pow(2).mean()
-        total = loss + args.tv2 * reg.tv2()
+        loss, metrics = objective.loss(reg, x, y, s.clamp_min(1e-3))
         opt.zero_grad()
-        total.backward()
+        loss.backward()
         opt.step()
-        losses.append(float(loss.detach()))
+        losses.append(metrics["data_loss"])
         step += 1
         if step % 20 == 0:
             print(f"step {step} loss {np.mean(losses[-20:]):.3e} "
@@ -209,13 +211,16 @@ def train_ridge(args) -> dict:
 
 
 def save_ridge(reg, args, info: dict, path: Path) -> dict:
-    cfg = {"name": args.model, "class": type(reg).__name__, "config": reg.config(),
-           "params": sum(p.numel() for p in reg.parameters()),
-           "training": {"data": "train400", "patch": args.patch, "batch": args.batch,
-                        "sigma_max_x255": args.sigma_max, "t_steps": args.t, "lr": args.lr,
-                        "tv2": args.tv2, "seed": args.seed, "minutes": args.minutes} | info}
-    save(reg.state_dict(), cfg, path)
-    return cfg
+    """Checkpoint (``lipinverse.training.save_checkpoint``) with the training record."""
+    from lipinverse.training import save_checkpoint
+
+    meta = {"name": args.model, "params": sum(p.numel() for p in reg.parameters()),
+            "training": {"data": "train400", "patch": args.patch, "batch": args.batch,
+                         "sigma_max_x255": args.sigma_max, "t_steps": args.t, "lr": args.lr,
+                         "tv2": args.tv2, "seed": args.seed, "minutes": args.minutes,
+                         "objective": "TStepDenoisingLoss (mse)"} | info}
+    save_checkpoint(reg, path, metadata=meta)
+    return meta
 
 
 @torch.no_grad()
