@@ -40,6 +40,12 @@ OPERATOR_FACTORIES = {
     "sum_scaled": lambda: 2.0 * O.Blur(kernels.gaussian(1.0), "circular", (1, 8, 8))
     - O.Identity((1, 8, 8)),
     "adjoint_of_grad": lambda: O.FiniteDifference("neumann", (1, 6, 6)).T,
+    "radon_parallel": lambda: O.Radon(8, 5),
+    "radon_parallel_circle_matrix_free": lambda: O.Radon(9, 4, circle=True,
+                                                         backend="matrix_free", channels=2),
+    "radon_fan": lambda: O.Radon(8, 6, geometry="fan"),
+    "radon_fan_circle_matrix_free": lambda: O.Radon(8, 5, geometry="fan", circle=True,
+                                                    backend="matrix_free"),
 }
 
 
