@@ -1,0 +1,146 @@
+"""Trainer and objectives: learning, seeding, resume, implicit gradients."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from lipinverse.regularizers import ConvexRidge, WeakConvexRidge
+from lipinverse.training import (
+    DEQDenoisingLoss,
+    PatchDataset,
+    TrainConfig,
+    Trainer,
+    TStepDenoisingLoss,
+    conjugate_gradient,
+    load_checkpoint,
+    seed_everything,
+)
+
+
+def data():
+    g = torch.Generator().manual_seed(0)
+    # piecewise-constant images: easy to denoise, so learning shows within a few steps
+    base = torch.rand(4, 1, 4, 4, generator=g)
+    imgs = torch.nn.functional.interpolate(base, scale_factor=8, mode="nearest")
+    return PatchDataset(imgs, patch_size=16, stride=8), [imgs[0], imgs[1]]
+
+
+def ridge(cls=ConvexRidge):
+    seed_everything(0)
+    return cls(channels=(1, 3, 6), kernel_size=3, num_knots=11)
+
+
+def config(**kw):
+    base = dict(epochs=2, batch_size=6, lr=2e-2, steps_per_epoch=4, progress=False,
+                sigma_range=(10 / 255, 30 / 255), val_sigma=20 / 255, seed=3)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def weights(m):
+    return torch.cat([p.detach().flatten() for p in m.parameters()])
+
+
+def test_short_training_lowers_the_validation_loss(tmp_path):
+    ds, val = data()
+    tr = Trainer(ridge(), TStepDenoisingLoss(t=5, tv2_weight=1e-4), config(
+        epochs=3, checkpoint_dir=str(tmp_path)), ds, val)
+    hist = tr.fit()
+    assert [h["epoch"] for h in hist] == [0, 1, 2, 3]
+    assert hist[-1]["val_loss"] < 0.8 * hist[0]["val_loss"]
+    assert hist[-1]["val_psnr"] > hist[0]["val_psnr"]
+    assert {"train_loss", "train_tv2", "seconds", "step"} <= set(hist[-1])
+    best = load_checkpoint(tmp_path / "best")
+    last = load_checkpoint(tmp_path / "last")
+    assert torch.equal(weights(last), weights(tr.model))
+    assert isinstance(best, ConvexRidge)
+    # the certificate still holds after training (dense Hessian, float64)
+    m = last.double()
+    x = torch.rand(1, 1, 6, 6, dtype=torch.float64)
+    H = torch.autograd.functional.jacobian(lambda z: m.grad(z.reshape(x.shape)).reshape(-1),
+                                           x.reshape(-1))
+    assert torch.linalg.eigvalsh(0.5 * (H + H.T)).max() <= m.grad_lipschitz * (1 + 1e-9)
+
+
+def test_same_seed_gives_the_same_weights():
+    ds, val = data()
+    a = Trainer(ridge(WeakConvexRidge), TStepDenoisingLoss(t=3), config(), ds, val)
+    b = Trainer(ridge(WeakConvexRidge), TStepDenoisingLoss(t=3), config(), ds, val)
+    a.fit()
+    b.fit()
+    assert torch.equal(weights(a.model), weights(b.model))
+    c = Trainer(ridge(WeakConvexRidge), TStepDenoisingLoss(t=3), config(seed=4), ds, val)
+    c.fit()
+    assert not torch.equal(weights(a.model), weights(c.model))
+
+
+def test_resume_continues_exactly(tmp_path):
+    ds, val = data()
+    full = Trainer(ridge(), TStepDenoisingLoss(t=3), config(epochs=2), ds, val)
+    full.fit()
+    half = Trainer(ridge(), TStepDenoisingLoss(t=3), config(epochs=1), ds, val)
+    half.fit()
+    half.save(tmp_path / "half")
+    seed_everything(123)  # a different initialisation is overwritten by resume
+    rest = Trainer(ConvexRidge(channels=(1, 3, 6), kernel_size=3, num_knots=11),
+                   TStepDenoisingLoss(t=3), config(epochs=2), ds, val).resume(tmp_path / "half")
+    assert rest.epoch == 1 and rest.step == 4
+    rest.fit()
+    assert torch.equal(weights(rest.model), weights(full.model))
+    assert len(rest.history) == len(full.history)
+
+
+def test_deq_implicit_gradient_matches_differentiating_a_converged_unroll():
+    torch.set_default_dtype(torch.float64)
+    try:
+        R = ridge(WeakConvexRidge)
+        with torch.no_grad():
+            for p in R.parameters():
+                p.add_(0.3 * torch.randn_like(p))
+        g = torch.Generator().manual_seed(1)
+        clean = torch.rand(2, 1, 8, 8, generator=g)
+        sigma = torch.tensor([0.05, 0.1])
+        noisy = clean + sigma.view(-1, 1, 1, 1) * torch.randn(clean.shape, generator=g)
+        obj = DEQDenoisingLoss(tol=1e-12, max_iter=5000, cg_tol=1e-12, cg_max_iter=500)
+        loss, metrics = obj.loss(R, clean, noisy, sigma)
+        implicit = torch.autograd.grad(loss, list(R.parameters()), allow_unused=True)
+        unrolled = R.gradient_steps(noisy, sigma, 400, step=0.5)
+        ref_loss = (unrolled - clean).pow(2).flatten(1).mean(1).mean()
+        assert abs(float(loss.detach()) - float(ref_loss.detach())) < 1e-10
+        ref = torch.autograd.grad(ref_loss, list(R.parameters()), allow_unused=True)
+        for a, b in zip(implicit, ref, strict=True):
+            if b is None:
+                continue
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-10)
+        assert metrics["fixed_point_iterations"] > 1
+    finally:
+        torch.set_default_dtype(torch.float32)
+
+
+def test_conjugate_gradient_solves_spd_systems():
+    g = torch.Generator().manual_seed(0)
+    M = torch.randn(2, 5, 5, generator=g, dtype=torch.float64)
+    A = M @ M.transpose(1, 2) + torch.eye(5, dtype=torch.float64)
+    b = torch.randn(2, 5, generator=g, dtype=torch.float64)
+    x, its = conjugate_gradient(lambda v: (A @ v.unsqueeze(-1)).squeeze(-1), b, tol=1e-12)
+    torch.testing.assert_close(x, torch.linalg.solve(A, b))
+    assert its <= 6
+
+
+def test_config_and_trainer_errors():
+    with pytest.raises(ValueError, match="TrainConfig: expected epochs"):
+        TrainConfig(epochs=0)
+    with pytest.raises(ValueError, match="sigma_range"):
+        TrainConfig(sigma_range=(0.2, 0.1))
+    with pytest.raises(ValueError, match="lr_schedule"):
+        TrainConfig(lr_schedule="step")
+    with pytest.raises(TypeError, match="TrainConfig"):
+        Trainer(ridge(), TStepDenoisingLoss(), {"epochs": 1}, data()[0])
+    with pytest.raises(ValueError, match="train_data or TrainConfig.train_images"):
+        Trainer(ridge(), TStepDenoisingLoss(), config())
+    with pytest.raises(ValueError, match="fewer than batch_size"):
+        Trainer(ridge(), TStepDenoisingLoss(), config(batch_size=500), data()[0])
+    cfg = config()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.lr = 1.0
