@@ -142,29 +142,40 @@ def run_deblur(args) -> None:
 
 # ---------------------------------------------------------------------------- ct
 def run_ct(args) -> None:
-    """``lipinverse ct``: simulate a parallel-beam sinogram and reconstruct."""
+    r"""``lipinverse ct``: simulate a parallel-beam sinogram and reconstruct.
+
+    The problem is solved with the operator scaled to unit norm,
+    :math:`\tilde A = A/\|A\|`, :math:`\tilde y = y/\|A\|` (the same minimisers up to the
+    scaling of :math:`\lambda`), so that the noise level the priors see,
+    :math:`\sigma/\|A\|`, and their default strengths mean the same as in deblurring.
+    """
     _check_solve_args(args)
     sigma = _check_nonneg("--noise", args.noise)
     if args.angles < 1:
         raise ValueError(f"--angles: expected an integer >= 1, got {args.angles}")
     device = resolve_device(args.device)
     img = read_image(args.image)
-    Radon = priors.require("operators.radon", "Radon", "CT (lipinverse ct)")
+    Radon = priors.require("operators", "Radon", "CT (lipinverse ct)")
     priors.solver_class(args.solver)
     prior = priors.load_prior(args.prior, device)
-    n = args.size if args.size is not None else min(img.shape)
-    img = center_crop(img, n) if args.size is not None or img.shape[0] != img.shape[1] else img
+    if args.size is not None:
+        img = center_crop(img, args.size)
+    elif img.shape[0] != img.shape[1]:
+        img = center_crop(img, min(img.shape))
+    n = img.shape[0]
     x = to_tensor(img, device=device)
-    angles = torch.linspace(0, math.pi, args.angles + 1, dtype=torch.float64)[:-1]
-    A = Radon(n, angles).to(device=device, dtype=x.dtype)
+    A = Radon(n, args.angles).to(device=device, dtype=x.dtype)
     clean = A(x)
-    y = clean + _noise(clean.shape, sigma * float(clean.abs().max()), args.seed, clean)
+    noise_abs = sigma * float(clean.abs().max())
+    y = clean + _noise(clean.shape, noise_abs, args.seed, clean)
     x_fbp = A.fbp(y)
     print(f"FBP             PSNR {psnr(x_fbp, x):6.2f} dB   SSIM {ssim(x_fbp, x):.4f}")
+    norm = A.norm(x.dtype, device)
     t0 = time.perf_counter()
-    result = priors.reconstruct(A, y, args.prior, prior, solver=args.solver, lam=args.lam,
-                                sigma=sigma * float(clean.abs().max()), max_iter=args.max_iter,
-                                tol=args.tol, progress=_progress(args), x0=x_fbp)
+    result = priors.reconstruct((1.0 / norm) * A, y / norm, args.prior, prior,
+                                solver=args.solver, lam=args.lam, sigma=noise_abs / norm,
+                                max_iter=args.max_iter, tol=args.tol,
+                                progress=_progress(args), x0=x_fbp)
     seconds = time.perf_counter() - t0
     _report(result, seconds, x, label=f"{args.prior} ({args.solver})")
     panels = [("ground truth", x), ("FBP", x_fbp), (f"{args.prior} ({args.solver})", result.x)]

@@ -1,17 +1,95 @@
-r"""``lipinverse train``: glue between the command line and :mod:`lipinverse.training`."""
+r"""``lipinverse train``: glue between the command line and :mod:`lipinverse.training`.
+
+What each ``--model`` trains, and with which objective:
+
+* ``crr``: :class:`~lipinverse.regularizers.ConvexRidge` with the t-step denoising loss
+  (:class:`~lipinverse.training.TStepDenoisingLoss`, ``t = 10`` gradient steps on
+  :math:`\tfrac12\|x - y\|^2 + R_\sigma(x)`), the CRR-NN training;
+* ``wcrr``: the same with :class:`~lipinverse.regularizers.WeakConvexRidge`;
+* ``lipdenoiser``: :class:`~lipinverse.denoisers.LipschitzDenoiser` with the denoising MSE
+  (:class:`~lipinverse.training.DenoisingLoss`).
+
+Training noise levels are drawn per patch in ``[0, sigma_max / 255]``.
+"""
 
 from __future__ import annotations
 
+import inspect
+import math
+import sys
+from pathlib import Path
+
 import torch
 
-from ._cli_priors import require
+from ._cli_priors import certificate_lines, require
 
-__all__ = ["train"]
+__all__ = ["train", "build_model"]
+
+#: Smoothing of the splines (weight of their second-order total variation) for ridge models.
+TV2_WEIGHT = 1e-4
+#: Gradient steps of the t-step training of ridge regularisers.
+T_STEPS = 10
+
+
+def build_model(kind: str):
+    """A fresh model and its training objective for ``--model kind``."""
+    training = require("lipinverse.training", None, "lipinverse train")
+    if kind in ("crr", "wcrr"):
+        cls_name = "ConvexRidge" if kind == "crr" else "WeakConvexRidge"
+        cls = require("lipinverse.regularizers", cls_name, f"--model {kind}")
+        return cls(), training.TStepDenoisingLoss(t=T_STEPS, step=0.5, tv2_weight=TV2_WEIGHT)
+    if kind == "lipdenoiser":
+        cls = require("lipinverse.denoisers", "LipschitzDenoiser", "--model lipdenoiser")
+        model = cls()
+        try:
+            conditioned = "sigma" in inspect.signature(model.forward).parameters
+        except (TypeError, ValueError):
+            conditioned = False
+        return model, training.DenoisingLoss(conditioned=conditioned)
+    raise ValueError(f"--model: expected crr, wcrr or lipdenoiser, got {kind!r}")
 
 
 def train(args, device: torch.device) -> None:
     """Train ``args.model`` on patches of ``args.images``; checkpoints go to ``args.out``."""
     training = require("lipinverse.training", None, "lipinverse train")
-    for name in ("Trainer", "TrainConfig", "PatchDataset"):
-        require("lipinverse.training", name, "lipinverse train")
-    raise NotImplementedError(f"lipinverse train: not wired to {training.__name__} yet")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out: expected a folder for the checkpoints, got the file '{out}'")
+    last = out / "last"
+    if args.resume and not (out / "last.json").is_file():
+        raise FileNotFoundError(f"--resume: no checkpoint '{out / 'last.json'}' to resume from")
+    training.seed_everything(args.seed)
+    model, objective = build_model(args.model)
+    data = training.PatchDataset(args.images, patch_size=args.patch_size, seed=args.seed,
+                                 max_patches=args.max_patches)
+    batch = min(args.batch_size, len(data))
+    progress = not args.quiet and sys.stderr.isatty()
+    config = training.TrainConfig(
+        epochs=args.epochs, batch_size=batch, lr=args.lr, patch_size=args.patch_size,
+        sigma_range=(0.0, args.sigma_max / 255.0), seed=args.seed, checkpoint_dir=str(out),
+        progress=progress, device=str(device))
+    out.mkdir(parents=True, exist_ok=True)
+    trainer = training.Trainer(model, objective, config, train_data=data)
+    if args.resume:
+        trainer.resume(last)
+    rank = getattr(trainer, "rank", 0)
+    if rank == 0:
+        n_params = sum(p.numel() for p in model.parameters())
+        print(f"training {type(model).__name__} ({n_params} parameters) on {len(data)} "
+              f"patches {args.patch_size}x{args.patch_size} from {args.images}, batch {batch}, "
+              f"{args.epochs} epoch(s) on {device}")
+    history = trainer.fit()
+    if rank != 0:
+        return
+    for rec in history:
+        if rec.get("epoch", 0) == 0:
+            continue
+        parts = [f"epoch {rec['epoch']}"]
+        for key in ("train_loss", "val_loss", "val_psnr", "seconds"):
+            val = rec.get(key)
+            if isinstance(val, (int, float)) and math.isfinite(val):
+                parts.append(f"{key.replace('_', ' ')} {val:.4g}")
+        print(", ".join(parts))
+    print(f"wrote           {last}.safetensors, {last}.json")
+    for line in certificate_lines(trainer.model):
+        print(line)
