@@ -344,7 +344,9 @@ class Radon(Operator):
         flat = v.reshape(b * c, -1)
         if self.backend == "matrix":
             A, At = self.matrices(v.dtype, v.device)
-            out = ((At if transpose else A) @ flat.T.contiguous()).T
+            S = At if transpose else A
+            # one column: a matrix-vector product (about twice as fast as a 1-column mm)
+            out = (S @ flat[0])[None] if flat.shape[0] == 1 else (S @ flat.T.contiguous()).T
         else:
             out = self._matrix_free(flat, transpose)
         shape = (b, c, g.n, g.n) if transpose else (b, c, g.n_angles, g.detector_size)
