@@ -1,0 +1,297 @@
+r"""Proximal gradient (PGD / FISTA), plug-and-play forward-backward, gradient descent."""
+
+from __future__ import annotations
+
+import torch
+
+from . import certificates as cert
+from .base import DivergenceError, IterativeSolver, check_float, relative_change
+
+__all__ = ["PGD"]
+
+#: Backtracking halves the step at most this many times per iteration.
+MAX_HALVINGS = 60
+
+
+def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (a * b).flatten(1).sum(1)
+
+
+def _bcast(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return v.view((-1,) + (1,) * (like.dim() - 1))
+
+
+class PGD(IterativeSolver):
+    r"""Forward-backward splitting for :math:`\min_x f(x) + \lambda g(x)`, and its relatives.
+
+    Parameters
+    ----------
+    fidelity : L2Fidelity or any smooth functional
+        :math:`f`, with ``grad(x)``, ``grad_lipschitz`` (:math:`L_f`, certified, or ``None``),
+        ``convex``; ``__call__`` (values) for the objective and backtracking.
+    prior
+        One of (dispatch in this order unless ``scheme`` is given):
+
+        * a **denoiser** ``D(x, sigma=None)`` with ``lipschitz_bound()`` and
+          ``averagedness``: scheme ``"pnp"``, :math:`x \leftarrow (1-\theta)x +
+          \theta D(x - \tau\nabla f(x))`;
+        * a functional with ``prox(x, tau)`` (:math:`\operatorname{prox}_{\tau g}`): scheme
+          ``"prox"``, :math:`x \leftarrow \operatorname{prox}_{\tau\lambda g}(x -
+          \tau\nabla f(x))`;
+        * a smooth functional with ``grad(x)``, ``grad_lipschitz`` (:math:`L_R` or ``None``),
+          ``convex`` and ``weak_convexity``: scheme ``"grad"``, :math:`x \leftarrow x -
+          \tau(\nabla f(x) + \lambda\nabla R(x))` (the reconstruction scheme of the learned
+          ridge and Lipschitz-ResNet regularisers).
+    lam : float >= 0
+        Regularisation weight :math:`\lambda` (schemes ``"prox"`` and ``"grad"``). With a
+        denoiser the regularisation strength is the denoiser's (e.g. ``sigma``), so ``lam``
+        must be left ``None``.
+    step_size : float, optional
+        :math:`\tau`. Default, from the certificates: :math:`1/L_f` (prox, pnp) or
+        :math:`1/(L_f + \lambda L_R)` (grad). A given step is checked against them and the
+        ``guarantee`` says whether the theorem still applies.
+    accelerate : bool
+        FISTA / Nesterov momentum with adaptive (gradient) restart: a sample's momentum is
+        reset when :math:`\langle y_k - x_{k+1}, x_{k+1} - x_k\rangle > 0`.
+    backtracking : bool
+        Shrink the step (halving) until the sufficient-decrease condition
+        :math:`f(x^+) \le f(y) + \langle\nabla f(y), x^+ - y\rangle + \|x^+ - y\|^2/(2\tau)`
+        holds (prox scheme; for the grad scheme the same test on :math:`F = f + \lambda R`,
+        i.e. Armijo with constant 1/2). Switched on automatically when no Lipschitz constant
+        is certified and no ``step_size`` is given. The step is shared by the batch (the
+        smallest needed) and never grows, as FISTA requires.
+    relaxation : float, optional
+        :math:`\theta` of the Krasnoselskii-Mann relaxation (pnp only). Default: 1 when
+        :math:`D\circ(I - \tau\nabla f)` is averaged, 1/2 when it is merely nonexpansive.
+    sigma : float, optional
+        Passed to the denoiser as ``D(x, sigma=sigma)`` (pnp only).
+    scheme : {"prox", "grad", "pnp"}, optional
+        Force a scheme (e.g. ``"grad"`` for a prior that has both ``prox`` and ``grad``).
+    strict : bool
+        Raise ``ValueError`` at construction when no convergence guarantee holds.
+
+    Attributes
+    ----------
+    guarantee : str
+        The theorem whose conditions the certificates satisfy, or ``"none: <reason>"``.
+    step_size : float or None
+        The step (``None`` until a backtracking solve has chosen one).
+
+    Notes
+    -----
+    Convergence conditions (stated in ``guarantee`` with the numbers; :math:`F = f+\lambda g`):
+
+    * prox, convex :math:`g`: :math:`\tau < 2/L_f` (PGD) or :math:`\tau \le 1/L_f` (FISTA)
+      (Combettes & Wajs 2005; Beck & Teboulle 2009);
+    * prox, :math:`\rho`-weakly convex :math:`g`: :math:`\tau < 1/L_f`,
+      :math:`\tau\lambda\rho < 1` (Attouch, Bolte & Svaiter 2013);
+    * grad: :math:`\tau < 2/(L_f + \lambda L_R)`; convex :math:`R` gives a minimiser,
+      otherwise :math:`\nabla F(x_k) \to 0`;
+    * pnp: :math:`D` :math:`\alpha`-averaged with :math:`\alpha < 1` and :math:`\tau <
+      2/L_f` makes :math:`T = D(I - \tau\nabla f)` averaged (Combettes & Yamada 2015),
+      and the Krasnoselskii-Mann iteration converges to a fixed point when one exists;
+      :math:`D` merely nonexpansive needs :math:`\theta \in (0, 1)` and
+      :math:`\tau \le 2/L_f`.
+
+    The residual is the relative change :math:`\|x_{k+1} - x_k\| / \|x_k\|` (for pnp the
+    scaled fixed-point residual :math:`\theta\|Tx_k - x_k\|/\|x_k\|`).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from operators import Blur, kernels
+    >>> from lipinverse.functionals import L2Fidelity
+    >>> from lipinverse.regularizers import Tikhonov
+    >>> A = Blur(kernels.gaussian(1.0))
+    >>> y = A(torch.rand(1, 1, 16, 16, dtype=torch.float64))
+    >>> res = PGD(L2Fidelity(A, y), Tikhonov(), lam=0.1, accelerate=True).solve(tol=1e-8)
+    >>> bool(res.converged.all()), res.guarantee.startswith("FISTA")
+    (True, True)
+    """
+
+    def __init__(self, fidelity, prior, lam: float | None = None, *,
+                 step_size: float | None = None, accelerate: bool = False,
+                 backtracking: bool = False, relaxation: float | None = None,
+                 sigma: float | None = None, scheme: str | None = None, strict: bool = False):
+        super().__init__(fidelity, strict=strict)
+        name = type(self).__name__
+        for flag, val in (("accelerate", accelerate), ("backtracking", backtracking)):
+            if not isinstance(val, bool):
+                raise TypeError(f"{name}: expected {flag} to be a bool, got {type(val).__name__}")
+        self.prior = prior
+        self.scheme = cert.classify_prior(name, prior, scheme)
+        self.accelerate = accelerate
+        self.sigma = check_float(name, sigma, "sigma", allow_none=True)
+        if self.scheme == "pnp":
+            if lam is not None:
+                raise ValueError(f"{name}: lam has no role with a denoiser (its strength is "
+                                 f"set by the denoiser, e.g. sigma); expected lam=None, got {lam}")
+            self.lam = None
+        else:
+            if lam is None:
+                raise ValueError(f"{name}: expected a regularisation weight lam >= 0 for the "
+                                 f"{self.scheme!r} scheme, got None")
+            self.lam = check_float(name, lam, "lam")
+            if sigma is not None:
+                raise ValueError(f"{name}: sigma is for denoisers; the prior "
+                                 f"{type(prior).__name__} is a functional (use lam)")
+        if relaxation is not None and (self.scheme != "pnp" or accelerate):
+            raise ValueError(f"{name}: relaxation is for the plug-and-play scheme without "
+                             "acceleration")
+        self.lf = cert.read_grad_lipschitz(name, fidelity, "fidelity")
+        self.convex_f = getattr(fidelity, "convex", False) is True
+        step_size = check_float(name, step_size, "step_size", positive=True, allow_none=True)
+
+        lr = None
+        if self.scheme == "grad":
+            lr = cert.read_grad_lipschitz(name, prior, "prior")
+            big_l = None if (self.lf is None or lr is None) else self.lf + self.lam * lr
+        else:
+            big_l = self.lf
+        self.lr = lr
+        if step_size is None and (big_l is None or big_l == 0):
+            if self.scheme == "pnp":
+                raise ValueError(f"{name}: cannot choose a step size: the fidelity has no "
+                                 "certified grad_lipschitz; pass step_size")
+            backtracking = True
+        if backtracking:
+            if self.scheme == "pnp":
+                raise ValueError(f"{name}: backtracking needs an objective; a denoiser has none")
+            if not callable(fidelity):
+                raise TypeError(f"{name}: backtracking needs fidelity values (fidelity(x))")
+            if self.scheme == "grad" and not callable(prior):
+                raise TypeError(f"{name}: backtracking needs prior values (prior(x)) for the "
+                                "grad scheme")
+        self.backtracking = backtracking
+        if step_size is not None:
+            self.step_size = step_size
+        elif big_l:
+            self.step_size = 1.0 / big_l
+        else:
+            self.step_size = None  # set from the first iterate by backtracking
+        self._step0 = self.step_size
+
+        if self.scheme == "pnp":
+            lip_d, alpha_d = cert.denoiser_certificates(name, prior)
+            self.lip_d, self.alpha_d = lip_d, alpha_d
+            tau = self.step_size
+            averaged = (alpha_d is not None and alpha_d < 1 and self.lf is not None
+                        and tau < 2 / self.lf)
+            if relaxation is None:
+                relaxation = 1.0 if averaged or accelerate else 0.5
+            self.relaxation = check_float(name, relaxation, "relaxation", positive=True)
+            self.guarantee = cert.pnp_fbs_guarantee(
+                lf=self.lf, convex_f=self.convex_f, lip_d=lip_d, alpha_d=alpha_d, tau=tau,
+                theta=self.relaxation, accelerate=accelerate)
+        else:
+            self.relaxation = None
+            convex_g, rho = cert.prior_convexity(prior)
+            common = dict(convex_f=self.convex_f, convex_g=convex_g, rho=rho, lam=self.lam,
+                          tau=self.step_size, accelerate=accelerate, backtracking=backtracking)
+            if self.scheme == "prox":
+                self.guarantee = cert.pgd_prox_guarantee(lf=self.lf, **common)
+            else:
+                self.guarantee = cert.pgd_grad_guarantee(lf=self.lf, lr=lr, **common)
+        self._finish_guarantee()
+
+    # ------------------------------------------------------------ pieces
+    def _denoise(self, v):
+        return self.prior(v) if self.sigma is None else self.prior(v, sigma=self.sigma)
+
+    def _total_grad(self, x):
+        g = self.fidelity.grad(x)
+        if self.scheme == "grad" and self.lam:
+            g = g + self.lam * self.prior.grad(x)
+        return g
+
+    def _smooth_value(self, x):
+        """The part of the objective the backtracking test majorises."""
+        v = self.fidelity(x)
+        if self.scheme == "grad" and self.lam:
+            v = v + self.lam * self.prior(x)
+        return v
+
+    def _map(self, y, g, tau):
+        """One forward-backward map from ``y`` with gradient ``g`` and step ``tau``."""
+        v = y - tau * g
+        if self.scheme == "prox":
+            return self.prior.prox(v, tau * self.lam)
+        if self.scheme == "grad":
+            return v
+        return self._denoise(v)
+
+    def _initial_step(self, y, g) -> float:
+        r"""Backtracking start without a certificate: the inverse local curvature
+        :math:`\|d\| / \|\nabla F(y + d) - \nabla F(y)\|` along :math:`d = -\nabla F(y)`
+        (an over-estimate of :math:`1/L`; backtracking then only shrinks it)."""
+        d = -g
+        diff = self._total_grad(y + d) - g
+        dn, gn = d.flatten(1).norm(dim=1), diff.flatten(1).norm(dim=1)
+        ok = gn > 0
+        if not bool(ok.any()):
+            return 1.0  # F is affine along -grad F for every sample: any step is a descent
+        return float((dn[ok] / gn[ok]).min())
+
+    def _backtrack(self, y, g, active):
+        if self.step_size is None:
+            self.step_size = self._initial_step(y, g)
+        fy = self._smooth_value(y)
+        # round-off allowance of the test: summing n terms loses about sqrt(n) ulps
+        slack = 10 * torch.finfo(y.dtype).eps * y[0].numel() ** 0.5
+        for _ in range(MAX_HALVINGS):
+            tau = self.step_size
+            xp = self._map(y, g, tau)
+            d = xp - y
+            bound = fy + _dot(g, d) + _dot(d, d) / (2 * tau)
+            ok = self._smooth_value(xp) <= bound + slack * (fy.abs() + bound.abs())
+            if bool((ok | ~active).all()):
+                return xp
+            self.step_size = tau / 2
+        raise DivergenceError(f"{type(self).__name__}.solve: backtracking halved the step "
+                              f"{MAX_HALVINGS} times without sufficient decrease (step "
+                              f"{self.step_size:.3g}); the objective may be unbounded or NaN")
+
+    def _forward_backward(self, y, active):
+        g = self._total_grad(y)
+        if self.backtracking:
+            return self._backtrack(y, g, active)
+        out = self._map(y, g, self.step_size)
+        if self.scheme == "pnp" and self.relaxation != 1.0:
+            out = y + self.relaxation * (out - y)
+        return out
+
+    # ------------------------------------------------------------- hooks
+    def _init_state(self, x0):
+        self.step_size = self._step0  # backtracking only shrinks within one solve
+        state = {"x": x0}
+        if self.accelerate:
+            state["y"] = x0
+            state["t"] = torch.ones(x0.shape[0], dtype=x0.dtype, device=x0.device)
+        return state
+
+    def _step(self, state, k, active):
+        x = state["x"]
+        if not self.accelerate:
+            x_new = self._forward_backward(x, active)
+            return {"x": x_new}, relative_change(x_new, x)
+        y, t = state["y"], state["t"]
+        x_new = self._forward_backward(y, active)
+        restart = _dot(y - x_new, x_new - x) > 0
+        t = torch.where(restart, torch.ones_like(t), t)
+        t_new = 0.5 * (1.0 + torch.sqrt(1.0 + 4.0 * t * t))
+        y_new = x_new + _bcast((t - 1.0) / t_new, x_new) * (x_new - x)
+        return {"x": x_new, "y": y_new, "t": t_new}, relative_change(x_new, x)
+
+    def _objective(self, state):
+        if self.scheme == "pnp" or not callable(self.fidelity) or not callable(self.prior):
+            return None
+        x = state["x"]
+        return self.fidelity(x) + self.lam * self.prior(x)
+
+    def _current_step_size(self):
+        return self.step_size
+
+    def __repr__(self) -> str:
+        step = "None" if self.step_size is None else f"{self.step_size:.4g}"
+        return (f"PGD(scheme={self.scheme!r}, lam={self.lam}, step_size={step}, "
+                f"accelerate={self.accelerate}, backtracking={self.backtracking})")
