@@ -13,8 +13,10 @@ from .activations import (
     activation_slope_bounds,
 )
 from .blocks import GradientStepBlock
+from .certify import certify, empirical_lipschitz, export
 from .linear import Constrained, ConvMap, DenseMap, LinearMap, MultiConv
 from .norms import circular_symbol_norm, symbol_norm_bound
+from .resnet import LipschitzResNet, SpatialPool, UnrolledNetwork
 from .splines import LipschitzSpline
 
 __all__ = [
@@ -32,4 +34,10 @@ __all__ = [
     "symbol_norm_bound",
     "circular_symbol_norm",
     "GradientStepBlock",
+    "LipschitzResNet",
+    "UnrolledNetwork",
+    "SpatialPool",
+    "certify",
+    "empirical_lipschitz",
+    "export",
 ]

@@ -28,6 +28,16 @@ class GradientStepBlock(nn.Module):
         Fraction of the largest admissible step :math:`2/M`.
     fidelity_weight : float >= 0, default 0.0
         The weight :math:`c` of the anchor term.
+    norm : {"bound", "estimate"}, default "bound"
+        Where :math:`\beta` in the step size comes from.  ``"bound"``: the certified
+        ``linear.norm_bound()`` (recomputed whenever the weights change; on a CPU this
+        costs about one SVD per frequency of a ``N x N`` grid).  ``"estimate"``: the cheap
+        ``linear.norm_estimate()`` (persistent power iteration, refined by one iteration
+        after every training-mode forward) times ``1 + estimate_margin``; fast for
+        training, and :meth:`lipschitz_bound` still uses the certified norm with the
+        step actually used, so the certificate stays sound (it may then exceed 1).
+    estimate_margin : float >= 0, default 1e-3
+        Safety factor on the estimate (``norm="estimate"`` only).
 
     Notes
     -----
@@ -66,6 +76,8 @@ class GradientStepBlock(nn.Module):
         bias: bool = True,
         step: float = 1.0,
         fidelity_weight: float = 0.0,
+        norm: str = "bound",
+        estimate_margin: float = 1e-3,
     ) -> None:
         super().__init__()
         if not isinstance(linear, LinearMap):
@@ -74,7 +86,8 @@ class GradientStepBlock(nn.Module):
             )
         if not isinstance(activation, nn.Module):
             raise TypeError(
-                f"GradientStepBlock: expected activation an nn.Module, got {type(activation).__name__}"
+                "GradientStepBlock: expected activation an nn.Module, got "
+                f"{type(activation).__name__}"
             )
         activation_slope_bounds(activation)  # TypeError for unknown / non-elementwise ones
         step = float(step)
@@ -83,11 +96,22 @@ class GradientStepBlock(nn.Module):
         c = float(fidelity_weight)
         if not c >= 0.0:
             raise ValueError(f"GradientStepBlock: expected fidelity_weight >= 0, got {c}")
+        if norm not in ("bound", "estimate"):
+            raise ValueError(
+                f"GradientStepBlock: expected norm 'bound' or 'estimate', got {norm!r}"
+            )
+        if not float(estimate_margin) >= 0.0:
+            raise ValueError(
+                f"GradientStepBlock: expected estimate_margin >= 0, got {estimate_margin}"
+            )
+        self.norm = norm
+        self.estimate_margin = float(estimate_margin)
         self.linear = linear
         self.activation = activation
         self.step = step
         self.fidelity_weight = c
         self.bias = nn.Parameter(torch.zeros(linear.out_channels)) if bias else None
+        self.register_buffer("frozen_step", None)
 
     @property
     def in_channels(self) -> int:
@@ -106,9 +130,15 @@ class GradientStepBlock(nn.Module):
     def step_size(self) -> torch.Tensor:
         r"""The step :math:`h` used in the forward pass (0-d float64, differentiable).
 
-        Computed from the *certified* ``linear.norm_bound()``.
+        Computed from the certified ``linear.norm_bound()`` (``norm="bound"``) or from
+        ``(1 + estimate_margin) * linear.norm_estimate(n_iter=0)`` (``norm="estimate"``).
         """
-        beta = self.linear.norm_bound()
+        if self.frozen_step is not None:
+            return self.frozen_step
+        if self.norm == "bound":
+            beta = self.linear.norm_bound()
+        else:
+            beta = self.linear.norm_estimate(n_iter=0) * (1.0 + self.estimate_margin)
         big_m = self._curvature(beta * beta)
         if not isinstance(big_m, torch.Tensor):
             big_m = torch.as_tensor(big_m, dtype=torch.float64)
@@ -134,10 +164,33 @@ class GradientStepBlock(nn.Module):
     def apply_step(self, x: torch.Tensor, h: torch.Tensor,
                    anchor: torch.Tensor | None = None) -> torch.Tensor:
         """Forward with a precomputed step ``h = self.step_size()`` (for shared weights)."""
-        return x - h.to(x.dtype) * self.gradient(x, anchor)
+        out = x - h.to(x.dtype) * self.gradient(x, anchor)
+        if self.norm == "estimate" and self.training and self.frozen_step is None:
+            self.refine_estimate()
+        return out
+
+    @torch.no_grad()
+    def freeze_step(self) -> GradientStepBlock:
+        """Store the current step size as the buffer ``frozen_step`` (used from now on)."""
+        self.frozen_step = None
+        self.frozen_step = self.step_size().detach().clone()
+        return self
+
+    def unfreeze_step(self) -> GradientStepBlock:
+        """Recompute the step size from the weights again."""
+        self.frozen_step = None
+        return self
+
+    @torch.no_grad()
+    def refine_estimate(self, n_iter: int = 1) -> None:
+        """One more power iteration of the norm estimate (``norm="estimate"``)."""
+        self.linear.norm_estimate(n_iter=n_iter)
 
     def potential(self, x: torch.Tensor, anchor: torch.Tensor | None = None) -> torch.Tensor:
-        r"""Per-sample :math:`\Phi(x) = \sum\Psi(Wx+b) + \tfrac c2\|x-a\|^2` (needs ``integrate``)."""
+        r"""Per-sample :math:`\Phi(x) = \sum\Psi(Wx+b) + \tfrac c2\|x-a\|^2`.
+
+        Needs an activation with ``integrate`` (e.g. :class:`LipschitzSpline`).
+        """
         if not hasattr(self.activation, "integrate"):
             raise TypeError(
                 "GradientStepBlock.potential: the activation "
@@ -172,4 +225,4 @@ class GradientStepBlock(nn.Module):
         return max(abs(1.0 - h * m), abs(1.0 - h * big_m))
 
     def extra_repr(self) -> str:
-        return f"step={self.step}, fidelity_weight={self.fidelity_weight}"
+        return f"step={self.step}, fidelity_weight={self.fidelity_weight}, norm={self.norm!r}"

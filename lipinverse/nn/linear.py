@@ -18,7 +18,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .norms import FP_MARGIN, circular_symbol_norm, round_down_f32, symbol_norm_bound
+from .norms import (
+    FP_MARGIN,
+    circular_symbol_norm,
+    round_down_f32,
+    symbol_norm_bound,
+    symbol_power_estimate,
+)
 
 __all__ = ["LinearMap", "ConvMap", "MultiConv", "DenseMap", "Constrained"]
 
@@ -63,6 +69,12 @@ class LinearMap(nn.Module):
         return self._transpose(y, input_size)
 
     # -------------------------------------------------------------- norms
+    def weight_device(self):
+        """Device of the first parameter or buffer (``None`` if there is none)."""
+        for t in list(self.parameters()) + list(self.buffers()):
+            return t.device
+        return None
+
     def _cache_key(self):
         return tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in self.parameters())
 
@@ -71,18 +83,22 @@ class LinearMap(nn.Module):
         needs_grad = torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters())
         key = self._cache_key()
         if not needs_grad and self._bound_cache is not None and self._bound_cache[0] == key:
-            return self._bound_cache[1]
+            return torch.tensor(self._bound_cache[1], dtype=torch.float64,
+                                device=self.weight_device())
         value = self._norm_bound()
         if not needs_grad:
+            # cache a python float (float64, exact): never a tensor that could belong to an
+            # autograd graph or a torch.func transform
+            self._bound_cache = (key, float(value.detach()))
             value = value.detach()
-            self._bound_cache = (key, value)
         return value
 
     def _norm_bound(self) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def _probe(self, size) -> torch.Tensor:
-        p = next(self.parameters(), None)
+        tensors = list(self.parameters()) + [b for b in self.buffers() if b.is_floating_point()]
+        p = tensors[0] if tensors else None
         dtype = p.dtype if p is not None else torch.get_default_dtype()
         device = p.device if p is not None else None
         return torch.randn(1, self.in_channels, *size, dtype=dtype, device=device)
@@ -91,15 +107,19 @@ class LinearMap(nn.Module):
         r"""Cheap estimate of :math:`\|A\|` by persistent power iteration (a LOWER estimate).
 
         Runs ``n_iter`` iterations of :math:`u \leftarrow A^\top A u / \|A^\top A u\|` on a
-        vector kept between calls, then returns :math:`\|Au\|` (differentiable).  Not a
-        certificate: never use it for step sizes of a certified model.
+        vector kept between calls (20 on the first call), then returns :math:`\|Au\|`
+        (differentiable); ``n_iter=0`` evaluates with the current vector.  ``size`` is
+        the spatial size of the probe.  Not a certificate: never use it for the step
+        sizes of a certified model.
         """
+        size = tuple(size)
         u = self._power_vector
-        if u is None or u.shape[2:] != tuple(size) or u.dtype != self._probe((1,) * len(size)).dtype:
-            u = self._probe(size)
+        probe = self._probe(size)
+        if u is None or u.shape != probe.shape or u.dtype != probe.dtype:
+            u, n_iter = probe, max(n_iter, 20)
         with torch.no_grad():
             for _ in range(n_iter):
-                v = self.transpose(self.forward(u / u.norm()), input_size=tuple(size))
+                v = self.transpose(self.forward(u / u.norm()), input_size=size or None)
                 u = v / v.norm().clamp_min(1e-30)
             self._power_vector = u
         return self.forward(u / u.norm()).norm()
@@ -184,6 +204,7 @@ class ConvMap(LinearMap):
             torch.randn(out_channels, in_channels // groups, kh, kw) / math.sqrt(fan_in)
         )
         self._last_size = None
+        self.register_buffer("_symbol_vectors", None, persistent=False)
 
     @property
     def pad(self) -> tuple[int, int]:
@@ -260,6 +281,20 @@ class ConvMap(LinearMap):
     def _norm_bound(self) -> torch.Tensor:
         return symbol_norm_bound([(self.weight, self.groups)], self.grid_size)
 
+    def norm_estimate(self, n_iter: int = 1, size=None) -> torch.Tensor:
+        r"""Cheap estimate of :meth:`norm_bound` (not a certificate).
+
+        With ``size=None``: persistent per-frequency power iteration on the symbol
+        (:func:`~lipinverse.nn.norms.symbol_power_estimate`), which approaches the
+        certified bound from below; with a ``size``: power iteration on images.
+        """
+        if size is not None:
+            return super().norm_estimate(n_iter, size)
+        est, self._symbol_vectors = symbol_power_estimate(
+            [(self.weight, self.groups)], self._symbol_vectors, n_iter, self.grid_size
+        )
+        return est
+
     def norm_bound(self, input_size=None) -> torch.Tensor:
         r"""Certified bound of :math:`\|A\|`; exact at ``input_size`` for circular stride-1 maps."""
         if input_size is not None and self.padding == "circular" and self.stride == (1, 1):
@@ -317,6 +352,7 @@ class MultiConv(LinearMap):
             self.mode = "circular"
         elif stride1 and paddings == {"zero"} and pad_once:
             self.mode = "pad_once"
+        self.register_buffer("_symbol_vectors", None, persistent=False)
 
     @property
     def total_pad(self) -> tuple[int, int]:
@@ -324,7 +360,9 @@ class MultiConv(LinearMap):
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4:
-            raise ValueError(f"MultiConv.forward: expected input (B, C, H, W), got {tuple(x.shape)}")
+            raise ValueError(
+                f"MultiConv.forward: expected input (B, C, H, W), got {tuple(x.shape)}"
+            )
         if self.mode == "pad_once":
             ph, pw = self.total_pad
             x = F.pad(x, (pw, pw, ph, ph))
@@ -361,6 +399,22 @@ class MultiConv(LinearMap):
             b = c.norm_bound()
             bound = b if bound is None else bound * b
         return bound
+
+    def norm_estimate(self, n_iter: int = 1, size=None) -> torch.Tensor:
+        r"""Cheap estimate of :meth:`norm_bound` (not a certificate); see ConvMap.norm_estimate."""
+        if size is not None:
+            return super().norm_estimate(n_iter, size)
+        if self.mode in ("pad_once", "circular"):
+            grid = max((c.grid_size or 0) for c in self.convs) or None
+            est, self._symbol_vectors = symbol_power_estimate(
+                [(c.weight, c.groups) for c in self.convs], self._symbol_vectors, n_iter, grid
+            )
+            return est
+        est = None
+        for c in self.convs:
+            e = c.norm_estimate(n_iter)
+            est = e if est is None else est * e
+        return est
 
     def norm_bound(self, input_size=None) -> torch.Tensor:
         r"""Certified bound of :math:`\|A\|`; exact at ``input_size`` for circular compositions."""
@@ -409,7 +463,7 @@ class DenseMap(LinearMap):
             s = torch.linalg.svdvals(w)[0]
         return s * (1.0 + FP_MARGIN)
 
-    def norm_estimate(self, n_iter: int = 1, size=()) -> torch.Tensor:
+    def norm_estimate(self, n_iter: int = 1, size=None) -> torch.Tensor:
         return super().norm_estimate(n_iter=n_iter, size=())
 
     def extra_repr(self) -> str:
@@ -437,10 +491,25 @@ class Constrained(LinearMap):
             raise TypeError(f"Constrained: expected a LinearMap, got {type(linear).__name__}")
         self.linear = linear
         self.in_channels, self.out_channels = linear.in_channels, linear.out_channels
+        self.register_buffer("frozen_scale", None)
 
     def scale(self) -> torch.Tensor:
         r"""The factor :math:`1/\beta(A)` actually used (0-d float64, float32-representable)."""
+        if self.frozen_scale is not None:
+            return self.frozen_scale
         return round_down_f32(1.0 / self.linear.norm_bound())
+
+    @torch.no_grad()
+    def freeze_scale(self) -> Constrained:
+        """Store the current scale as the buffer ``frozen_scale`` (used from now on)."""
+        self.frozen_scale = None
+        self.frozen_scale = self.scale().detach().clone()
+        return self
+
+    def unfreeze_scale(self) -> Constrained:
+        """Recompute the scale from the weights again."""
+        self.frozen_scale = None
+        return self
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.linear(x) * self.scale().to(x.dtype)
@@ -449,9 +518,11 @@ class Constrained(LinearMap):
         return self.linear.transpose(y, input_size=input_size) * self.scale().to(y.dtype)
 
     def _norm_bound(self) -> torch.Tensor:
-        p = next(self.parameters(), None)
-        device = p.device if p is not None else None
-        return torch.ones((), dtype=torch.float64, device=device)
+        if self.frozen_scale is not None:
+            # ||sA|| <= s beta(A) / (1 + FP_MARGIN) up to float64 rounding (<< FP_MARGIN),
+            # so dividing by 1 + FP_MARGIN/2 keeps this an upper bound
+            return self.frozen_scale * self.linear.norm_bound() / (1.0 + FP_MARGIN / 2)
+        return torch.ones((), dtype=torch.float64, device=self.linear.weight_device())
 
-    def norm_estimate(self, n_iter: int = 1, size=(32, 32)) -> torch.Tensor:
+    def norm_estimate(self, n_iter: int = 1, size=None) -> torch.Tensor:
         return self.linear.norm_estimate(n_iter, size) * self.scale()

@@ -42,6 +42,7 @@ __all__ = [
     "symbol_grid_size",
     "symbol_norm_bound",
     "circular_symbol_norm",
+    "symbol_power_estimate",
     "round_down_f32",
 ]
 
@@ -102,12 +103,31 @@ def symbol_grid_size(degree: int, grid_size: int | None = None) -> int:
     return n
 
 
-def _composed_symbol(weights, n: int) -> torch.Tensor:
-    """Product of the symbols on an ``n x (n//2+1)`` rfft grid, shape ``(n, n//2+1, out, in)``."""
+def _symbol(weight: torch.Tensor, groups: int, n: int, dtype) -> torch.Tensor:
+    """Symbol of one kernel on the ``n x (n//2+1)`` half grid, shape ``(n, n//2+1, out, in)``.
+
+    Evaluated as a matrix product with the phase table (no FFT of a padded kernel, and
+    directly in frequency-major layout).
+    """
+    k = dense_kernel(weight.to(dtype), groups)
+    c_out, c_in, kh, kw = k.shape
+    device = k.device
+    w1 = 2 * math.pi * torch.arange(n, dtype=dtype, device=device) / n
+    w2 = w1[: n // 2 + 1]
+    n1 = torch.arange(kh, dtype=dtype, device=device) - (kh - 1) / 2
+    n2 = torch.arange(kw, dtype=dtype, device=device) - (kw - 1) / 2
+    phase = (w1[:, None, None, None] * n1[None, None, :, None]
+             + w2[None, :, None, None] * n2[None, None, None, :]).reshape(-1, kh * kw)
+    taps = k.reshape(c_out * c_in, kh * kw).T
+    sym = torch.complex(torch.cos(phase) @ taps, -(torch.sin(phase) @ taps))
+    return sym.reshape(n, n // 2 + 1, c_out, c_in)
+
+
+def _composed_symbol(weights, n: int, dtype=torch.float64) -> torch.Tensor:
+    """Product of the symbols on an ``n x (n//2+1)`` grid, shape ``(n, n//2+1, out, in)``."""
     total = None
     for w, groups in weights:
-        k = dense_kernel(w.to(torch.float64), groups)
-        s = torch.fft.rfft2(k, s=(n, n)).permute(2, 3, 0, 1)
+        s = _symbol(w, groups, n, dtype)
         total = s if total is None else s @ total
     return total
 
@@ -161,3 +181,43 @@ def circular_symbol_norm(weights, size: tuple[int, int]) -> torch.Tensor:
         s = torch.fft.fft2(k).permute(2, 3, 0, 1)
         total = s if total is None else s @ total
     return _spectral_norms(total).max() * (1.0 + FP_MARGIN)
+
+
+def symbol_power_estimate(weights, vectors=None, n_iter: int = 1, grid_size: int | None = None):
+    r"""Cheap estimate of :func:`symbol_norm_bound` by per-frequency power iteration.
+
+    Parameters
+    ----------
+    weights : list of (torch.Tensor, int)
+        As in :func:`symbol_norm_bound`.
+    vectors : torch.Tensor, optional
+        Persistent complex vectors ``(N, N//2+1, C_in, 1)`` from a previous call; when
+        ``None`` (or of the wrong shape) random vectors are drawn and 20 iterations run.
+    n_iter : int, default 1
+        Power iterations on :math:`\hat K^H\hat K` (without gradient) before evaluating.
+
+    Returns
+    -------
+    (estimate, vectors)
+        ``estimate`` = :math:`\max_\omega\|\hat K(\omega)v(\omega)\|` times the same
+        grid correction factor as the bound (differentiable w.r.t. the weights, in the
+        weights' dtype); it increases to the bound as the iteration converges but is
+        **not** a certificate.  ``vectors`` are the updated persistent vectors.
+    """
+    degree = sum(w.shape[-2] - 1 + w.shape[-1] - 1 for w, _ in weights)
+    n = symbol_grid_size(degree, grid_size)
+    real = weights[0][0].dtype
+    sym = _composed_symbol(weights, n, dtype=real)
+    shape = (n, n // 2 + 1, sym.shape[-1], 1)
+    with torch.no_grad():
+        s = sym.detach()
+        if vectors is None or tuple(vectors.shape) != shape or vectors.dtype != s.dtype:
+            vectors = torch.randn(shape, dtype=s.dtype, device=s.device)
+            n_iter = max(n_iter, 20)
+        for _ in range(n_iter):
+            w = s.mH @ (s @ vectors)
+            vectors = w / torch.linalg.vector_norm(w, dim=(-2, -1), keepdim=True).clamp_min(1e-30)
+        v = vectors / torch.linalg.vector_norm(vectors, dim=(-2, -1), keepdim=True).clamp_min(1e-30)
+    est = torch.linalg.vector_norm(sym @ v, dim=(-2, -1)).max()
+    tau = math.pi * degree / n
+    return est / math.sqrt(1.0 - tau * tau / 2.0), vectors

@@ -119,7 +119,7 @@ class LipschitzSpline(nn.Module):
             values = torch.sign(knots) * (knots.abs() - thr).clamp(min=0.0)
         values = values.to(torch.get_default_dtype())
         self.coefficients = nn.Parameter(values.repeat(num_channels, 1))
-        self.register_buffer("_frozen_table", None, persistent=False)
+        self.register_buffer("frozen_table", None)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -136,7 +136,7 @@ class LipschitzSpline(nn.Module):
     @property
     def frozen(self) -> bool:
         """Whether :meth:`freeze` has cached the projected coefficients."""
-        return self._frozen_table is not None
+        return self.frozen_table is not None
 
     def knots(self) -> torch.Tensor:
         """Knot positions ``t_k`` (1-D tensor, dtype/device of the coefficients)."""
@@ -165,8 +165,8 @@ class LipschitzSpline(nn.Module):
 
     def _table(self) -> torch.Tensor:
         """Per-interval (intercept, slope) pairs, shape ``(C * (K-1), 2)``."""
-        if self._frozen_table is not None:
-            return self._frozen_table
+        if self.frozen_table is not None:
+            return self.frozen_table
         c = self.projected_coefficients()
         s = self.slopes()
         intercept = c[:, :-1] - s * self.knots()[:-1]
@@ -220,10 +220,8 @@ class LipschitzSpline(nn.Module):
         c = self.projected_coefficients().to(x.dtype)
         s = self.slopes().to(x.dtype)
         t = self.knots().to(x.dtype)
-        cum = torch.cat(
-            [torch.zeros_like(c[:, :1]), torch.cumsum(self.spacing * (c[:, 1:] + c[:, :-1]) / 2, 1)],
-            dim=1,
-        )
+        trapezoids = self.spacing * (c[:, 1:] + c[:, :-1]) / 2
+        cum = torch.cat([torch.zeros_like(c[:, :1]), torch.cumsum(trapezoids, 1)], dim=1)
         table = torch.stack([cum[:, :-1], c[:, :-1], s, t[:-1].expand_as(s)], -1).reshape(-1, 4)
 
         def primitive(z: torch.Tensor) -> torch.Tensor:
@@ -258,13 +256,13 @@ class LipschitzSpline(nn.Module):
     @torch.no_grad()
     def freeze(self) -> LipschitzSpline:
         """Cache the projected (intercept, slope) table for fast inference; returns ``self``."""
-        self._frozen_table = None
-        self._frozen_table = self._table().detach().clone()
+        self.frozen_table = None
+        self.frozen_table = self._table().detach().clone()
         return self
 
     def unfreeze(self) -> LipschitzSpline:
         """Drop the cache of :meth:`freeze` (the spline is trainable again); returns ``self``."""
-        self._frozen_table = None
+        self.frozen_table = None
         return self
 
     def extra_repr(self) -> str:
