@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -64,10 +65,13 @@ def train(args, device: torch.device) -> None:
                                  max_patches=args.max_patches)
     batch = min(args.batch_size, len(data))
     progress = not args.quiet and sys.stderr.isatty()
+    # under torchrun with CUDA each process takes cuda:LOCAL_RANK (the Trainer's default)
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    dev = None if distributed and device.type == "cuda" else str(device)
     config = training.TrainConfig(
         epochs=args.epochs, batch_size=batch, lr=args.lr, patch_size=args.patch_size,
         sigma_range=(0.0, args.sigma_max / 255.0), seed=args.seed, checkpoint_dir=str(out),
-        progress=progress, device=str(device))
+        progress=progress, device=dev)
     out.mkdir(parents=True, exist_ok=True)
     trainer = training.Trainer(model, objective, config, train_data=data)
     if args.resume:
