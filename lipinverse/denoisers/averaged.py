@@ -3,6 +3,7 @@ r"""Averaged denoisers: relaxations :math:`(1-\alpha)I + \alpha N` of nonexpansi
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 from torch import nn
@@ -48,6 +49,8 @@ class AveragedDenoiser(nn.Module):
             raise TypeError(
                 f"averaged: expected a callable denoiser, got {type(denoiser).__name__}")
         denoiser_lipschitz_bound(denoiser)
+        if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real):
+            raise TypeError(f"averaged: expected a float alpha in (0, 1], got {alpha!r}")
         alpha = float(alpha)
         if not (math.isfinite(alpha) and 0.0 < alpha <= 1.0):
             raise ValueError(f"averaged: expected alpha in (0, 1], got {alpha}")

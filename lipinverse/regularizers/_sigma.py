@@ -42,7 +42,9 @@ def as_sigma(name: str, sigma, batch: int, dtype, device) -> torch.Tensor:
             v = float(sigma)
         except (TypeError, ValueError) as err:
             raise TypeError(f"{name}: expected sigma a float or a tensor, got {sigma!r}") from err
-        s = torch.full((batch,), v, dtype=dtype, device=device)
+        # built in float64 and cast: a value too large for ``dtype`` becomes inf (refused
+        # below) instead of torch's opaque overflow error
+        s = torch.full((batch,), v, dtype=torch.float64, device=device).to(dtype)
     if not bool(torch.isfinite(s).all()) or bool((s < 0).any()):
         raise ValueError(f"{name}: expected finite sigma >= 0, got {s.tolist()}")
     return s
