@@ -160,11 +160,13 @@ def chunk_weights(geom: Geometry, angle_ids: torch.Tensor, pix: torch.Tensor,
     if geom.kind == "parallel":
         w = torch.maximum(cos.abs(), sin.abs())  # (A, 1)
         # left end of the box in bin units, shifted so that bin k0 is [0, 1)
-        u = x[None] * cos + (y[None] * sin + ((D // 2) + 0.5 - 0.5 * w))
+        # (separate IEEE operations, in place where possible; no fused multiply-add, whose
+        # use would depend on vectorisation and so on the chunking)
+        u = (y[None] * sin).add_((D // 2) + 0.5 - 0.5 * w).add_(x[None] * cos)
         k0 = torch.floor(u)
-        frac = u - k0
+        frac = u.sub_(k0)
         scale = 1.0 / w
-        v0 = torch.clamp_max((1.0 - frac) * scale, 1.0)
+        v0 = frac.neg_().add_(1.0).mul_(scale).clamp_max_(1.0)  # min(1, (1 - frac) / w)
         parts = [v0, 1.0 - v0]
     else:
         R, Rd, dl = geom.source_distance, geom.detector_distance, geom.detector_spacing
@@ -187,12 +189,13 @@ def chunk_weights(geom: Geometry, angle_ids: torch.Tensor, pix: torch.Tensor,
             lap = torch.minimum(frac + h, torch.full_like(frac, j + 1.0)) \
                 - torch.clamp_min(frac, float(j))
             parts.append(lap.clamp_min(0.0) * scale)
-    vals = torch.stack(parts, dim=-1)
-    ks = k0[..., None] + torch.arange(len(parts), dtype=f64, device=dev)
-    inside = (ks >= 0) & (ks <= D - 1)
-    vals = torch.where(inside, vals, torch.zeros((), dtype=f64, device=dev))
-    rows = ks.clamp(0, D - 1).to(torch.int64) + (angle_ids.to(dev) * D)[:, None, None]
-    return rows, vals.to(dtype)
+    vals = torch.stack(parts, dim=-1).to(dtype)
+    ks = k0.to(torch.int64)[..., None] + torch.arange(len(parts), device=dev)
+    if bool(k0.min() < 0) or bool(k0.max() > D - len(parts)):
+        # some candidate bins fall off the detector: zero weight, any valid row index
+        vals = vals.masked_fill((ks < 0) | (ks > D - 1), 0.0)
+        ks = ks.clamp(0, D - 1)
+    return ks + (angle_ids.to(dev) * D)[:, None, None], vals
 
 
 def angle_chunk(geom: Geometry, n_pix: int, columns: int = 1,

@@ -376,8 +376,11 @@ class Radon(Operator):
         acc = flat.new_zeros(pix.numel(), bc)
         for ids in self._chunks(bc):
             rows, vals = rw.chunk_weights(g, ids, pix, flat.dtype, fbp=fbp)
-            picked = cols[rows.reshape(-1)].reshape(tuple(rows.shape) + (bc,))
-            acc += (picked * vals[..., None]).sum(dim=(0, 2))
+            # pixel-major, so that the contraction is one batched product per pixel
+            rows = rows.permute(1, 0, 2).reshape(pix.numel(), -1)
+            vals = vals.permute(1, 0, 2).reshape(pix.numel(), 1, -1)
+            picked = cols[rows.reshape(-1)].reshape(pix.numel(), -1, bc)
+            acc += torch.bmm(vals, picked)[:, 0]
         out = flat.new_zeros(g.n * g.n, bc)
         out[pix] = acc
         return out.T
