@@ -213,12 +213,23 @@ def _certificates(model) -> list[tuple[str, str]]:
 
 
 def certificate_lines(model, *, short: bool = False) -> list[str]:
-    """Human-readable certificates of a regulariser or denoiser (one per line, or short
-    ``label value`` items for one-line listings)."""
-    pairs = _certificates(model)
+    """Human-readable certificates of a regulariser or denoiser (one per line, or, with
+    ``short``, compact items for one-line listings)."""
     if short:
-        return [f"{k} {v}" for k, v in pairs]
-    return [f"{k:<15} {v}" for k, v in pairs]
+        return _certificate_summary(model)
+    return [f"{k:<15} {v}" for k, v in _certificates(model)]
+
+
+def _certificate_summary(model) -> list[str]:
+    if callable(getattr(model, "curvature_bounds", None)):
+        levels = (5, 15, 25)
+        bounds = [tuple(float(b) for b in model.curvature_bounds(s / 255)) for s in levels]
+        rho = max(max(0.0, -lo) for lo, _ in bounds)
+        out = ["convex" if rho == 0 else f"weakly convex (rho <= {_fmt(rho)})"]
+        out.append("L(grad R) at sigma " + "/".join(map(str, levels)) + "/255: "
+                   + " / ".join(f"{max(-lo, hi):.3g}" for lo, hi in bounds))
+        return out
+    return [f"{k} {v}" for k, v in _certificates(model)]
 
 
 def load_model(spec: str, device: torch.device):
