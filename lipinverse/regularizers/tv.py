@@ -40,7 +40,8 @@ class TV:
 
     solved by FISTA on the dual (fast gradient projection, Beck & Teboulle 2009, IEEE TIP
     18(11)) with step :math:`1/(\tau^2\|\nabla\|^2)` (exact norm of ``FiniteDifference`` on
-    the image size).
+    the image size) and per-sample adaptive restart of the momentum (O'Donoghue & Candes
+    2015), which makes high accuracies reachable in a few hundred iterations.
 
     *Stopping by the duality gap.* For feasible :math:`p` and :math:`u = x - \tau\nabla^\top p`,
 
@@ -155,7 +156,9 @@ class TV:
         check_every = 5
         # x was validated above: call the operator's unvalidated hooks inside the loop
         grad, div = self.D._forward, self.D._adjoint
-        q, p_prev, t = p, p, 1.0
+        b = x.shape[0]
+        q, p_prev = p, p
+        t = torch.ones((b,) + (1,) * (x.dim() - 1), dtype=x.dtype, device=x.device)
         it = 0
         while True:
             if it % check_every == 0 or it == max_iter:
@@ -171,7 +174,11 @@ class TV:
                         "raise max_iter or tol")
             uq = x - tau * div(q)
             p_new = self._project(q + step * grad(uq))
-            t_new = 0.5 * (1.0 + (1.0 + 4.0 * t * t) ** 0.5)
+            # adaptive restart (O'Donoghue & Candes 2015), per sample
+            restart = ((q - p_new) * (p_new - p_prev)).flatten(1).sum(1) > 0
+            t = torch.where(restart.view(-1, 1, 1, 1),
+                            torch.ones_like(t), t)
+            t_new = 0.5 * (1.0 + torch.sqrt(1.0 + 4.0 * t * t))
             q = p_new + ((t - 1.0) / t_new) * (p_new - p_prev)
             p_prev, p, t = p_new, p_new, t_new
             it += 1
