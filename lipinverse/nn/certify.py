@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 
 import torch
 from torch import nn
@@ -139,7 +140,10 @@ def empirical_lipschitz(
 
         v = per_sample_unit(torch.randn(x.shape, generator=gen, dtype=x.dtype, device=x.device))
         for _ in range(n_iter):
-            _, jv = torch.func.jvp(model, (x,), (v,))
+            with warnings.catch_warnings():
+                # torch's forward-mode AD loads decompositions with the deprecated jit.script
+                warnings.filterwarnings("ignore", message=".*jit.script.*", category=FutureWarning)
+                _, jv = torch.func.jvp(model, (x,), (v,))
             _, vjp_fn = torch.func.vjp(model, x)
             (w,) = vjp_fn(jv)
             if float(w.abs().max()) == 0.0:
