@@ -9,15 +9,18 @@ A ridge regulariser sums learned one-dimensional potentials of learned filter re
 
 with :math:`W` a composition of convolutions normalised by its certified norm bound
 (:math:`\|W\|\le 1`), :math:`\psi_c' ` a learnable spline with slopes in :math:`[0, 1]`
-(convex part, channels :math:`C_1`) and :math:`\phi_c'` one with slopes in
-:math:`[-1, 1]` (nonconvex part, channels :math:`C_2`, only for
-:class:`WeakConvexRidge`).  The noise level :math:`\sigma` sets the strengths
+(convex part, channels :math:`C_1`) and :math:`\phi_c` an even, bounded-below
+potential with :math:`\phi_c'' \in [-1, 1]` (nonconvex part, channels :math:`C_2`, only
+for :class:`WeakConvexRidge`; see
+:class:`~lipinverse.regularizers.potentials.EvenPotential`).  The noise level
+:math:`\sigma` sets the strengths
 :math:`\lambda, \kappa` and the input scalings :math:`\mu, \nu` through learnable
 positive functions, and :math:`\kappa\nu \le \rho_{max} < 1` by construction.
 """
 
 from __future__ import annotations
 
+import numbers
 import warnings
 
 import torch
@@ -27,6 +30,7 @@ from lipinverse.nn import ConvMap, GradientStepBlock, LipschitzSpline, MultiConv
 from lipinverse.nn.norms import round_down_f32
 
 from ._sigma import SigmaFunction, as_sigma
+from .potentials import EvenPotential
 from .ridge_parts import (
     NormalizedChain,
     RidgeActivation,
@@ -130,12 +134,11 @@ class ConvexRidge(nn.Module):
         if c2:
             if not 0.0 < _rho_max < 1.0:
                 raise ValueError(f"{name}: expected rho_max in (0, 1), got {_rho_max}")
-            self.nonconvex_spline = LipschitzSpline(c2, num_knots, knot_range, (-1.0, 1.0),
-                                                    init="zero")
+            self.nonconvex_potential = EvenPotential(c2, num_knots, knot_range)
             self.kappa_nu = SigmaFunction(lo_s, hi_s, num_sigma_nodes, power=0.0, scale=1.0)
             self.nu = SigmaFunction(lo_s, hi_s, num_sigma_nodes, power=-1.0, scale=1.0 / ref)
         else:
-            self.nonconvex_spline = None
+            self.nonconvex_potential = None
         self.rho_max = float(_rho_max)
         self.sigma = float(sigma)
 
@@ -156,7 +159,7 @@ class ConvexRidge(nn.Module):
         s = self.W.scale()
         lam, mu = self.lam(sig).reshape(shape), self.mu(sig).reshape(shape)
         kappa = nu = None
-        if self.nonconvex_spline is not None:
+        if self.nonconvex_potential is not None:
             nu = self.nu(sig).reshape(shape)
             kappa = self.rho_max * torch.sigmoid(self.kappa_nu.log(sig)).reshape(shape) / nu
         return RidgeScalings(s, lam, mu, kappa, nu)
@@ -173,9 +176,9 @@ class ConvexRidge(nn.Module):
         z1, z2 = self._split(z)
         lam, mu = sc.lam.to(x.dtype), sc.mu.to(x.dtype)
         out = lam * self.convex_spline(mu * z1)
-        if self.nonconvex_spline is not None:
+        if self.nonconvex_potential is not None:
             kappa, nu = sc.kappa.to(x.dtype), sc.nu.to(x.dtype)
-            out = torch.cat([out, kappa * self.nonconvex_spline(nu * z2)], dim=1)
+            out = torch.cat([out, kappa * self.nonconvex_potential(nu * z2)], dim=1)
         return self.W.linear.transpose(out, input_size=tuple(x.shape[-2:])) * sc.s.to(x.dtype)
 
     def _value(self, x: torch.Tensor, sc: RidgeScalings) -> torch.Tensor:
@@ -183,9 +186,9 @@ class ConvexRidge(nn.Module):
         z1, z2 = self._split(z)
         lam, mu = sc.lam.to(x.dtype), sc.mu.to(x.dtype)
         val = (lam / mu * self.convex_spline.integrate(mu * z1)).flatten(1).sum(1)
-        if self.nonconvex_spline is not None:
+        if self.nonconvex_potential is not None:
             kappa, nu = sc.kappa.to(x.dtype), sc.nu.to(x.dtype)
-            val = val + (kappa / nu * self.nonconvex_spline.integrate(nu * z2)).flatten(1).sum(1)
+            val = val + (kappa / nu * self.nonconvex_potential.integrate(nu * z2)).flatten(1).sum(1)
         return val
 
     def _hvp(self, x: torch.Tensor, v: torch.Tensor, sc: RidgeScalings) -> torch.Tensor:
@@ -194,14 +197,18 @@ class ConvexRidge(nn.Module):
         u1, u2 = self._split(self._filters(v, sc))
         lam, mu = sc.lam.to(x.dtype), sc.mu.to(x.dtype)
         out = lam * mu * self.convex_spline.derivative(mu * z1) * u1
-        if self.nonconvex_spline is not None:
+        if self.nonconvex_potential is not None:
             kappa, nu = sc.kappa.to(x.dtype), sc.nu.to(x.dtype)
-            out = torch.cat([out, kappa * nu * self.nonconvex_spline.derivative(nu * z2) * u2], 1)
+            d2 = self.nonconvex_potential.derivative(nu * z2)
+            out = torch.cat([out, kappa * nu * d2 * u2], 1)
         return self.W.linear.transpose(out, input_size=tuple(x.shape[-2:])) * sc.s.to(x.dtype)
 
     def _check_x(self, name: str, x) -> None:
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"{type(self).__name__}.{name}: expected a torch.Tensor, got {type(x)}")
+        if not x.is_floating_point():
+            raise TypeError(f"{type(self).__name__}.{name}: expected a real floating-point "
+                            f"tensor, got dtype {x.dtype}")
         if x.dim() != 4 or x.shape[1] != self.channels[0]:
             raise ValueError(f"{type(self).__name__}.{name}: expected input of shape "
                              f"(B, {self.channels[0]}, H, W), got {tuple(x.shape)}")
@@ -224,8 +231,8 @@ class ConvexRidge(nn.Module):
     def tv2(self) -> torch.Tensor:
         """Second-order total variation of all splines (training penalty)."""
         out = self.convex_spline.tv2()
-        if self.nonconvex_spline is not None:
-            out = out + self.nonconvex_spline.tv2()
+        if self.nonconvex_potential is not None:
+            out = out + self.nonconvex_potential.tv2()
         return out
 
     # ------------------------------------------------------------------ certificates
@@ -236,8 +243,8 @@ class ConvexRidge(nn.Module):
         :math:`m \le 0 \le M`; computed in float64 from the current spline slopes.
         """
         sc = self.scalings(sigma, 1, torch.float64)
-        b2 = ((0.0, 0.0) if self.nonconvex_spline is None
-              else self.nonconvex_spline.derivative_bounds())
+        b2 = ((0.0, 0.0) if self.nonconvex_potential is None
+              else self.nonconvex_potential.derivative_bounds())
         lo, hi = curvature_interval(sc, self.convex_spline.derivative_bounds(), b2)
         # sW has norm <= 1: the interval of D bounds the one of (sW)^T D (sW)
         return float(lo), float(hi)
@@ -299,7 +306,11 @@ class ConvexRidge(nn.Module):
         """
         name = f"{type(self).__name__}.solve"
         self._check_x("solve", y)
-        if tol <= 0 or int(max_iter) < 1:
+        if (isinstance(tol, bool) or not isinstance(tol, numbers.Real)
+                or isinstance(max_iter, bool) or not isinstance(max_iter, numbers.Integral)):
+            raise TypeError(f"{name}: expected a float tol and an int max_iter, got "
+                            f"{type(tol).__name__}, {type(max_iter).__name__}")
+        if not tol > 0 or max_iter < 1:
             raise ValueError(f"{name}: expected tol > 0 and max_iter >= 1, got {tol}, {max_iter}")
         B = y.shape[0]
         with torch.no_grad():
@@ -308,8 +319,8 @@ class ConvexRidge(nn.Module):
                 raise ValueError(f"{name}: expected tau > 0, got {tau_t.tolist()}")
             sc = self.scalings(sigma, B, y.dtype, y.device)
             sc64 = self.scalings(sigma, B, torch.float64, y.device)
-            b2 = ((0.0, 0.0) if self.nonconvex_spline is None
-                  else self.nonconvex_spline.derivative_bounds())
+            b2 = ((0.0, 0.0) if self.nonconvex_potential is None
+                  else self.nonconvex_potential.derivative_bounds())
             lo, hi = curvature_interval(sc64, self.convex_spline.derivative_bounds(), b2)
             m = 1.0 + tau_t * lo
             L = 1.0 + tau_t * hi
@@ -377,7 +388,8 @@ class ConvexRidge(nn.Module):
         r"""Per-sample step :math:`h = \mathrm{step}\cdot 2/(1 + M_c)` of the unrolled
         denoiser, :math:`M_c` from the spline *constraint* intervals (as in
         :class:`~lipinverse.nn.GradientStepBlock`), rounded down to float32."""
-        b2 = (0.0, 0.0) if self.nonconvex_spline is None else self.nonconvex_spline.slope_bounds
+        b2 = ((0.0, 0.0) if self.nonconvex_potential is None
+              else self.nonconvex_potential.slope_bounds)
         _, hi = curvature_interval(sc, self.convex_spline.slope_bounds, b2)
         return round_down_f32(step * 2.0 / (1.0 + hi.to(torch.float64)))
 
@@ -394,7 +406,7 @@ class ConvexRidge(nn.Module):
 
     def activation_at(self, sigma: float) -> RidgeActivation:
         """The :class:`RidgeActivation` at a scalar noise level."""
-        return RidgeActivation(self.convex_spline, self.nonconvex_spline,
+        return RidgeActivation(self.convex_spline, self.nonconvex_potential,
                                self.scalings(sigma, 1))
 
     def unrolled_denoiser(self, t: int, sigma: float, step: float = 0.5) -> nn.Module:
@@ -432,7 +444,10 @@ class WeakConvexRidge(ConvexRidge):
 
     Notes
     -----
-    :math:`\phi_c'` has slopes in :math:`[-1, 1]`, so with :math:`\|sW\|\le1`
+    The potentials :math:`\phi_c` of the nonconvex channels are
+    :class:`~lipinverse.regularizers.potentials.EvenPotential` s: even, nondecreasing in
+    :math:`|t|` (so :math:`R_\sigma \ge` its convex part, bounded below when that part
+    is), with :math:`\phi_c'' \in [-1, 1]`.  With :math:`\|sW\|\le1`
 
     .. math:: -\kappa\nu\, I \preceq \nabla^2 R_\sigma \preceq
               \max(\lambda\mu, \kappa\nu)\, I,

@@ -127,13 +127,13 @@ class RidgeActivation(nn.Module):
     current slopes.
     """
 
-    def __init__(self, convex_spline: LipschitzSpline, nonconvex_spline, sc: RidgeScalings):
+    def __init__(self, convex_spline: LipschitzSpline, nonconvex_potential, sc: RidgeScalings):
         super().__init__()
         if sc.lam.numel() != 1:
             raise ValueError("RidgeActivation: expected scalings of a single noise level, "
                              f"got {sc.lam.numel()}")
         self.convex_spline = convex_spline
-        self.nonconvex_spline = nonconvex_spline
+        self.nonconvex_potential = nonconvex_potential
         self.c1 = convex_spline.num_channels
         self.lam, self.mu = sc.lam.detach().reshape(()), sc.mu.detach().reshape(())
         self.kappa = None if sc.kappa is None else sc.kappa.detach().reshape(())
@@ -146,8 +146,8 @@ class RidgeActivation(nn.Module):
         b1 = getattr(self.convex_spline, which)
         b1 = b1() if callable(b1) else b1
         b2 = (0.0, 0.0)
-        if self.nonconvex_spline is not None:
-            b2 = getattr(self.nonconvex_spline, which)
+        if self.nonconvex_potential is not None:
+            b2 = getattr(self.nonconvex_potential, which)
             b2 = b2() if callable(b2) else b2
         lo, hi = curvature_interval(self._sc, b1, b2)
         return lo.reshape(()), hi.reshape(())
@@ -163,20 +163,20 @@ class RidgeActivation(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         out = self.lam.to(z.dtype) * self.convex_spline(self.mu.to(z.dtype) * z[:, :self.c1])
-        if self.nonconvex_spline is None:
+        if self.nonconvex_potential is None:
             return out
         nu = self.nu.to(z.dtype)
-        return torch.cat([out, self.kappa.to(z.dtype) * self.nonconvex_spline(nu * z[:, self.c1:])],
-                         dim=1)
+        part = self.kappa.to(z.dtype) * self.nonconvex_potential(nu * z[:, self.c1:])
+        return torch.cat([out, part], dim=1)
 
     def integrate(self, z: torch.Tensor) -> torch.Tensor:
         lam, mu = self.lam.to(z.dtype), self.mu.to(z.dtype)
         out = (lam / mu) * self.convex_spline.integrate(mu * z[:, :self.c1])
-        if self.nonconvex_spline is None:
+        if self.nonconvex_potential is None:
             return out
         kappa, nu = self.kappa.to(z.dtype), self.nu.to(z.dtype)
-        return torch.cat([out, (kappa / nu) * self.nonconvex_spline.integrate(nu * z[:, self.c1:])],
-                         dim=1)
+        part = (kappa / nu) * self.nonconvex_potential.integrate(nu * z[:, self.c1:])
+        return torch.cat([out, part], dim=1)
 
 
 class UnrolledRidgeDenoiser(nn.Module):

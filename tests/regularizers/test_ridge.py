@@ -102,7 +102,8 @@ def test_certificates_bound_the_dense_hessian(cls, stage):
 def test_weak_convexity_is_reached_and_capped():
     R = perturb(small(WeakConvexRidge, rho_max=0.8), 2.0, seed=3)
     with torch.no_grad():  # steepest possible concave spline and a large cap factor
-        R.nonconvex_spline.coefficients.copy_(-torch.linspace(-5, 5, 11).repeat(3, 1))
+        R.nonconvex_potential.spline.coefficients.copy_(
+            torch.tensor([0.0, 1, 2, 3, 2, 1, 0, -1, -2, -3, -4]).repeat(3, 1) * 0.1)
         R.kappa_nu.values.fill_(6.0)
     assert 0.79 < R.weak_convexity <= 0.8
     assert not R.convex
