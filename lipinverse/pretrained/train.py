@@ -223,9 +223,26 @@ def save_ridge(reg, args, info: dict, path: Path) -> dict:
     return meta
 
 
+def tune_only(args) -> dict:
+    """Re-run :func:`tune_ridge` on the saved (untuned) checkpoint of ``args.model``."""
+    from lipinverse.training import load_checkpoint
+
+    path = HERE / args.model
+    reg, info = load_checkpoint(path, return_metadata=True)
+    meta = info["metadata"]
+    if "set12_tuning" in meta["training"]:
+        raise ValueError(f"tune_only: {path}.json is already tuned; retrain to tune again")
+    t1 = time.perf_counter()
+    meta["training"]["set12_tuning"] = tune_ridge(reg, args)
+    meta["training"]["tune_wall_s"] = round(time.perf_counter() - t1, 1)
+    from lipinverse.training import save_checkpoint
+
+    save_checkpoint(reg, path, metadata=meta)
+    return meta
+
+
 @torch.no_grad()
-def tune_ridge(reg, args, sigmas=(5, 15, 25),
-               grid=(0.5, 0.7, 0.85, 1.0, 1.2, 1.45, 1.75, 2.1)) -> dict:
+def tune_ridge(reg, args, sigmas=(5, 15, 25), grid=(0.6, 0.8, 1.0, 1.25, 1.6)) -> dict:
     r"""Rescale :math:`\lambda(\sigma)` so that the exact denoiser is best on set12 crops.
 
     For each ``sigma`` the factor :math:`c` of ``grid`` maximising the mean PSNR of
@@ -287,7 +304,9 @@ def parse(argv=None):
     p.add_argument("--num-knots", type=int, default=21)
     p.add_argument("--t", type=int, default=10, help="gradient steps of the t-step loss")
     p.add_argument("--tv2", type=float, default=1e-5, help="spline TV2 penalty weight")
-    p.add_argument("--val-crop", type=int, default=128, help="centre crop of set12 for tuning")
+    p.add_argument("--val-crop", type=int, default=96, help="centre crop of set12 for tuning")
+    p.add_argument("--tune-only", action="store_true",
+                   help="only tune lambda(sigma) of the saved, untuned crr/wcrr checkpoint")
     return p.parse_args(argv)
 
 
@@ -295,6 +314,8 @@ def main(argv=None):
     args = parse(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     fn = {"dncnn": train_dncnn, "crr": train_ridge, "wcrr": train_ridge}[args.model]
+    if args.tune_only:
+        fn = tune_only
     cfg = fn(args)
     print(json.dumps(cfg, indent=2))
 
