@@ -1,0 +1,113 @@
+"""The guarantee string follows the certificates; strict mode refuses without one."""
+
+import pytest
+
+from lipinverse.regularizers import TV, Tikhonov
+from lipinverse.solvers import ADMM, PGD
+
+from ._problems import Denoiser, SmoothPrior, log_prior
+
+IDENT = Denoiser(lambda x: x)
+
+
+def _ok(s):
+    return not s.guarantee.startswith("none:")
+
+
+def test_default_steps_come_from_certificates(problem):
+    _, _, f = problem
+    lf = f.grad_lipschitz
+    assert PGD(f, Tikhonov(), 0.1).step_size == pytest.approx(1 / lf)
+    assert PGD(f, Tikhonov(), 0.1, scheme="grad").step_size == pytest.approx(1 / (lf + 0.1))
+    assert PGD(f, TV().as_denoiser(0.1)).step_size == pytest.approx(1 / lf)
+    assert ADMM(f, Tikhonov(), 0.1).rho == pytest.approx(lf)
+
+
+def test_prox_step_limits(problem):
+    _, _, f = problem
+    lf = f.grad_lipschitz
+    assert _ok(PGD(f, TV(), 0.1, step_size=1.9 / lf))
+    assert PGD(f, TV(), 0.1, step_size=2.1 / lf).guarantee.startswith("none: proximal gradient")
+    assert _ok(PGD(f, TV(), 0.1, step_size=1.0 / lf, accelerate=True))
+    g = PGD(f, TV(), 0.1, step_size=1.5 / lf, accelerate=True).guarantee
+    assert g.startswith("none: FISTA needs tau <= 1/L_f")
+    with pytest.raises(ValueError, match="strict=True"):
+        PGD(f, TV(), 0.1, step_size=2.1 / lf, strict=True)
+    # backtracking repairs a too-large step
+    assert _ok(PGD(f, TV(), 0.1, step_size=10 / lf, backtracking=True, strict=True))
+
+
+def test_grad_scheme_limits(problem):
+    _, _, f = problem
+    big_l = f.grad_lipschitz + 0.5 * 2.0
+    convex = SmoothPrior(None, None, 2.0, True)
+    assert PGD(f, convex, 0.5, step_size=1.9 / big_l).guarantee.startswith("Gradient descent:")
+    assert PGD(f, convex, 0.5, step_size=2.0 / big_l).guarantee.startswith("none:")
+    wc = PGD(f, log_prior(), 0.5)
+    assert wc.guarantee.startswith("Gradient descent (nonconvex R)")
+    assert PGD(f, log_prior(), 0.5, accelerate=True).guarantee.startswith("none:")
+    unknown = SmoothPrior(lambda x: x.sum(), lambda x: x, None, True)
+    s = PGD(f, unknown, 0.5)
+    assert s.backtracking and s.guarantee.startswith("none:") and "Lipschitz" in s.guarantee
+    with pytest.raises(ValueError, match="no convergence guarantee"):
+        PGD(f, unknown, 0.5, strict=True)
+
+
+def test_nonconvex_prox_prior(problem):
+    _, _, f = problem
+
+    class WeaklyConvexProx:
+        convex, weak_convexity = False, 1.0
+
+        def prox(self, x, tau):
+            return x
+
+    lf = f.grad_lipschitz
+    assert PGD(f, WeaklyConvexProx(), 0.1).guarantee.startswith("none:")  # tau = 1/L_f
+    assert PGD(f, WeaklyConvexProx(), 0.1, step_size=0.9 / lf).guarantee.startswith(
+        "PGD (nonconvex)")
+    assert PGD(f, WeaklyConvexProx(), 20.0, step_size=0.9 / lf).guarantee.startswith(
+        "none: the prox of tau*lam*g is not single-valued")
+    assert ADMM(f, WeaklyConvexProx(), 0.1).guarantee.startswith("none:")
+
+
+def test_pnp_guarantees(problem):
+    _, _, f = problem
+    lf = f.grad_lipschitz
+    firm = Denoiser(lambda x: x, 1.0, 0.5)
+    s = PGD(f, firm)
+    assert s.guarantee.startswith("PnP-FBS: D is 0.5-averaged") and s.relaxation == 1.0
+    assert _ok(ADMM(f, firm)) and ADMM(f, firm).guarantee.startswith("PnP-ADMM")
+    # merely nonexpansive: Krasnoselskii-Mann relaxation 1/2 by default
+    ne = PGD(f, Denoiser(lambda x: x, 1.0, None))
+    assert ne.relaxation == 0.5 and ne.guarantee.startswith("PnP-FBS with Krasnoselskii-Mann")
+    assert PGD(f, Denoiser(lambda x: x, 1.0, None), relaxation=1.0).guarantee.startswith("none:")
+    assert ADMM(f, Denoiser(lambda x: x, 1.0, None)).guarantee.startswith("none:")
+    # 0.75-averaged: fine for PnP-FBS, not for PnP-ADMM
+    assert _ok(PGD(f, Denoiser(lambda x: x, 1.0, 0.75)))
+    assert ADMM(f, Denoiser(lambda x: x, 1.0, 0.75)).guarantee.startswith("none: PnP-ADMM")
+    # no certificate, expansive, too large a step, momentum
+    assert "no certified Lipschitz" in PGD(f, Denoiser(lambda x: x, None)).guarantee
+    assert "> 1" in PGD(f, Denoiser(lambda x: x, 1.5, 0.5)).guarantee
+    assert PGD(f, firm, step_size=2.5 / lf).guarantee.startswith("none: PnP-FBS needs tau")
+    assert PGD(f, firm, accelerate=True).guarantee.startswith("none: momentum")
+    for bad in (Denoiser(lambda x: x, None), Denoiser(lambda x: x, 1.5, 0.5)):
+        with pytest.raises(ValueError, match="strict"):
+            PGD(f, bad, strict=True)
+        with pytest.raises(ValueError, match="strict"):
+            ADMM(f, bad, strict=True)
+
+
+def test_relaxation_bound_for_averaged_map(problem):
+    _, _, f = problem
+    s = PGD(f, Denoiser(lambda x: x, 1.0, 0.5))  # tau = 1/L: I - tau grad f is 1/2-averaged
+    # T = D(I - tau grad f) is 2/3-averaged: relaxation must stay below 3/2
+    assert "0.6667-averaged" in s.guarantee
+    assert _ok(PGD(f, Denoiser(lambda x: x, 1.0, 0.5), relaxation=1.4))
+    assert not _ok(PGD(f, Denoiser(lambda x: x, 1.0, 0.5), relaxation=1.6))
+
+
+def test_result_carries_guarantee(problem):
+    _, _, f = problem
+    res = PGD(f, IDENT).solve(max_iter=3)
+    assert res.guarantee == PGD(f, IDENT).guarantee and res.scheme == "pnp"
