@@ -190,6 +190,7 @@ if __name__ == "__main__":
         sys.exit("deblur.py: error: --device cuda requested but CUDA is not available")
     try:
         main(image=a.image, size=a.size, max_iter=a.max_iter, out=a.out, kernel=a.kernel,
-             noise=a.noise, seed=a.seed, tol=a.tol, device=a.device)
+             noise=a.noise, seed=a.seed, tol=a.tol, device=a.device,
+             progress=sys.stderr.isatty())  # progress bars only for a terminal
     except (ValueError, FileNotFoundError, ImportError) as err:
         sys.exit(f"deblur.py: error: {' '.join(str(err).split())}")
