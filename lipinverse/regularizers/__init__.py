@@ -5,7 +5,9 @@ and / or ``grad``, and the certificates ``convex``, ``weak_convexity``, ``grad_l
 """
 
 from .classical import ProxDenoiser, Tikhonov
+from .resnet_regularizer import LipschitzResNetRegularizer
 from .ridge import ConvexRidge, RidgeAtSigma, WeakConvexRidge
 from .tv import TV
 
-__all__ = ["TV", "Tikhonov", "ProxDenoiser", "ConvexRidge", "WeakConvexRidge", "RidgeAtSigma"]
+__all__ = ["TV", "Tikhonov", "ProxDenoiser", "ConvexRidge", "WeakConvexRidge", "RidgeAtSigma",
+           "LipschitzResNetRegularizer"]

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lipinverse.nn import GradientStepBlock, LipschitzSpline, MultiConv
+from lipinverse.nn import GradientStepBlock, LipschitzResNet, LipschitzSpline, MultiConv
 from lipinverse.nn.linear import Constrained
 from lipinverse.nn.norms import round_down_f32, symbol_norm_bound
 
@@ -180,26 +180,33 @@ class RidgeActivation(nn.Module):
 
 
 class UnrolledRidgeDenoiser(nn.Module):
-    r"""``t`` applications of one shared block with anchor ``y``: :math:`x_0 = y`."""
+    r"""The t-step gradient denoiser :math:`y \mapsto x_t` of a ridge regulariser.
+
+    A :meth:`LipschitzResNet.unrolled <lipinverse.nn.LipschitzResNet.unrolled>` network
+    of one shared :class:`~lipinverse.nn.GradientStepBlock` (fidelity weight 1) applied
+    ``t`` times from :math:`x_0 = y` with anchor :math:`y`:
+    :math:`x_{k+1} = x_k - h\,(x_k - y + \nabla R_\sigma(x_k))`.  Called as ``D(y)``
+    (or ``D(y, sigma)``, ``sigma`` ignored: it was fixed when the block was built).
+    """
+
+    averagedness = None
 
     def __init__(self, block: GradientStepBlock, t: int) -> None:
         super().__init__()
-        self.block, self.depth = block, t
+        self.network = LipschitzResNet.unrolled(block, int(t))
+        self.block, self.depth = block, int(t)
 
-    def forward(self, y: torch.Tensor) -> torch.Tensor:
-        h = self.block.step_size()
-        x = y
-        for _ in range(self.depth):
-            x = self.block.apply_step(x, h, anchor=y)
-        return x
+    def forward(self, y: torch.Tensor, sigma=None) -> torch.Tensor:
+        return self.network(y, anchor=y)
 
     @torch.no_grad()
     def lipschitz_bound(self) -> float:
         r"""Certified Lipschitz bound of :math:`y \mapsto x_t`.
 
-        With :math:`q` the block's bound in :math:`x` and :math:`h` its step,
-        :math:`x_{k+1} = T(x_k) + h y` gives :math:`\mathrm{Lip}(x_t) \le q^t +
-        h\sum_{k<t} q^k` (equal to 1 for a convex regulariser, where :math:`q = 1-h`).
+        With :math:`q` the block's certified bound in :math:`x` (``network`` 's
+        certificate is :math:`q^t`) and :math:`h` its step, :math:`x_{k+1} = T(x_k) + h y`
+        gives :math:`\mathrm{Lip}(x_t) \le q^t + h\sum_{k<t} q^k` (which is 1 for a
+        convex regulariser, where :math:`q = 1-h`).
         """
         q = self.block.lipschitz_bound()
         h = float(self.block.step_size())

@@ -1,0 +1,93 @@
+r"""Certified nonexpansive denoisers: image-to-image 1-Lipschitz ResNets."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from lipinverse.nn import LipschitzResNet, certify
+
+__all__ = ["LipschitzDenoiser"]
+
+
+class LipschitzDenoiser(nn.Module):
+    r"""A certified nonexpansive denoiser :math:`N = P\circ F_L\circ\dots\circ F_1\circ A`.
+
+    Parameters
+    ----------
+    in_channels : int, default 1
+        Image channels (input and output).
+    width : int, default 32
+        Hidden channels.
+    depth : int, default 8
+        Number of gradient-step blocks.
+    kernel_size : int, default 3
+    hidden : int, optional
+        Channels of each block's inner map (default ``width``).
+    activation : {"spline", "relu"}, default "spline"
+        Learnable linear splines with slopes in [0, 1], or ReLU.
+    padding : {"zero", "circular"}, default "zero"
+    step : float in (0, 1], default 1.0
+        Step fraction of the blocks.
+    norm : {"bound", "estimate"}, default "bound"
+        Step sizes from the certified norm bounds, or (faster training) from power
+        estimates; see :class:`~lipinverse.nn.GradientStepBlock`.
+
+    Notes
+    -----
+    A :class:`~lipinverse.nn.LipschitzResNet` (image to image): norm-constrained lifting
+    and projection and gradient-step blocks :math:`F_i = I - h_iW_i^\top\sigma_i(W_i\cdot
+    + b_i)`, each nonexpansive, so :math:`\mathrm{Lip}(N)\le 1`; ``lipschitz_bound()``
+    is :func:`~lipinverse.nn.certify` of the network (a certified upper bound, computed
+    from the current weights).  ``averagedness`` is ``None``: use
+    :func:`~lipinverse.denoisers.averaged` for an averaged (e.g. firmly nonexpansive)
+    denoiser.  Not noise-conditioned: ``sigma`` is accepted and ignored.
+
+    Shape
+    -----
+    ``(B, in_channels, H, W)`` to the same shape.
+    """
+
+    averagedness = None
+
+    def __init__(self, in_channels: int = 1, width: int = 32, depth: int = 8,
+                 kernel_size: int = 3, hidden: int | None = None, activation: str = "spline",
+                 padding: str = "zero", step: float = 1.0, norm: str = "bound") -> None:
+        super().__init__()
+        if activation not in ("spline", "relu"):
+            raise ValueError(f"LipschitzDenoiser: expected activation 'spline' or 'relu', "
+                             f"got {activation!r}")
+        self._kwargs = dict(in_channels=in_channels, width=width, depth=depth,
+                            kernel_size=kernel_size, hidden=hidden, activation=activation,
+                            padding=padding, step=step, norm=norm)
+        self.in_channels = in_channels
+        self.network = LipschitzResNet(in_channels, in_channels, width=width, depth=depth,
+                                       kernel_size=kernel_size, hidden=hidden,
+                                       activation=activation, padding=padding, step=step,
+                                       norm=norm)
+
+    def config(self) -> dict:
+        """Constructor keyword arguments (for checkpoints)."""
+        return dict(self._kwargs)
+
+    def forward(self, x: torch.Tensor, sigma=None) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"LipschitzDenoiser.forward: expected a torch.Tensor, got {type(x)}")
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"LipschitzDenoiser.forward: expected input of shape "
+                             f"(B, {self.in_channels}, H, W), got {tuple(x.shape)}")
+        return self.network(x)
+
+    @torch.no_grad()
+    def lipschitz_bound(self) -> float:
+        """Certified Lipschitz bound (``certify`` of the network, at most 1)."""
+        return certify(self.network)
+
+    def tv2(self) -> torch.Tensor:
+        """Second-order total variation of the spline activations (training penalty)."""
+        parts = [m.tv2() for m in self.network.modules()
+                 if hasattr(m, "tv2") and hasattr(m, "coefficients")]
+        if not parts:
+            p = next(self.parameters())
+            return torch.zeros((), dtype=p.dtype, device=p.device)
+        return torch.stack(parts).sum()

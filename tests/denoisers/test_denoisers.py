@@ -1,0 +1,129 @@
+"""Denoisers: certified nonexpansiveness (dense Jacobians, float64), averaging, ridge prox."""
+
+import pytest
+import torch
+
+from lipinverse.denoisers import LipschitzDenoiser, RidgeProxDenoiser, averaged
+from lipinverse.regularizers import ConvexRidge, WeakConvexRidge
+from lipinverse.training import load_checkpoint, save_checkpoint
+
+
+@pytest.fixture(autouse=True)
+def _float64():
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    torch.manual_seed(0)
+    yield
+    torch.set_default_dtype(old)
+
+
+def jac_norm(f, x):
+    J = torch.autograd.functional.jacobian(lambda z: f(z.reshape(x.shape)).reshape(-1),
+                                           x.reshape(-1))
+    return float(torch.linalg.matrix_norm(J, 2))
+
+
+def tiny():
+    return LipschitzDenoiser(width=4, depth=2, kernel_size=3)
+
+
+def expand(N, steps=5):
+    """Optimiser steps that try to make N expansive."""
+    opt = torch.optim.Adam(N.parameters(), lr=0.1)
+    a, b = torch.rand(2, 1, 6, 6), torch.rand(2, 1, 6, 6)
+    for _ in range(steps):
+        opt.zero_grad()
+        (-(N(a) - N(b)).pow(2).sum()).backward()
+        opt.step()
+    return N
+
+
+@torch.no_grad()
+def test_default_denoiser_contract():
+    D = LipschitzDenoiser().float()
+    x = torch.rand(2, 1, 16, 16, dtype=torch.float32)
+    assert D(x).shape == x.shape and D(x, 0.1).shape == x.shape
+    assert D.lipschitz_bound() <= 1.0
+    assert D.averagedness is None
+    with pytest.raises(ValueError, match=r"LipschitzDenoiser.forward: expected input of shape"):
+        D(torch.rand(2, 3, 8, 8))
+
+
+@pytest.mark.parametrize("trained", [False, True])
+def test_lipschitz_denoiser_jacobian_within_certificate(trained):
+    N = tiny()
+    if trained:
+        expand(N)
+    bound = N.lipschitz_bound()
+    assert bound <= 1.0
+    for seed in range(2):
+        x = torch.rand(1, 1, 6, 6, generator=torch.Generator().manual_seed(seed))
+        assert jac_norm(N, x) <= bound * (1 + 1e-9)
+
+
+def test_averaged_is_firmly_nonexpansive_at_one_half():
+    N = expand(tiny())
+    D = averaged(N, 0.5)
+    assert D.averagedness == 0.5
+    assert D.lipschitz_bound() <= 1.0
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.rand(16, 1, 6, 6, generator=g), torch.rand(16, 1, 6, 6, generator=g)
+    d, e = (D(x) - D(y)).flatten(1), (x - y).flatten(1)
+    assert ((d * d).sum(1) <= (d * e).sum(1) + 1e-12).all()
+    assert jac_norm(averaged(N, 0.3), x[:1]) <= averaged(N, 0.3).lipschitz_bound() * (1 + 1e-9)
+
+
+def test_averaged_reports_unknown_for_expansive_maps():
+    class Expansive:
+        def __call__(self, x, sigma=None):
+            return 2 * x
+
+        def lipschitz_bound(self):
+            return 2.0
+
+    D = averaged(Expansive(), 0.5)
+    assert D.averagedness is None and D.lipschitz_bound() == 1.5
+    with pytest.raises(ValueError, match="alpha in"):
+        averaged(tiny(), 1.5)
+    with pytest.raises(TypeError, match="lipschitz_bound"):
+        averaged(lambda x, sigma=None: x)
+
+
+def test_ridge_prox_denoiser_certificates():
+    R = ConvexRidge(channels=(1, 3, 6), kernel_size=3)
+    D = RidgeProxDenoiser(R, 0.1, tol=1e-10)
+    assert D.lipschitz_bound() == 1.0 and D.averagedness == 0.5
+    x = torch.rand(1, 1, 6, 6)
+    torch.testing.assert_close(D(x), R.denoise(x, 0.1, tol=1e-10))
+    W = WeakConvexRidge(channels=(1, 3, 6), kernel_size=3)
+    with torch.no_grad():
+        W.nonconvex_potential.spline.coefficients.copy_(
+            (0.5 - (torch.linspace(0, 1, 21) - 0.5).abs()).repeat(3, 1))
+    DW = RidgeProxDenoiser(W, 0.1)
+    rho = W.curvature_bounds(0.1)[0]
+    assert rho < 0 and DW.averagedness is None
+    assert DW.lipschitz_bound() == pytest.approx(1 / (1 + rho))
+    with pytest.raises(TypeError, match="RidgeProxDenoiser"):
+        RidgeProxDenoiser(tiny())
+
+
+def test_denoiser_checkpoint_round_trip(tmp_path):
+    N = expand(tiny())
+    save_checkpoint(N, tmp_path / "n")
+    M = load_checkpoint(tmp_path / "n")
+    x = torch.rand(2, 1, 8, 8)
+    assert torch.equal(M(x), N(x))
+    assert M.lipschitz_bound() == N.lipschitz_bound()
+
+
+def test_averaged_lipschitz_denoiser_in_pnp_fbs():
+    solvers = pytest.importorskip("lipinverse.solvers")
+    from lipinverse.functionals import L2Fidelity
+    from operators import Blur
+
+    A = Blur(torch.ones(3, 3) / 9, padding="circular", in_shape=(1, 8, 8))
+    y = A(torch.rand(1, 1, 8, 8))
+    D = averaged(tiny().requires_grad_(False), 0.5)
+    res = solvers.PGD(L2Fidelity(A, y), D).solve(max_iter=200, tol=1e-7)
+    assert res.converged.all()
+    assert res.guarantee.startswith("PnP-FBS: D is 0.5-averaged")
