@@ -175,7 +175,10 @@ class LipschitzSpline(nn.Module):
     def _interval(self, x: torch.Tensor) -> torch.Tensor:
         """Flat index ``channel * (K-1) + k`` of the (extended) interval of each element."""
         a, _ = self.knot_range
-        k = torch.floor((x - a) / self.spacing).clamp_(0, self.num_knots - 2).long()
+        # NaN would become INT64_MIN under .long(): map it to interval 0 (the output is NaN
+        # there anyway, as x is), so that NaN propagates instead of an opaque IndexError
+        k = torch.floor((x - a) / self.spacing).clamp_(0, self.num_knots - 2).nan_to_num_(0.0)
+        k = k.long()
         shape = [1, self.num_channels] + [1] * (x.dim() - 2)
         offset = torch.arange(self.num_channels, device=x.device).view(shape) * (self.num_knots - 1)
         return k + offset

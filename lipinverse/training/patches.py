@@ -60,6 +60,8 @@ def _as_images(source, name: str) -> list[torch.Tensor]:
     if isinstance(source, (str, Path)):
         return load_images(source)
     if isinstance(source, torch.Tensor):
+        if source.is_complex():
+            raise TypeError(f"{name}: expected real images, got dtype {source.dtype}")
         t = source.detach()
         if t.dim() == 2:
             t = t[None, None]
@@ -115,14 +117,18 @@ class PatchDataset(torch.utils.data.Dataset):
                  scales=(1.0,), augment: bool = True, seed: int = 0,
                  max_patches: int | None = None) -> None:
         name = "PatchDataset"
-        if not isinstance(patch_size, int) or patch_size < 1:
+        if isinstance(patch_size, bool) or not isinstance(patch_size, int) or patch_size < 1:
             raise ValueError(f"{name}: expected patch_size a positive int, got {patch_size!r}")
         stride = patch_size if stride is None else stride
-        if not isinstance(stride, int) or stride < 1:
+        if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
             raise ValueError(f"{name}: expected stride a positive int, got {stride!r}")
         scales = tuple(float(s) for s in scales)
-        if not scales or min(scales) <= 0:
-            raise ValueError(f"{name}: expected positive scales, got {scales}")
+        if not scales or not all(0 < s < float("inf") for s in scales):
+            raise ValueError(f"{name}: expected positive finite scales, got {scales}")
+        if max_patches is not None and (isinstance(max_patches, bool) or not isinstance(
+                max_patches, int) or max_patches < 1):
+            raise ValueError(f"{name}: expected max_patches a positive int or None, "
+                             f"got {max_patches!r}")
         images = _as_images(source, name)
         chans = {img.shape[0] for img in images}
         if len(chans) != 1:
@@ -140,9 +146,15 @@ class PatchDataset(torch.utils.data.Dataset):
                 pieces.append(p.permute(1, 2, 0, 3, 4).reshape(-1, im.shape[0], patch_size,
                                                                 patch_size))
         if not pieces:
+            sizes = sorted({tuple(img.shape[-2:]) for img in images})[:4]
             raise ValueError(f"{name}: no image is at least {patch_size}x{patch_size} "
-                             f"(at scales {scales})")
+                             f"(at scales {scales}): expected an image at least that large, "
+                             f"got sizes {sizes}")
         patches = torch.cat(pieces).contiguous()
+        bad = ~torch.isfinite(patches.flatten(1)).all(dim=1)
+        if bool(bad.any()):
+            raise ValueError(f"{name}: expected finite images, got NaN or Inf in "
+                             f"{int(bad.sum())} patch(es)")
         if max_patches is not None and max_patches < patches.shape[0]:
             g = torch.Generator().manual_seed(self.seed)
             keep = torch.randperm(patches.shape[0], generator=g)[: int(max_patches)]

@@ -88,22 +88,46 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         name = "TrainConfig"
-        for field in ("epochs", "batch_size", "checkpoint_every"):
-            v = getattr(self, field)
-            if not isinstance(v, int) or v < 1:
+
+        def positive_int(field, v, allow_none=False):
+            if v is None and allow_none:
+                return
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name}: expected {field} a positive int, got {v!r}")
-        if not (isinstance(self.lr, (int, float)) and self.lr > 0):
-            raise ValueError(f"{name}: expected lr > 0, got {self.lr!r}")
+
+        def finite(field, v, *, lower=0.0, strict=False, allow_none=False):
+            if v is None and allow_none:
+                return
+            ok = (not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+                  and (v > lower if strict else v >= lower))
+            if not ok:
+                op = ">" if strict else ">="
+                raise ValueError(f"{name}: expected {field} a finite number {op} {lower}, "
+                                 f"got {v!r}")
+
+        for field in ("epochs", "batch_size", "checkpoint_every", "patch_size"):
+            positive_int(field, getattr(self, field))
+        for field in ("steps_per_epoch", "patch_stride", "val_limit"):
+            positive_int(field, getattr(self, field), allow_none=True)
+        finite("lr", self.lr, strict=True)
+        finite("weight_decay", self.weight_decay)
+        finite("grad_clip", self.grad_clip, strict=True, allow_none=True)
+        finite("val_sigma", self.val_sigma)
         if self.lr_schedule not in ("constant", "cosine"):
             raise ValueError(f"{name}: expected lr_schedule 'constant' or 'cosine', "
                              f"got {self.lr_schedule!r}")
-        lo, hi = (float(v) for v in self.sigma_range)
-        if not 0 <= lo <= hi:
-            raise ValueError(f"{name}: expected 0 <= sigma_range[0] <= sigma_range[1], "
+        try:
+            lo, hi = (float(v) for v in self.sigma_range)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{name}: expected sigma_range a pair of floats, "
+                             f"got {self.sigma_range!r}") from err
+        if not (0 <= lo <= hi and math.isfinite(hi)):
+            raise ValueError(f"{name}: expected finite 0 <= sigma_range[0] <= sigma_range[1], "
                              f"got {self.sigma_range}")
         object.__setattr__(self, "sigma_range", (lo, hi))
-        if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
-            raise ValueError(f"{name}: expected steps_per_epoch >= 1, got {self.steps_per_epoch}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) \
+                or not 0 <= self.seed < 2**32:
+            raise ValueError(f"{name}: expected seed an int in [0, 2**32), got {self.seed!r}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -204,7 +228,19 @@ class Trainer:
 
     def _pick_device(self, model: nn.Module) -> torch.device:
         if self.config.device is not None:
-            return torch.device(self.config.device)
+            want = "a torch device such as 'cpu' or 'cuda:0'"
+            if not isinstance(self.config.device, str):
+                raise TypeError(f"Trainer: expected TrainConfig.device {want}, "
+                                f"got {self.config.device!r}")
+            try:
+                dev = torch.device(self.config.device)
+            except (RuntimeError, TypeError) as err:
+                raise ValueError(f"Trainer: expected TrainConfig.device {want}, "
+                                 f"got {self.config.device!r}") from err
+            if dev.type == "cuda" and not torch.cuda.is_available():
+                raise ValueError(f"Trainer: expected an available device, got "
+                                 f"{self.config.device!r} but CUDA is not available")
+            return dev
         if self.world > 1 and torch.cuda.is_available():
             return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         p = next(model.parameters(), None)
@@ -264,13 +300,14 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=False)
             loss, metrics = self.objective.loss(self.model, clean, noisy, sigma)
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"Trainer: non-finite loss {float(loss)} at step "
-                                         f"{self.step}")
+                raise FloatingPointError(f"Trainer: non-finite loss {float(loss.detach())} at "
+                                         f"step {self.step}")
             (loss * (clean.shape[0] / c.batch_size)).backward()
             self._reduce_gradients(clean.shape[0])
             if c.grad_clip is not None:
                 nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
             self.optimizer.step()
+            self._check_weights()
             self.step += 1
             metrics = {"loss": float(loss.detach()), **metrics}
             for k, v in metrics.items():
@@ -281,6 +318,17 @@ class Trainer:
         if bar is not None:
             bar.close()
         return {f"train_{k}": v / max(n_steps, 1) for k, v in sums.items()}
+
+    def _check_weights(self) -> None:
+        """Stop (``FloatingPointError``) as soon as an update makes a weight NaN / Inf, so that
+        a diverging run never goes on, or writes a checkpoint, with garbage weights."""
+        params = [p.detach() for p in self.model.parameters()]
+        if params and not bool(torch.stack([torch.isfinite(p).all() for p in params]).all()):
+            bad = [n for n, p in self.model.named_parameters()
+                   if not bool(torch.isfinite(p).all())]
+            raise FloatingPointError(f"Trainer: non-finite weights {bad[:3]} after step "
+                                     f"{self.step} (lr {self._lr(self.step):g}); lower lr or set "
+                                     "grad_clip")
 
     def _reduce_gradients(self, local_n: int) -> None:
         if self.world == 1:

@@ -98,7 +98,6 @@ shapes = st.one_of(
 def test_priors_random_inputs(name, shape, dtype, fill, layout):
     # known bugs, pinned by the strict xfail tests below, are excluded here
     if name in SPLINE_BASED:
-        assume(fill in ("rand", "zero"))  # NaN -> IndexError in LipschitzSpline
         assume(not dtype.is_complex)
     if name == "LipschitzResNet":
         assume(dtype in FLOATS)  # int input -> silent int output
@@ -159,19 +158,22 @@ def test_averaged_alpha_refused(alpha):
 
 
 # ----------------------------------------------------------------- known bugs (strict xfail)
-@pytest.mark.xfail(strict=True, raises=IndexError, reason=(
-    "lipinverse/nn/splines.py LipschitzSpline: torch.floor((x - a) / h).clamp_(...).long() "
-    "turns NaN into INT64_MIN, so a NaN input raises an opaque IndexError; fix: "
-    ".nan_to_num_(0) before .long() (the output is then NaN where x is)"))
-@pytest.mark.parametrize("name", ["ConvexRidge.grad", "LipschitzResNet"])
-def test_nan_input_gives_no_opaque_error(name):
-    x = make_tensor((1, 1, 8, 8), torch.float32, fill="nan")
-    attempt(name, lambda: PRIORS[name](x))
+@pytest.mark.parametrize("fill", ["nan", "inf"])
+@pytest.mark.parametrize("name", sorted(SPLINE_BASED - {"ConvexRidge.prox",
+                                                         "WeakConvexRidge.prox",
+                                                         "RidgeProxDenoiser",
+                                                         "AveragedDenoiser"}))
+def test_nonfinite_input_propagates_or_is_refused(name, fill):
+    """Regression: LipschitzSpline turned NaN into index INT64_MIN (opaque IndexError)."""
+    x = make_tensor((1, 1, 8, 8), torch.float32, fill=fill)
+    ok, out = attempt(name, lambda: PRIORS[name](x))
+    if ok:
+        assert not bool(torch.isfinite(out).all()) or fill == "inf"
 
 
 @pytest.mark.xfail(strict=True, raises=NotImplementedError, reason=(
-    "LipschitzResNet.forward has no dtype check: a complex input reaches torch.floor in the "
-    "spline (NotImplementedError); an int input silently returns an int tensor"))
+    "LipschitzResNet.forward has no dtype check: a complex input reaches torch.floor in "
+    "LipschitzSpline._interval (NotImplementedError)"))
 def test_resnet_refuses_complex_input():
     x = make_tensor((1, 1, 8, 8), torch.complex64)
     attempt("LipschitzResNet", lambda: PRIORS["LipschitzResNet"](x))
