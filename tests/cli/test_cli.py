@@ -179,6 +179,13 @@ def test_train_then_certify(tmp_path, capsys):
     tensors = load_file(str(ckpt / "last.safetensors"))
     assert tensors and all(t.numel() > 0 for t in tensors.values())
 
+    assert info["metadata"]["epoch"] == 1
+    # --resume continues from last (in-process: same code, no second interpreter start-up)
+    assert call(["train", "--images", folder, "--model", "crr", "--epochs", "2",
+                 "--patch-size", "16", "--batch-size", "4", "--max-patches", "8", "--out",
+                 ckpt, "--resume", "-q"]) == 0
+    assert json.loads((ckpt / "last.json").read_text())["metadata"]["epoch"] == 2
+    capsys.readouterr()
     assert call(["certify", ckpt]) == 0
     stdout = capsys.readouterr().out
     assert "ConvexRidge" in stdout and "convex          True" in stdout
