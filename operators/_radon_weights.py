@@ -152,7 +152,6 @@ def chunk_weights(geom: Geometry, angle_ids: torch.Tensor, pix: torch.Tensor,
     the chunking, the backend or the (CPU) device.
     """
     dev = pix.device
-    f64 = torch.float64
     cos_all, sin_all = _trig(geom, dev)
     cos, sin = cos_all[angle_ids][:, None], sin_all[angle_ids][:, None]
     x, y = _pixel_coordinates(geom, pix)

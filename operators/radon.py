@@ -181,8 +181,10 @@ class Radon(Operator):
     memory_budget : int
         Bytes allowed for the two cached matrices (estimated before building, assuming
         float64 values). Default 1 GiB.
-    channels : int
-        Number of channels ``C`` of the input (each is projected independently).
+    channels : int or None
+        Number of channels ``C`` of the input (each is projected independently); ``None``
+        accepts any number (then ``in_shape`` / ``out_shape`` are ``None`` and only the
+        spatial sizes are checked).
 
     Shape
     -----
@@ -245,7 +247,7 @@ class Radon(Operator):
     def __init__(self, image_size, angles, detector_size=None, geometry: str = "parallel", *,
                  source_distance=None, detector_distance=None, detector_spacing=None,
                  circle: bool = False, backend: str = "auto",
-                 memory_budget: int = DEFAULT_MEMORY_BUDGET, channels: int = 1):
+                 memory_budget: int = DEFAULT_MEMORY_BUDGET, channels: int | None = 1):
         n = _as_size(image_size)
         if geometry not in GEOMETRIES:
             raise ValueError(f"Radon: expected geometry in {GEOMETRIES}, got {geometry!r}")
@@ -253,9 +255,10 @@ class Radon(Operator):
             raise ValueError(f"Radon: expected backend in {BACKENDS}, got {backend!r}")
         if not isinstance(circle, bool):
             raise TypeError(f"Radon: expected circle as a bool, got {type(circle).__name__}")
-        if isinstance(channels, bool) or not isinstance(channels, numbers.Integral) \
-                or channels < 1:
-            raise ValueError(f"Radon: expected channels as a positive int, got {channels!r}")
+        if channels is not None and (isinstance(channels, bool) or not isinstance(
+                channels, numbers.Integral) or channels < 1):
+            raise ValueError(f"Radon: expected channels as a positive int or None, "
+                             f"got {channels!r}")
         memory_budget = _positive("memory_budget", memory_budget, allow_zero=True)
         fan = geometry == "fan"
         period = 2 * math.pi if fan else math.pi
@@ -291,8 +294,11 @@ class Radon(Operator):
                             f"{type(detector_size).__name__}")
         if detector_size < 1:
             raise ValueError(f"Radon: expected detector_size >= 1, got {detector_size}")
-        channels = int(channels)
-        super().__init__((channels, n, n), (channels, len(angle_tuple), int(detector_size)))
+        if channels is None:
+            super().__init__(None, None)
+        else:
+            super().__init__((int(channels), n, n),
+                             (int(channels), len(angle_tuple), int(detector_size)))
         self.geometry = rw.Geometry(n, angle_tuple, int(detector_size), geometry, circle,
                                     R, Rd, dl)
         self.memory_budget = memory_budget
@@ -330,6 +336,24 @@ class Radon(Operator):
         g = self.geometry
         return (f"image_size={g.n}, n_angles={g.n_angles}, detector_size={g.detector_size}, "
                 f"geometry={g.kind!r}, circle={g.circle}, backend={self.backend!r}")
+
+    # ---------------------------------------------------------- any channels
+    def output_shape(self, in_shape):
+        g = self.geometry
+        return (in_shape[0], g.n_angles, g.detector_size)
+
+    def input_shape(self, out_shape):
+        return (out_shape[0], self.geometry.n, self.geometry.n)
+
+    def _check_sample_shape(self, name, shape, expected):
+        if self.in_shape is not None:  # fixed channels: the base class checked everything
+            return
+        g = self.geometry
+        want = (g.n, g.n) if name in ("forward", "gram_solve") else (g.n_angles,
+                                                                    g.detector_size)
+        if tuple(shape[1:]) != want:
+            raise ValueError(f"Radon.{name}: expected input of shape (B, C, {want[0]}, "
+                             f"{want[1]}), got (B, {', '.join(map(str, shape))})")
 
     # ------------------------------------------------------------------ maths
     def matrices(self, dtype: torch.dtype = torch.float32, device=None):

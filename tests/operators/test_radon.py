@@ -173,6 +173,22 @@ def test_channels_are_independent():
         torch.testing.assert_close(y[:, ch:ch + 1], B(x[:, ch:ch + 1]))
 
 
+def test_any_number_of_channels():
+    A = Radon(16, 5, channels=None)
+    assert A.in_shape is None and A.out_shape is None
+    x = torch.rand(2, 3, 16, 16, dtype=torch.float64)
+    y = A(x)
+    assert y.shape == (2, 3, 5, A.detector_size)
+    torch.testing.assert_close(y[:, 1:2], Radon(16, 5)(x[:, 1:2]))
+    assert check_adjoint(A, shape=(3, 16, 16)) < 1e-12
+    assert A.fbp(y).shape == x.shape
+    assert abs(A.norm() - Radon(16, 5).norm()) <= 1e-12 * A.norm()
+    with pytest.raises(ValueError, match=r"Radon.forward: expected input of shape \(B, C, 16"):
+        A(torch.zeros(1, 3, 16, 17))
+    with pytest.raises(ValueError, match=r"Radon.adjoint: expected input of shape \(B, C, 5"):
+        A.adjoint(torch.zeros(1, 3, 16, 16))
+
+
 # ---------------------------------------------------------------------- fbp
 def test_fbp_shepp_logan_psnr():
     n = 128
