@@ -216,8 +216,10 @@ class Radon(Operator):
     the output is the projection at ``angles[a]``, bin ``k`` at
     :math:`t = k - \lfloor D/2\rfloor`, so ``radon(img, np.rad2deg(angles)).T`` is the
     same sinogram. It differs from scikit-image's (bilinear interpolation of a rotated
-    image) by the discretisation only: a few per cent relative L2 on a phantom (see the
-    tests).
+    image) by the discretisation only: relative L2 difference 0.45 % on Shepp-Logan at
+    64x64 and 45 angles (tested below 1 %), 0.16 % at 256x256 and 180 angles.
+    In the fan beam the box width uses the local magnification of the ray through the
+    pixel centre (a first-order model, exact in the parallel limit, which is tested).
 
     *Norm.* :math:`A \ge 0` entrywise, so :math:`\|A\|^2 = \rho(A^\top A) \le
     \max_p (A^\top A v)_p / v_p` for every positive :math:`v` (Collatz-Wielandt). ``v`` is
@@ -230,7 +232,19 @@ class Radon(Operator):
     geometry, weigh hundreds of MB (:math:`\approx 2 n_\theta n^2` nonzeros each), and
     sparse products need them in the input's dtype; caching them per (geometry, dtype,
     device) at module level lets operators share them, keeps ``state_dict`` small and
-    makes ``.to(device)`` free (they are built on the new device at first use).
+    makes ``.to(device)`` free (they are built on the new device at first use). The cache
+    never evicts: :func:`clear_matrix_cache` frees it. ``A.matrix_bytes`` is the estimate
+    compared with ``memory_budget``; ``A.backend`` the backend in use.
+
+    Raises
+    ------
+    TypeError
+        For arguments of the wrong type (``image_size``, ``angles``, ``detector_size``,
+        ``circle``, distances).
+    ValueError
+        For a non-square ``image_size``, empty / non-1-D / non-finite angles, an unknown
+        ``geometry`` or ``backend``, fan-only arguments with the parallel beam, a source
+        inside the image, or ``backend="matrix"`` above ``memory_budget``.
 
     Examples
     --------
