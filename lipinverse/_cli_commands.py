@@ -55,6 +55,25 @@ def _check_solve_args(args) -> None:
         _check_nonneg("--lam", args.lam)
 
 
+#: Output formats accepted for --out / --figure (checked before any work is done).
+IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".bmp", ".jpg", ".jpeg")
+FIGURE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
+
+
+def _check_outputs(args) -> None:
+    """Fail before the solve, not after it, on an output path that cannot be written."""
+    for opt, path, suffixes in (("--out", args.out, IMAGE_SUFFIXES),
+                                ("--figure", getattr(args, "figure", None), FIGURE_SUFFIXES)):
+        if path is None:
+            continue
+        p = Path(path)
+        if p.is_dir():
+            raise ValueError(f"{opt}: expected a file name, got the folder '{path}'")
+        if p.suffix.lower() not in suffixes:
+            raise ValueError(f"{opt}: expected a file name ending in {', '.join(suffixes)}, "
+                             f"got '{path}'")
+
+
 def _progress(args) -> bool:
     """Progress bars only for a person watching (stderr is a terminal) and without -q."""
     return not getattr(args, "quiet", False) and sys.stderr.isatty()
@@ -115,6 +134,7 @@ def run_deblur(args) -> None:
     from operators import Blur
 
     _check_solve_args(args)
+    _check_outputs(args)
     sigma = _check_nonneg("--noise", args.noise)
     device = resolve_device(args.device)
     kernel = parse_kernel(args.kernel)
@@ -150,6 +170,7 @@ def run_ct(args) -> None:
     :math:`\sigma/\|A\|`, and their default strengths mean the same as in deblurring.
     """
     _check_solve_args(args)
+    _check_outputs(args)
     sigma = _check_nonneg("--noise", args.noise)
     if args.angles < 1:
         raise ValueError(f"--angles: expected an integer >= 1, got {args.angles}")
@@ -186,8 +207,12 @@ def run_ct(args) -> None:
 def run_denoise(args) -> None:
     """``lipinverse denoise``: add noise of level --sigma/255 and denoise."""
     sigma255 = _check_nonneg("--sigma", args.sigma)
+    _check_outputs(args)
     if args.lam is not None:
         _check_nonneg("--lam", args.lam)
+        if args.prior != "tv":
+            raise ValueError(f"--lam: only for --prior tv; the prior {args.prior!r} uses its "
+                             "own tuned strength for the noise level")
     device = resolve_device(args.device)
     img = _load_input(args)
     prior = priors.load_prior(args.prior, device)
@@ -221,8 +246,8 @@ def run_train(args) -> None:
         raise FileNotFoundError(f"--images: no such folder: '{folder}'")
     if not folder.is_dir():
         raise ValueError(f"--images: expected a folder of images, got the file '{folder}'")
-    for name in ("epochs", "patch_size", "batch_size"):
-        if getattr(args, name) < 1:
+    for name in ("epochs", "patch_size", "batch_size", "max_patches"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')}: expected an integer >= 1, "
                              f"got {getattr(args, name)}")
     if not math.isfinite(args.lr) or args.lr <= 0:

@@ -253,6 +253,13 @@ CASES = [
     ("train bad epochs", ["train", "--images", "{dir}", "--epochs", "0", "--out", "{dir}"],
      "--epochs"),
     ("certify missing", ["certify", "nothing_here"], "no such checkpoint"),
+    ("bad output suffix", ["deblur", "{image}", "--prior", "tv", "--out", "x.txt"],
+     "--out: expected a file name ending in"),
+    ("output is a folder", ["denoise", "{image}", "--prior", "tv", "--out", "{dir}"],
+     "got the folder"),
+    ("bad figure suffix", ["ct", "{image}", "--prior", "tv", "--figure", "f.gif"], "--figure"),
+    ("lam for a learned denoise", ["denoise", "{image}", "--prior", "crr", "--lam", "1"],
+     "only for --prior tv"),
     ("unknown option", ["deblur", "{image}", "--out", "{out}", "--bogus"], "unrecognized"),
     ("bad number", ["deblur", "{image}", "--out", "{out}", "--noise", "abc"], "invalid float"),
 ]
