@@ -300,3 +300,19 @@ def test_missing_feature_is_one_line_exit_1(image, tmp_path, capsys, monkeypatch
     code = call(["deblur", image, "--prior", "tv", "--out", tmp_path / "o.png"])
     assert code == 1
     assert "not available in this installation" in _error_line(capsys)
+
+
+# ------------------------------------------------------------------ GPU
+@pytest.mark.gpu
+@needs_solvers
+def test_deblur_on_cuda_matches_cpu(image, tmp_path, capsys):
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    psnrs = {}
+    for dev in ("cpu", "cuda"):
+        assert call(["deblur", image, "--prior", "tv", "--max-iter", "30", "--device", dev,
+                     "--out", tmp_path / f"{dev}.png", "-q"]) == 0
+        psnrs[dev] = _psnr_line(capsys.readouterr().out, "tv")
+    assert psnrs["cuda"] == pytest.approx(psnrs["cpu"], abs=0.05)
