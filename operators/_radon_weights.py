@@ -61,7 +61,7 @@ import numpy as np
 import torch
 
 __all__ = ["Geometry", "chunk_weights", "pixel_index", "estimate_matrix_bytes",
-           "build_matrices", "cached_matrices", "clear_cache", "max_bins_per_pixel"]
+           "build_matrices", "cached_matrices", "is_cached", "clear_cache", "max_bins_per_pixel"]
 
 
 @dataclass(frozen=True)
@@ -280,6 +280,11 @@ def cached_matrices(geom: Geometry, dtype: torch.dtype, device) -> tuple:
     if key not in _MATRIX_CACHE:
         _MATRIX_CACHE[key] = build_matrices(geom, dtype, device)
     return _MATRIX_CACHE[key]
+
+
+def is_cached(geom: Geometry, dtype: torch.dtype, device) -> bool:
+    """Whether the matrices of this geometry, dtype and device are already built."""
+    return (geom, dtype, str(torch.device(device))) in _MATRIX_CACHE
 
 
 def clear_cache() -> None:

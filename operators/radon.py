@@ -439,7 +439,13 @@ class Radon(Operator):
     def _certified_norm(self, device, dtype, *, rtol: float = 1e-4,
                         max_iter: int = 500) -> float:
         g = self.geometry
-        work = torch.float32 if self.backend == "matrix" else torch.float64
+        # the iteration only has to find a good positive v: reuse matrices already built
+        # (any dtype), else float32; the rigorous evaluation below is float64
+        work = torch.float32
+        if self.backend == "matrix":
+            built = [dt for dt in (dtype, torch.float32, torch.float64)
+                     if rw.is_cached(g, dt, device)]
+            work = built[0] if built else torch.float32
         v = torch.ones((1, 1, g.n, g.n), dtype=work, device=device)
         for _ in range(max_iter):
             w = self._apply_raw(self._apply_raw(v, False), True)

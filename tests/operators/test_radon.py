@@ -253,6 +253,15 @@ def test_norm_cached_across_operators():
         radon._NORM_CACHE.pop((A.geometry, False))
 
 
+def test_float64_norm_does_not_build_float64_matrices():
+    from operators import _radon_weights as rw
+
+    A = Radon(17, 7)
+    A.norm(torch.float64)
+    assert rw.is_cached(A.geometry, torch.float32, "cpu")
+    assert not rw.is_cached(A.geometry, torch.float64, "cpu")
+
+
 # ------------------------------------------------------------------- memory
 def test_memory_budget_falls_back_with_warning():
     with pytest.warns(UserWarning, match="falling back to backend='matrix_free'"):
