@@ -270,8 +270,18 @@ class Operator(torch.nn.Module, abc.ABC):
         out = self._gram_solve(b, rho)
         if out is not None:
             return out
-        return conjugate_gradient(lambda v: self._adjoint(self._forward(v)) + rho * v, b,
-                                  tol=tol, max_iter=max_iter, x0=x0, name=name)
+        if rho <= 1.0:
+            return conjugate_gradient(lambda v: self._adjoint(self._forward(v)) + rho * v, b,
+                                      tol=tol, max_iter=max_iter, x0=x0, name=name)
+        # rho > 1: solve (A^T A / rho + I) u = b for u = rho x instead. Its residual is the
+        # same vector (so the same tolerance test), and no vector grows to rho * |b|, which
+        # overflowed (NaN, then max_iter wasted iterations) for rho near the float maximum.
+        u0 = None if x0 is None else x0 * rho
+        if u0 is not None and not bool(torch.isfinite(u0).all()):
+            u0 = None
+        u = conjugate_gradient(lambda v: self._adjoint(self._forward(v)) / rho + v, b,
+                               tol=tol, max_iter=max_iter, x0=u0, name=name)
+        return u / rho
 
     def _gram_solve(self, b: torch.Tensor, rho: float) -> torch.Tensor | None:
         """Fast exact solve of (A^T A + rho I) x = b, or None to use conjugate gradients."""

@@ -155,3 +155,15 @@ def test_objects_that_are_not_priors(solver, prior):
 def test_objects_that_are_not_fidelities(solver, fidelity):
     ok, _ = attempt(solver.__name__, lambda: solver(fidelity, Tikhonov(), lam=0.1))
     assert not ok
+
+
+@pytest.mark.parametrize("rho", [1e-300, 1e-3, 1.0, 7.0, 2.6e306, 1.7e308])
+def test_gram_solve_extreme_rho(rho):
+    """Regression: CG formed rho * v, which overflowed near the float maximum (NaN, then 500
+    wasted iterations and a ConvergenceError); ADMM's x-step goes through here."""
+    A = O.Blur(kernels.gaussian(1.0), "zero", (1, 8, 8))
+    b = make_tensor((2, 1, 8, 8), torch.float64, seed=9)
+    x = A.gram_solve(b, rho)
+    assert_finite("gram_solve", x)
+    residual = b - (A.adjoint(A(x)) + rho * x)
+    assert float(residual.norm()) <= 1e-6 * float(b.norm()) * 1.0001
