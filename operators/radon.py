@@ -351,6 +351,18 @@ class Radon(Operator):
         return (f"image_size={g.n}, n_angles={g.n_angles}, detector_size={g.detector_size}, "
                 f"geometry={g.kind!r}, circle={g.circle}, backend={self.backend!r}")
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # the geometry is fixed at construction: refuse angles that describe another one
+        key = prefix + "angles"
+        if key in state_dict:
+            got = state_dict[key].detach().to("cpu", torch.float64)
+            want = torch.tensor(self.geometry.angles, dtype=torch.float64)
+            if got.shape != want.shape or not torch.allclose(got, want, rtol=1e-6, atol=1e-6):
+                raise ValueError(f"Radon.load_state_dict: the state dict's {tuple(got.shape)} "
+                                 f"angles differ from this operator's {tuple(want.shape)}; "
+                                 "the geometry is fixed at construction")
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     # ---------------------------------------------------------- any channels
     def output_shape(self, in_shape):
         g = self.geometry

@@ -344,6 +344,10 @@ def test_state_dict_is_small_and_round_trips():
     B.load_state_dict(sd)
     x = torch.rand(1, 1, 16, 16)
     torch.testing.assert_close(A(x), B(x))
+    with pytest.raises(ValueError, match="angles differ"):
+        Radon(16, 6).load_state_dict(sd)
+    with pytest.raises(ValueError, match="angles differ"):
+        Radon(16, torch.linspace(0.1, 3.0, 5)).load_state_dict(sd)
 
 
 @pytest.mark.gpu
