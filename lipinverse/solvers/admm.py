@@ -120,9 +120,7 @@ class ADMM(IterativeSolver):
         x = self.fidelity.prox(z - u, 1.0 / self.rho)
         z_new = self._z_step(x + u)
         u_new = u + x - z_new
-        tiny = torch.finfo(x.dtype).tiny
-        res = torch.maximum(_norm(x - z_new), _norm(z_new - z)) / _norm(z).clamp_min(tiny)
-        return {"x": z_new, "u": u_new}, res
+        return {"x": z_new, "u": u_new}, torch.maximum(_norm(x - z_new), _norm(z_new - z))
 
     def _objective(self, state):
         if self.scheme == "pnp" or not callable(self.fidelity) or not callable(self.prior):

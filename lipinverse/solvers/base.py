@@ -3,9 +3,10 @@ r"""What every iterative solver shares: the result, the history, stopping and di
 A solver subclasses :class:`IterativeSolver` and implements three hooks:
 
 * ``_init_state(x0) -> dict`` of per-sample tensors (batch first; ``"x"`` is the iterate);
-* ``_step(state, k, active) -> (new_state, residual)`` (``active``: the samples not yet
-  frozen), where ``residual`` ``(B,)`` is the relative
-  change that the stopping test compares with ``tol``;
+* ``_step(state, k, active) -> (new_state, change)`` (``active``: the samples not yet
+  frozen), where ``change`` ``(B,)`` is the norm of the step's residual (e.g.
+  :math:`\|x_{k+1} - x_k\|`); divided by :math:`\|x_k\|` it is the relative residual that
+  the stopping test compares with ``tol``;
 * ``_objective(state) -> (B,) tensor or None``.
 
 :meth:`IterativeSolver.solve` runs the loop: it freezes the samples that have converged
@@ -109,12 +110,6 @@ def _batch_norm(x: torch.Tensor) -> torch.Tensor:
     return x.flatten(1).norm(dim=1)
 
 
-def relative_change(new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
-    r"""Per-sample :math:`\|new - old\| / \max(\|old\|, \epsilon)`."""
-    tiny = torch.finfo(new.dtype).tiny
-    return _batch_norm(new - old) / _batch_norm(old).clamp_min(tiny)
-
-
 def check_int(name: str, value, what: str, minimum: int = 0) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name}: expected an int {what}, got {type(value).__name__}")
@@ -163,6 +158,22 @@ class IterativeSolver:
 
     def _objective(self, state: dict) -> torch.Tensor | None:
         return None
+
+    def _raise_divergence(self, name, k, active, finite, grown, jumped):
+        nonfinite = active & ~finite
+        if bool(nonfinite.any()):
+            bad = nonfinite.nonzero().flatten().tolist()
+            raise DivergenceError(f"{name}: NaN or Inf in the iterate of sample(s) {bad} at "
+                                  f"iteration {k}")
+        grown = active & grown
+        if bool(grown.any()):
+            bad = grown.nonzero().flatten().tolist()
+            why = f"the iterate's norm grew by more than {GROWTH_FACTOR:g}"
+        else:
+            bad = (active & jumped).nonzero().flatten().tolist()
+            why = f"the relative change grew by more than {DIVERGENCE_FACTOR:g} over its minimum"
+        raise DivergenceError(f"{name}: diverged in sample(s) {bad} at iteration {k}: {why}; "
+                              "check the step size and the prior's certificates")
 
     def _current_step_size(self) -> float | None:
         return None
@@ -252,10 +263,14 @@ class IterativeSolver:
         b = x0.shape[0]
         dev = x0.device
         active = torch.ones(b, dtype=torch.bool, device=dev)
+        all_active = True
         iterations = torch.zeros(b, dtype=torch.long, device=dev)
         min_res = torch.full((b,), math.inf, dtype=x0.dtype, device=dev)
         floor = 100 * torch.finfo(x0.dtype).eps
-        norm_ref = _batch_norm(x0)
+        jump_floor = math.sqrt(torch.finfo(x0.dtype).eps)
+        tiny = torch.finfo(x0.dtype).tiny
+        norm_old = _batch_norm(x0)
+        norm_ref = norm_old
         residuals, objectives, times = [], [], []
         t0 = time.perf_counter()
         bar = None
@@ -265,33 +280,28 @@ class IterativeSolver:
             bar = tqdm(total=max_iter, desc=type(self).__name__, leave=False)
         try:
             for k in range(max_iter):
-                new_state, res = self._step(state, k, active)
-                x_new = new_state["x"]
-                finite = torch.isfinite(x_new.flatten(1)).all(dim=1)
-                if not bool(finite[active].all()):
-                    bad = (~finite & active).nonzero().flatten().tolist()
-                    raise DivergenceError(f"{name}: NaN or Inf in the iterate of sample(s) {bad} "
-                                          f"at iteration {k + 1}")
-                res = torch.where(active, res, torch.zeros_like(res))
-                norm = _batch_norm(x_new)
+                new_state, change = self._step(state, k, active)
+                # two reductions per iteration: the change (from the step) and the new norm;
+                # a NaN / Inf entry makes its sample's norm NaN / Inf
+                norm_new = _batch_norm(new_state["x"])
+                res = change / norm_old.clamp_min(tiny)
+                if not all_active:
+                    res = torch.where(active, res, torch.zeros_like(res))
                 if k == 0:
-                    norm_ref = torch.maximum(norm_ref, norm)
-                grown = active & (norm > GROWTH_FACTOR * norm_ref.clamp_min(floor))
-                jumped = active & (res > DIVERGENCE_FACTOR * min_res.clamp_min(floor)) & (
-                    res > math.sqrt(torch.finfo(x0.dtype).eps))
-                if bool((grown | jumped).any()):
-                    bad = (grown | jumped).nonzero().flatten().tolist()
-                    why = ("the iterate's norm grew by more than "
-                           f"{GROWTH_FACTOR:g}" if bool(grown.any()) else
-                           f"the relative change grew by more than {DIVERGENCE_FACTOR:g} "
-                           "over its minimum")
-                    raise DivergenceError(f"{name}: diverged in sample(s) {bad} at iteration "
-                                          f"{k + 1}: {why}; check the step size and the prior's "
-                                          "certificates")
-                min_res = torch.where(active, torch.minimum(min_res, res), min_res)
-                # freeze the samples that had converged before this step
-                state = {key: _masked(active, new, state.get(key))
-                         for key, new in new_state.items()}
+                    norm_ref = torch.maximum(norm_ref, norm_new)
+                finite = torch.isfinite(norm_new) & torch.isfinite(res)
+                grown = norm_new > GROWTH_FACTOR * norm_ref.clamp_min(floor)
+                jumped = (res > DIVERGENCE_FACTOR * min_res.clamp_min(floor)) & (res > jump_floor)
+                if bool((active & (~finite | grown | jumped)).any()):
+                    self._raise_divergence(name, k + 1, active, finite, grown, jumped)
+                if all_active:
+                    min_res = torch.minimum(min_res, res)
+                    state, norm_old = new_state, norm_new
+                else:  # freeze the samples that had converged before this step
+                    min_res = torch.where(active, torch.minimum(min_res, res), min_res)
+                    state = {key: _masked(active, new, state.get(key))
+                             for key, new in new_state.items()}
+                    norm_old = torch.where(active, norm_new, norm_old)
                 iterations = iterations + active.long()
                 active = active & ~(res <= tol)
                 obj = self._objective(state) if track_objective else None
@@ -308,8 +318,10 @@ class IterativeSolver:
                                          self._current_step_size())
                     if callback(info) is True:
                         break
-                if not bool(active.any()):
+                n_active = int(active.sum())
+                if n_active == 0:
                     break
+                all_active = n_active == b
         finally:
             if bar is not None:
                 bar.close()
@@ -328,8 +340,6 @@ class IterativeSolver:
 def _masked(active: torch.Tensor, new, old):
     """Keep ``old`` where a sample is inactive (frozen); per-sample tensors only."""
     if old is None or not isinstance(new, torch.Tensor) or new.dim() == 0:
-        return new
-    if bool(active.all()):
         return new
     mask = active.view((-1,) + (1,) * (new.dim() - 1))
     return torch.where(mask, new, old)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from . import certificates as cert
-from .base import DivergenceError, IterativeSolver, check_float, relative_change
+from .base import DivergenceError, IterativeSolver, check_float
 
 __all__ = ["PGD"]
 
@@ -15,6 +15,10 @@ MAX_HALVINGS = 60
 
 def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a * b).flatten(1).sum(1)
+
+
+def _norm(x: torch.Tensor) -> torch.Tensor:
+    return x.flatten(1).norm(dim=1)
 
 
 def _bcast(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -273,14 +277,14 @@ class PGD(IterativeSolver):
         x = state["x"]
         if not self.accelerate:
             x_new = self._forward_backward(x, active)
-            return {"x": x_new}, relative_change(x_new, x)
+            return {"x": x_new}, _norm(x_new - x)
         y, t = state["y"], state["t"]
         x_new = self._forward_backward(y, active)
         restart = _dot(y - x_new, x_new - x) > 0
         t = torch.where(restart, torch.ones_like(t), t)
         t_new = 0.5 * (1.0 + torch.sqrt(1.0 + 4.0 * t * t))
         y_new = x_new + _bcast((t - 1.0) / t_new, x_new) * (x_new - x)
-        return {"x": x_new, "y": y_new, "t": t_new}, relative_change(x_new, x)
+        return {"x": x_new, "y": y_new, "t": t_new}, _norm(x_new - x)
 
     def _objective(self, state):
         if self.scheme == "pnp" or not callable(self.fidelity) or not callable(self.prior):
