@@ -248,10 +248,10 @@ def build_matrices(geom: Geometry, dtype: torch.dtype, device,
         rows, order = torch.sort(rows.reshape(len(ids), -1), dim=1, stable=True)
         vals = torch.gather(vals.reshape(len(ids), -1), 1, order)
         cols = pix[torch.div(order, K, rounding_mode="floor")]
-        keep = vals != 0
-        cols_l.append(cols[keep].to(torch.int32))
-        vals_l.append(vals[keep])
-        counts += torch.bincount(rows[keep], minlength=geom.n_rows)
+        keep = (vals != 0).flatten().nonzero().squeeze(1)  # one nonzero() for three selections
+        cols_l.append(cols.flatten()[keep].to(torch.int32))
+        vals_l.append(vals.flatten()[keep])
+        counts += torch.bincount(rows.flatten()[keep], minlength=geom.n_rows)
     A = _csr(counts, cols_l, vals_l, (geom.n_rows, geom.n * geom.n))
     del cols_l, vals_l
     # A^T: rows pixels (all of them; masked ones are empty), columns (angle, bin)
@@ -263,10 +263,11 @@ def build_matrices(geom: Geometry, dtype: torch.dtype, device,
         rows, vals = chunk_weights(geom, all_angles, p, dtype)
         rows, vals = rows.permute(1, 0, 2).reshape(len(p), -1), vals.permute(1, 0, 2)
         vals = vals.reshape(len(p), -1)
-        keep = vals != 0
-        cols_l.append(rows[keep].to(torch.int32))
-        vals_l.append(vals[keep])
-        counts[p] = keep.sum(1)
+        nonzero = vals != 0
+        counts[p] = nonzero.sum(1)
+        keep = nonzero.flatten().nonzero().squeeze(1)
+        cols_l.append(rows.flatten()[keep].to(torch.int32))
+        vals_l.append(vals.flatten()[keep])
     At = _csr(counts, cols_l, vals_l, (geom.n * geom.n, geom.n_rows))
     return A, At
 

@@ -180,7 +180,8 @@ class Radon(Operator):
         else ``matrix_free`` with a warning.
     memory_budget : int
         Bytes allowed for the two cached matrices (estimated before building, assuming
-        float64 values). Default 1 GiB.
+        float64 values; not checked when another operator has already built the matrices
+        of this geometry). Default 1 GiB.
     channels : int or None
         Number of channels ``C`` of the input (each is projected independently); ``None``
         accepts any number (then ``in_shape`` / ``out_shape`` are ``None`` and only the
@@ -317,7 +318,8 @@ class Radon(Operator):
                                     R, Rd, dl)
         self.memory_budget = memory_budget
         self.matrix_bytes = rw.estimate_matrix_bytes(self.geometry)
-        if backend != "matrix_free" and self.matrix_bytes > memory_budget:
+        already_built = any(key[0] == self.geometry for key in rw._MATRIX_CACHE)
+        if backend != "matrix_free" and self.matrix_bytes > memory_budget and not already_built:
             msg = (f"Radon: the sparse matrices A and A^T need about "
                    f"{self.matrix_bytes / 2**20:.0f} MiB (float64 upper estimate), above "
                    f"memory_budget={memory_budget / 2**20:.0f} MiB")

@@ -302,17 +302,22 @@ def test_float64_norm_does_not_build_float64_matrices():
 # ------------------------------------------------------------------- memory
 def test_memory_budget_falls_back_with_warning():
     with pytest.warns(UserWarning, match="falling back to backend='matrix_free'"):
-        A = Radon(24, 10, memory_budget=1000)
+        A = Radon(24, 10, memory_budget=1000)  # before anyone builds this geometry
     assert A.backend == "matrix_free"
     B = Radon(24, 10)
     x = torch.rand(2, 1, 24, 24, dtype=torch.float64)
     torch.testing.assert_close(A(x), B(x))
 
 
+def test_memory_budget_ignores_matrices_already_built():
+    Radon(23, 9).matrices(torch.float32)
+    assert Radon(23, 9, backend="matrix", memory_budget=1000).backend == "matrix"
+
+
 def test_memory_budget_error_for_explicit_matrix():
     with pytest.raises(ValueError, match="above memory_budget"):
-        Radon(24, 10, backend="matrix", memory_budget=1000)
-    A = Radon(24, 10, backend="matrix_free", memory_budget=0)  # no matrix, no complaint
+        Radon(26, 11, backend="matrix", memory_budget=1000)  # a geometry nobody built
+    A = Radon(26, 11, backend="matrix_free", memory_budget=0)  # no matrix, no complaint
     assert A.backend == "matrix_free"
 
 
