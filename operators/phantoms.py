@@ -40,6 +40,11 @@ def shepp_logan(n: int, *, dtype: torch.dtype = torch.float64, device=None) -> t
         Values in :math:`[0, 1]` (scikit-image's 400x400 phantom, resized with
         anti-aliasing; resizing interpolates, so it stays in the range).
 
+    Raises
+    ------
+    TypeError, ValueError
+        If ``n`` is not an int, or is below 8.
+
     Examples
     --------
     >>> from operators.phantoms import shepp_logan
@@ -81,6 +86,11 @@ def random_ellipses(n: int, n_ellipses: int = 8, seed: int = 0, *, batch: int = 
     -------
     (batch, 1, n, n) tensor
         Zero outside the inscribed circle of radius :math:`n/2`.
+
+    Raises
+    ------
+    TypeError, ValueError
+        If ``n`` or ``seed`` is not an int, ``n < 8``, ``n_ellipses < 0`` or ``batch < 1``.
 
     Notes
     -----

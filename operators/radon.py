@@ -495,6 +495,11 @@ class Radon(Operator):
         -------
         (B, C, n, n) tensor
 
+        Raises
+        ------
+        ValueError
+            If ``y`` is not a sinogram of this operator or ``filter`` is unknown.
+
         Notes
         -----
         Each projection is zero-padded to a power of two at least ``max(64, 2D)`` and
