@@ -19,6 +19,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import functools
+import os
 import re
 import signal
 
@@ -38,10 +39,16 @@ DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int
           torch.int64, torch.uint8, torch.complex64, torch.bool]
 
 
+#: ``benchmarks/reliability.py`` multiplies every test's number of examples by this.
+SCALE = float(os.environ.get("LIPINVERSE_FUZZ_SCALE", "1"))
+
+
 def fuzz(max_examples: int):
     """Hypothesis settings of these tests: derandomised (same examples on every run, so
-    the benchmark's count is reproducible), no deadline, no example database."""
-    return settings(max_examples=max_examples, deadline=None, derandomize=True,
+    the benchmark's count is reproducible), no deadline, no example database;
+    ``max_examples`` times the environment's ``LIPINVERSE_FUZZ_SCALE`` (default 1)."""
+    return settings(max_examples=max(1, int(max_examples * SCALE)), deadline=None,
+                    derandomize=True,
                     database=None, suppress_health_check=[HealthCheck.too_slow,
                                                           HealthCheck.filter_too_much])
 

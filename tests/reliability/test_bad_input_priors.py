@@ -91,7 +91,7 @@ shapes = st.one_of(
     st.tuples(st.integers(1, 3), st.just(1), st.integers(2, 12), st.integers(2, 12)).map(list))
 
 
-@fuzz(120)
+@fuzz(60)
 @given(name=st.sampled_from(sorted(PRIORS)), shape=shapes,
        dtype=st.sampled_from(DTYPES), fill=st.sampled_from(["rand", "zero", "nan", "inf"]),
        layout=st.sampled_from(["contiguous", "strided", "channels_last"]))

@@ -34,7 +34,7 @@ def _angles(kind):
     }.get(kind, kind)
 
 
-@fuzz(100)
+@fuzz(60)
 @given(n=st.one_of(st.integers(-1, 12), st.sampled_from([2.5, (8, 9), (6, 6), "8", None])),
        angles=ANGLES,
        detector=st.one_of(st.none(), st.integers(-1, 14), st.just(3.5)),
@@ -68,7 +68,7 @@ RADON = Radon(8, 5)
 RADON_FREE = Radon(8, 5, backend="matrix_free")
 
 
-@fuzz(80)
+@fuzz(60)
 @given(which=st.sampled_from(["forward", "adjoint", "fbp"]),
        backend=st.sampled_from(["matrix", "matrix_free"]),
        shape=st.one_of(st.lists(st.integers(0, 12), min_size=0, max_size=5),

@@ -97,7 +97,7 @@ X0_KINDS = ["none", "good", "strided", "channels_last", "nan", "float32", "shape
             "list"]
 
 
-@fuzz(150)
+@fuzz(60)
 @given(solver=st.sampled_from(["PGD", "ADMM"]), prior_name=st.sampled_from(sorted(PRIORS)),
        field=st.sampled_from(["lam", "step", "rho", "max_iter", "tol", "x0_kind", "sigma",
                               "none"]),

@@ -68,7 +68,7 @@ FIELDS = sorted((*INT_FIELDS, *OPTIONAL_INT_FIELDS, *FLOAT_FIELDS, "lr_schedule"
                  "sigma_range"))
 
 
-@fuzz(150)
+@fuzz(100)
 @given(field=st.sampled_from(FIELDS), value=ANY_NUMBER)
 def test_train_config_fields(field, value):
     ok, out = attempt("TrainConfig", lambda: TrainConfig(**{field: value}))
@@ -79,7 +79,7 @@ def _images():
     return make_tensor((2, 1, 12, 12), torch.float32, seed=4)
 
 
-@fuzz(80)
+@fuzz(50)
 @given(patch_size=st.one_of(st.integers(-2, 14), st.floats(allow_nan=True), st.booleans()),
        stride=st.one_of(st.none(), st.integers(-1, 5), st.just(2.0)),
        scales=st.lists(st.floats(min_value=-1, max_value=3)
@@ -103,7 +103,7 @@ def test_patch_dataset_parameters(patch_size, stride, scales, max_patches):
         assert bool(torch.isfinite(p).all())
 
 
-@fuzz(80)
+@fuzz(50)
 @given(shape=st.lists(st.integers(0, 10), min_size=0, max_size=5),
        dtype=st.sampled_from(DTYPES), fill=st.sampled_from(["rand", "nan", "inf", "zero"]),
        layout=st.sampled_from(["contiguous", "strided", "channels_last"]))
@@ -125,7 +125,7 @@ def _ridge():
     return ConvexRidge(channels=(1, 2, 3), kernel_size=3, num_knots=7)
 
 
-@fuzz(25)
+@fuzz(10)
 @given(lr=st.sampled_from([1e-3, 1.0, 1e3, 1e30]),
        sigma_hi=st.sampled_from([0.0, 0.1, 10.0, 1e30]),
        batch_size=st.integers(1, 12), grad_clip=st.sampled_from([None, 1e-8, 1.0]),
