@@ -17,7 +17,7 @@ For each denoiser and thread count this measures, in one process:
 
 Denoisers: ``filter`` (a cheap, firmly nonexpansive :math:`(I + G)/2` with :math:`G` a
 circular 5x5 Gaussian convolution: the worst case for overhead), ``cnn`` (a fixed random
-5-layer, 32-channel convolutional network, the cost profile of a learned denoiser).
+5-layer, 16-channel convolutional network, the cost profile of a learned denoiser).
 
 Usage: ``python benchmarks/solvers.py [--quick]``; writes ``benchmarks/results/solvers.json``
 and ``solvers.md``.
@@ -73,7 +73,7 @@ class CNNDenoiser(torch.nn.Module):
 
     averagedness = None
 
-    def __init__(self, width: int = 32, depth: int = 5):
+    def __init__(self, width: int = 16, depth: int = 5):
         super().__init__()
         g = torch.Generator().manual_seed(0)
         chans = [1] + [width] * (depth - 1) + [1]
@@ -97,13 +97,16 @@ class CNNDenoiser(torch.nn.Module):
         return None
 
 
-def _median_time(fn, repeats: int) -> float:
-    times = []
+def _interleaved_times(fns: dict, repeats: int) -> dict:
+    """Time every function ``repeats`` times, in turn (so that the load of a shared machine
+    falls on all of them alike); returns the lists of seconds."""
+    times = {k: [] for k in fns}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+    return times
 
 
 def _problem():
@@ -150,23 +153,29 @@ def _measure(D, dname, threads, f, A, x, y, kernel, tau, n_iter, repeats) -> lis
         for warm in (lambda: ours(pgd), lambda: ours(admm), lambda: dpgd(y, physics),
                      lambda: dadmm(y, physics, init=dinit)):
             warm()
-        parts_pgd = _median_time(lambda: [D(f.grad(v)) for _ in range(n_iter)], repeats)
-        parts_admm = _median_time(lambda: [D(f.prox(v, tau)) for _ in range(n_iter)], repeats)
-        t_pgd = _median_time(lambda: ours(pgd), repeats)
-        t_admm = _median_time(lambda: ours(admm), repeats)
-        t_dpgd = _median_time(lambda: dpgd(y, physics), repeats)
-        t_dadmm = _median_time(lambda: dadmm(y, physics, init=dinit), repeats)
+        times = _interleaved_times({
+            "parts_pgd": lambda: [D(f.grad(v)) for _ in range(n_iter)],
+            "pgd": lambda: ours(pgd),
+            "deepinv_pgd": lambda: dpgd(y, physics),
+            "parts_admm": lambda: [D(f.prox(v, tau)) for _ in range(n_iter)],
+            "admm": lambda: ours(admm),
+            "deepinv_admm": lambda: dadmm(y, physics, init=dinit),
+        }, repeats)
+        best = {k: min(t) for k, t in times.items()}
+        med = {k: statistics.median(t) for k, t in times.items()}
         ours_p, ours_a = ours(pgd), ours(admm)
         theirs_p, theirs_a = dpgd(y, physics), dadmm(y, physics, init=dinit)
     rows = []
-    for solver, t, parts, t_d, mine, theirs in (
-            ("PnP-PGD", t_pgd, parts_pgd, t_dpgd, ours_p, theirs_p),
-            ("PnP-ADMM", t_admm, parts_admm, t_dadmm, ours_a, theirs_a)):
+    for solver, key, mine, theirs in (("PnP-PGD", "pgd", ours_p, theirs_p),
+                                      ("PnP-ADMM", "admm", ours_a, theirs_a)):
+        t, parts, t_d = best[key], best[f"parts_{key}"], best[f"deepinv_{key}"]
         rows.append({
             "solver": solver, "denoiser": dname, "threads": threads,
             "ms_per_iter": 1e3 * t / n_iter, "parts_ms": 1e3 * parts / n_iter,
             "overhead_ratio": t / parts, "deepinv_ms_per_iter": 1e3 * t_d / n_iter,
             "speedup_vs_deepinv": t_d / t,
+            "median_overhead_ratio": med[key] / med[f"parts_{key}"],
+            "median_speedup_vs_deepinv": med[f"deepinv_{key}"] / med[key],
             "rel_diff_vs_deepinv": float((mine - theirs).norm() / theirs.norm()),
             "operator_rel_diff": op_gap,
         })
@@ -174,7 +183,7 @@ def _measure(D, dname, threads, f, A, x, y, kernel, tau, n_iter, repeats) -> lis
 
 
 def run(quick: bool) -> dict:
-    n_iter = 10 if quick else 30
+    n_iter = 5 if quick else 10
     repeats = 3 if quick else 5
     x, y, A, kernel = _problem()
     f = L2Fidelity(A, y)
@@ -191,7 +200,7 @@ def run(quick: bool) -> dict:
         "config": {"image": [SIZE, SIZE], "image_source": "skimage.data.camera()[::2, ::2]",
                    "blur": "circular Gaussian, sigma 2.0 (13x13)", "noise": 0.01,
                    "dtype": str(DTYPE).replace("torch.", ""), "iterations": n_iter,
-                   "repeats": repeats, "statistic": "median", "quick": quick,
+                   "repeats": repeats, "statistic": "min over interleaved repeats", "quick": quick,
                    "step": tau},
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
                     "torch": torch.__version__, "deepinv": deepinv.__version__,
@@ -209,7 +218,8 @@ def write(res: dict) -> None:
         "# Solver overhead and deepinv comparison",
         "",
         f"PnP deblurring, {c['image'][0]}x{c['image'][1]} ({c['image_source']}), {c['blur']}, "
-        f"{c['dtype']}, {c['iterations']} iterations, median of {c['repeats']} runs; "
+        f"{c['dtype']}, {c['iterations']} iterations per run, best of {c['repeats']} "
+        "interleaved runs (medians in the JSON); "
         f"{m['cpu_count']} CPU cores shared with other jobs (load average "
         f"{m['load_average_at_start'][0]:.1f} at the start, {m['load_average_at_end'][0]:.1f} "
         "at the end: timings are noisy). torch "
