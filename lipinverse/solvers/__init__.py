@@ -7,6 +7,8 @@ result carries ``guarantee``: the theorem whose conditions the parts' certificat
 
 from .admm import ADMM
 from .base import DivergenceError, History, IterationInfo, SolverResult
+from .callbacks import MetricRecorder, PSNRRecorder, StopAfter
 from .pgd import PGD
 
-__all__ = ["PGD", "ADMM", "SolverResult", "History", "IterationInfo", "DivergenceError"]
+__all__ = ["PGD", "ADMM", "SolverResult", "History", "IterationInfo", "DivergenceError",
+           "MetricRecorder", "PSNRRecorder", "StopAfter"]
