@@ -17,7 +17,9 @@ third of what a full scan of this size needs), with Gaussian noise
   certified bound, so the step :math:`1/L = 1` is certified too, and :math:`\lambda` means
   the MAP scaling :math:`10\,\bar\sigma^2`, :math:`\bar\sigma = \sigma/\|A\|`);
 * the shipped convex ridge regulariser ``crr`` (when ``lipinverse.pretrained`` ships it),
-  by its convergent gradient scheme at the same normalisation.
+  by its convergent gradient scheme at the same normalisation. It was trained on
+  natural-image patches; on the piecewise-constant Shepp-Logan phantom (TV's own model)
+  TV wins: 34.5 dB for TV, 28.0 dB for ``crr``, 26.2 dB for FBP at the defaults.
 
 Both iterative solvers start from the FBP. The script prints PSNR / SSIM, iterations, time
 and each solver's convergence guarantee, and writes ``tomography.png`` (truth, FBP, TV,
@@ -48,6 +50,11 @@ from operators.phantoms import random_ellipses, shepp_logan
 #: Picked on Shepp-Logan 128x128, 60 angles, 1 % noise, 200 FISTA iterations: factors
 #: 2 / 5 / 10 / 20 gave 30.7 / 32.9 / 34.5 / 34.0 dB (FBP: 26.2 dB).
 TV_LAM_PER_SIGMA2 = 10.0
+
+#: Weight of the shipped ridge prior, taken at its deblurring operating point. Same scan:
+#: lam = 1 / 0.3 / 0.1 / 0.03 gave 25.4 / 27.3 / 28.0 / 27.6 dB. CT damps high frequencies
+#: far more than a blur of the same norm, so the data term needs the prior much weaker.
+LEARNED_LAM = 0.1
 
 
 def _metrics(x, truth) -> tuple[float, float]:
@@ -144,10 +151,11 @@ def main(size: int = 128, n_angles: int = 60, max_iter: int = 200,
     else:
         from lipinverse.pretrained import deblur_prior
 
-        prior, lam_r = deblur_prior(model, sigma_bar)
+        prior, _ = deblur_prior(model, sigma_bar)
         t0 = time.perf_counter()
         with torch.no_grad():
-            res = PGD(f, prior, lam=lam_r, scheme="grad", accelerate=bool(prior.convex)).solve(
+            res = PGD(f, prior, lam=LEARNED_LAM, scheme="grad",
+                      accelerate=bool(prior.convex)).solve(
                 x0=x_fbp, max_iter=max_iter, tol=tol, progress=progress,
                 track_objective=False)
         rows["learned (crr)"] = _metrics(res.x, truth) + (
