@@ -104,6 +104,8 @@ class ADMM(IterativeSolver):
             convex_g, _ = cert.prior_convexity(prior)
         self.guarantee = cert.admm_guarantee(scheme=self.scheme, convex_f=convex_f,
                                              convex_g=convex_g, lip_d=lip_d, alpha_d=alpha_d)
+        if not self.guarantee.startswith("none:"):
+            self.guarantee += cert.inexact_prox_note(prior)
         self._finish_guarantee()
 
     def _z_step(self, v):

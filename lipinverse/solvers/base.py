@@ -305,6 +305,10 @@ class IterativeSolver:
                 iterations = iterations + active.long()
                 active = active & ~(res <= tol)
                 obj = self._objective(state) if track_objective else None
+                if obj is not None and not bool(torch.isfinite(obj).all()):
+                    bad = (~torch.isfinite(obj)).nonzero().flatten().tolist()
+                    raise DivergenceError(f"{name}: the objective is NaN or Inf in sample(s) "
+                                          f"{bad} at iteration {k + 1}")
                 residuals.append(res.detach())
                 if obj is not None:
                     objectives.append(obj.detach())

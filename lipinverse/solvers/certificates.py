@@ -265,3 +265,14 @@ def read_grad_lipschitz(name: str, obj, what: str) -> float | None:
         raise ValueError(f"{name}: {what}.grad_lipschitz must be a finite float >= 0 or None, "
                          f"got {val}")
     return val
+
+
+def inexact_prox_note(prior) -> str:
+    """A note for guarantees whose prox is computed iteratively (e.g. TV), else ``""``."""
+    target = getattr(prior, "functional", prior)
+    tol = getattr(target, "tol", None)
+    if isinstance(tol, float) and callable(getattr(target, "prox", None)):
+        return (f"; the prox is computed iteratively to certified relative accuracy {tol:g} "
+                "(the theorem assumes an exact prox: convergence holds when the errors are "
+                "summable, Combettes & Wajs 2005, Thm 3.4)")
+    return ""

@@ -196,6 +196,8 @@ class PGD(IterativeSolver):
                 self.guarantee = cert.pgd_prox_guarantee(lf=self.lf, **common)
             else:
                 self.guarantee = cert.pgd_grad_guarantee(lf=self.lf, lr=lr, **common)
+        if not self.guarantee.startswith("none:"):
+            self.guarantee += cert.inexact_prox_note(prior)
         self._finish_guarantee()
 
     # ------------------------------------------------------------ pieces

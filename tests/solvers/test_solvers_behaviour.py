@@ -189,3 +189,17 @@ def test_backtracking_on_unbounded_objective_raises(problem):
 
     with pytest.raises(DivergenceError, match="PGD.solve"):
         PGD(f, Unbounded(), 1.0).solve(max_iter=50)
+
+
+def test_nan_objective_raises(problem):
+    _, _, f = problem
+
+    class NanValue(Tikhonov):
+        def __call__(self, x):
+            out = super().__call__(x)
+            out[0] = float("nan")
+            return out
+
+    with pytest.raises(DivergenceError, match=r"objective is NaN or Inf in sample\(s\) \[0\] at "
+                                              r"iteration 1"):
+        PGD(f, NanValue(), 0.1).solve(max_iter=5)

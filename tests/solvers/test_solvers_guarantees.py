@@ -111,3 +111,10 @@ def test_result_carries_guarantee(problem):
     _, _, f = problem
     res = PGD(f, IDENT).solve(max_iter=3)
     assert res.guarantee == PGD(f, IDENT).guarantee and res.scheme == "pnp"
+
+
+def test_inexact_prox_is_stated(problem):
+    _, _, f = problem
+    assert "certified relative accuracy 0.0001" in PGD(f, TV(tol=1e-4), 0.1).guarantee
+    assert "certified relative accuracy" in ADMM(f, TV().as_denoiser(0.1)).guarantee
+    assert "certified relative accuracy" not in PGD(f, Tikhonov(), 0.1).guarantee
