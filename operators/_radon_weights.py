@@ -26,7 +26,8 @@ directly) and the weight of bin ``k`` is
 the average, over the bin, of the length of the ray inside the pixel (De Man and Basu's
 distance-driven model). Each pixel meets at most two bins; the weights of one pixel sum to
 one over the bins (a partition of unity, so the back-projection :math:`A^\top` is an
-interpolation), and along a ray of a constant image they add up to the ray's length.
+interpolation), and along a ray through a constant image they add up to the ray's length
+(up to one pixel step where the ray leaves the image).
 
 *Fan beam* (flat detector). The source sits at :math:`-R\,d_\theta`
 (``source_distance`` :math:`R`), the detector line at :math:`+R_d\,d_\theta`
