@@ -121,8 +121,9 @@ class ADMM(IterativeSolver):
         z, u = state["x"], state["u"]
         x = self.fidelity.prox(z - u, 1.0 / self.rho)
         z_new = self._z_step(x + u)
-        u_new = u + x - z_new
-        return {"x": z_new, "u": u_new}, torch.maximum(_norm(x - z_new), _norm(z_new - z))
+        d = x - z_new
+        u_new = u + d
+        return {"x": z_new, "u": u_new}, torch.maximum(_norm(d), _norm(z_new - z))
 
     def _objective(self, state):
         if self.scheme == "pnp" or not callable(self.fidelity) or not callable(self.prior):

@@ -219,7 +219,7 @@ class PGD(IterativeSolver):
 
     def _map(self, y, g, tau):
         """One forward-backward map from ``y`` with gradient ``g`` and step ``tau``."""
-        v = y - tau * g
+        v = torch.add(y, g, alpha=-tau)  # y - tau g, one pass
         if self.scheme == "prox":
             return self.prior.prox(v, tau * self.lam)
         if self.scheme == "grad":
@@ -263,7 +263,7 @@ class PGD(IterativeSolver):
             return self._backtrack(y, g, active)
         out = self._map(y, g, self.step_size)
         if self.scheme == "pnp" and self.relaxation != 1.0:
-            out = y + self.relaxation * (out - y)
+            out = torch.lerp(y, out, self.relaxation)  # (1 - theta) y + theta out
         return out
 
     # ------------------------------------------------------------- hooks
