@@ -65,8 +65,9 @@ class PGD(IterativeSolver):
         is certified and no ``step_size`` is given. The step is shared by the batch (the
         smallest needed) and never grows, as FISTA requires.
     relaxation : float, optional
-        :math:`\theta` of the Krasnoselskii-Mann relaxation (pnp only). Default: 1 when
-        :math:`D\circ(I - \tau\nabla f)` is averaged, 1/2 when it is merely nonexpansive.
+        :math:`\theta` of the Krasnoselskii-Mann relaxation (pnp only). Default: 1/2 when
+        :math:`D\circ(I - \tau\nabla f)` is certified nonexpansive but not averaged (then
+        the relaxed map is 1/2-averaged); 1 otherwise (averaged map, or no certificate).
     sigma : float, optional
         Passed to the denoiser as ``D(x, sigma=sigma)`` (pnp only).
     scheme : {"prox", "grad", "pnp"}, optional
@@ -182,7 +183,10 @@ class PGD(IterativeSolver):
             averaged = (alpha_d is not None and alpha_d < 1 and self.lf is not None
                         and tau < 2 / self.lf)
             if relaxation is None:
-                relaxation = 1.0 if averaged or accelerate else 0.5
+                # relax only where it buys the theorem: a certified nonexpansive, not
+                # averaged composition (an uncertified denoiser runs plain PnP)
+                nonexpansive = lip_d is not None and lip_d <= 1
+                relaxation = 0.5 if (nonexpansive and not averaged and not accelerate) else 1.0
             self.relaxation = check_float(name, relaxation, "relaxation", positive=True)
             self.guarantee = cert.pnp_fbs_guarantee(
                 lf=self.lf, convex_f=self.convex_f, lip_d=lip_d, alpha_d=alpha_d, tau=tau,

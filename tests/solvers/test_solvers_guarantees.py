@@ -118,3 +118,9 @@ def test_inexact_prox_is_stated(problem):
     assert "certified relative accuracy 0.0001" in PGD(f, TV(tol=1e-4), 0.1).guarantee
     assert "certified relative accuracy" in ADMM(f, TV().as_denoiser(0.1)).guarantee
     assert "certified relative accuracy" not in PGD(f, Tikhonov(), 0.1).guarantee
+
+
+def test_uncertified_denoiser_runs_plain_pnp(problem):
+    _, _, f = problem
+    assert PGD(f, Denoiser(lambda x: x, None)).relaxation == 1.0
+    assert PGD(f, Denoiser(lambda x: x, 2.0, None)).relaxation == 1.0
