@@ -148,6 +148,9 @@ def pgd_prox_guarantee(*, lf, convex_f, convex_g, rho, lam, tau, accelerate, bac
     if cond is None and tau >= 1 / lf:
         return (f"none: proximal gradient with a weakly convex prior needs tau < 1/L_f = "
                 f"{_fmt(1 / lf)}, got tau = {_fmt(tau)}")
+    if tau is None:
+        return ("none: a weakly convex prior needs tau*lam*rho < 1, and the step is only "
+                "known after backtracking; pass step_size")
     if tau * lam * rho >= 1:
         return (f"none: the prox of tau*lam*g is not single-valued: tau*lam*rho = "
                 f"{_fmt(tau * lam * rho)} >= 1")

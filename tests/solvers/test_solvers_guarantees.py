@@ -124,3 +124,19 @@ def test_uncertified_denoiser_runs_plain_pnp(problem):
     _, _, f = problem
     assert PGD(f, Denoiser(lambda x: x, None)).relaxation == 1.0
     assert PGD(f, Denoiser(lambda x: x, 2.0, None)).relaxation == 1.0
+
+
+def test_weakly_convex_prox_without_fidelity_certificate(problem):
+    _, _, f = problem
+
+    class NoLip(type(f)):
+        grad_lipschitz = None
+
+    class WeaklyConvexProx:
+        convex, weak_convexity = False, 1.0
+
+        def prox(self, x, tau):
+            return x
+
+    s = PGD(NoLip(f.A, f.y), WeaklyConvexProx(), 0.1)
+    assert s.backtracking and s.guarantee.startswith("none:")
