@@ -121,5 +121,11 @@ class ProxDenoiser:
         """Certified Lipschitz constant: 1 (a prox is firmly nonexpansive)."""
         return 1.0
 
+    def reset_warm_start(self) -> None:
+        """Forward to the functional's ``reset_warm_start`` (iterative proxes), if any."""
+        reset = getattr(self.functional, "reset_warm_start", None)
+        if callable(reset):
+            reset()
+
     def __repr__(self) -> str:
         return f"ProxDenoiser({self.functional!r}, tau={self.tau:g})"

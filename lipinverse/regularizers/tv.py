@@ -142,12 +142,16 @@ class TV:
         if tau == 0.0:
             self.last_iterations, self.last_gap = 0, torch.zeros(x.shape[0], dtype=x.dtype)
             return x.clone()
+        lip_sq = self._grad_norm_sq(x)
+        if lip_sq == 0.0:  # a 1x1 image: every difference is 0, TV vanishes, prox = identity
+            self.last_iterations, self.last_gap = 0, torch.zeros(x.shape[0], dtype=x.dtype)
+            return x.clone()
         key = (tuple(x.shape), x.dtype, str(x.device))
         p = self._duals.get(key)
         if p is None:
             p = torch.zeros((x.shape[0], 2 * x.shape[1]) + tuple(x.shape[2:]),
                             dtype=x.dtype, device=x.device)
-        step = 1.0 / (tau * self._grad_norm_sq(x))
+        step = 1.0 / (tau * lip_sq)
         xnorm = x.flatten(1).norm(dim=1)
         floor = torch.finfo(x.dtype).eps * (x[0].numel() ** 0.5)
         target = (tol * torch.maximum(xnorm, torch.full_like(xnorm, floor))) ** 2 / 2

@@ -259,6 +259,11 @@ class IterativeSolver:
             raise TypeError(f"{name}: expected a callable callback, got {type(callback).__name__}")
         self._finish_guarantee()
         x0 = self._check_x0(x0)
+        # an iterative prox (TV) keeps a warm start between calls: forget it, so that the
+        # same solve gives the same bits twice
+        reset = getattr(getattr(self, "prior", None), "reset_warm_start", None)
+        if callable(reset):
+            reset()
         state = self._init_state(x0)
         b = x0.shape[0]
         dev = x0.device

@@ -188,9 +188,6 @@ def test_resnet_refuses_int_input():
     assert not ok
 
 
-@pytest.mark.xfail(strict=True, raises=ZeroDivisionError, reason=(
-    "lipinverse/regularizers/tv.py TV.prox: a 1x1 image has ||grad|| = 0 and the dual step "
-    "1 / (tau^2 ||grad||^2) divides by zero; prox of a constant image is the image itself"))
 def test_tv_prox_on_a_single_pixel():
     x = torch.rand(1, 1, 1, 1, dtype=torch.float64)
     ok, out = attempt("TV.prox", lambda: TV().prox(x, 0.1))

@@ -78,13 +78,6 @@ def test_a_solve_twice_gives_the_same_bits(name):
     assert torch.equal(a.history.relative_change, b.history.relative_change)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "TV keeps the last dual variable per (shape, dtype, device) as a warm start "
-    "(lipinverse/regularizers/tv.py TV.prox, self._duals), and no solver resets it: "
-    "solving the same problem twice with one TV instance starts the second solve's prox "
-    "from the first one's last dual and gives different bits (equal to the certified prox "
-    "tolerance). Fix: IterativeSolver.solve calls prior.reset_warm_start() (when present) "
-    "at the start of every solve"))
 def test_the_same_tv_instance_twice_gives_the_same_bits():
     f = _deblur()
     solver = PGD(f, TV(tol=1e-3), lam=0.02, accelerate=True)
