@@ -155,20 +155,27 @@ def chunk_weights(geom: Geometry, angle_ids: torch.Tensor, pix: torch.Tensor,
     dev = pix.device
     cos_all, sin_all = _trig(geom, dev)
     cos, sin = cos_all[angle_ids][:, None], sin_all[angle_ids][:, None]
-    x, y = _pixel_coordinates(geom, pix)
     D = geom.detector_size
     if geom.kind == "parallel":
         w = torch.maximum(cos.abs(), sin.abs())  # (A, 1)
-        # left end of the box in bin units, shifted so that bin k0 is [0, 1)
-        # (separate IEEE operations, in place where possible; no fused multiply-add, whose
-        # use would depend on vectorisation and so on the chunking)
-        u = (y[None] * sin).add_((D // 2) + 0.5 - 0.5 * w).add_(x[None] * cos)
+        # left end of the box in bin units, shifted so that bin k0 is [0, 1): separable,
+        # u = (y_i sin + c) + x_j cos, from (A, n) tables. Separate IEEE operations, no
+        # fused multiply-add (whose use would depend on vectorisation, hence on chunking).
+        n, c = geom.n, geom.n // 2
+        grid = torch.arange(n, device=dev, dtype=torch.float64)
+        rows_t = ((c - grid)[None] * sin).add_((D // 2) + 0.5 - 0.5 * w)  # (A, n): row i
+        cols_t = (grid - c)[None] * cos  # (A, n): column j
+        if pix.numel() == n * n:  # every pixel, in order: one broadcast sum
+            u = (rows_t[:, :, None] + cols_t[:, None, :]).reshape(len(angle_ids), n * n)
+        else:
+            u = rows_t[:, pix // n].add_(cols_t[:, pix % n])
         k0 = torch.floor(u)
         frac = u.sub_(k0)
         scale = 1.0 / w
         v0 = frac.neg_().add_(1.0).mul_(scale).clamp_max_(1.0)  # min(1, (1 - frac) / w)
         parts = [v0, 1.0 - v0]
     else:
+        x, y = _pixel_coordinates(geom, pix)
         R, Rd, dl = geom.source_distance, geom.detector_distance, geom.detector_spacing
         t = x[None] * cos + y[None] * sin
         s = y[None] * cos - x[None] * sin  # p . d_theta
@@ -189,13 +196,20 @@ def chunk_weights(geom: Geometry, angle_ids: torch.Tensor, pix: torch.Tensor,
             lap = torch.minimum(frac + h, torch.full_like(frac, j + 1.0)) \
                 - torch.clamp_min(frac, float(j))
             parts.append(lap.clamp_min(0.0) * scale)
-    vals = torch.stack(parts, dim=-1).to(dtype)
-    ks = k0.to(torch.int64)[..., None] + torch.arange(len(parts), device=dev)
-    if bool(k0.min() < 0) or bool(k0.max() > D - len(parts)):
+    K = len(parts)
+    vals = torch.empty(tuple(k0.shape) + (K,), dtype=dtype, device=dev)
+    for j, part in enumerate(parts):
+        vals[..., j] = part  # rounded to dtype here
+    k0i = k0.to(torch.int64)
+    offset = (angle_ids.to(dev) * D)[:, None]
+    steps = torch.arange(K, device=dev)
+    lo, hi = torch.aminmax(k0i)
+    if bool(lo < 0) or bool(hi > D - K):
         # some candidate bins fall off the detector: zero weight, any valid row index
-        vals = vals.masked_fill((ks < 0) | (ks > D - 1), 0.0)
-        ks = ks.clamp(0, D - 1)
-    return ks + (angle_ids.to(dev) * D)[:, None, None], vals
+        ks = k0i[..., None] + steps
+        vals.masked_fill_((ks < 0) | (ks > D - 1), 0.0)
+        return ks.clamp_(0, D - 1).add_(offset[..., None]), vals
+    return k0i.add_(offset)[..., None] + steps, vals
 
 
 def angle_chunk(geom: Geometry, n_pix: int, columns: int = 1,
