@@ -127,3 +127,21 @@ def test_averaged_lipschitz_denoiser_in_pnp_fbs():
     res = solvers.PGD(L2Fidelity(A, y), D).solve(max_iter=200, tol=1e-7)
     assert res.converged.all()
     assert res.guarantee.startswith("PnP-FBS: D is 0.5-averaged")
+
+
+def test_training_a_lipschitz_denoiser_keeps_the_certificate():
+    from lipinverse.training import DenoisingLoss, PatchDataset, TrainConfig, Trainer
+
+    torch.set_default_dtype(torch.float32)
+    g = torch.Generator().manual_seed(0)
+    imgs = torch.nn.functional.interpolate(torch.rand(4, 1, 4, 4, generator=g), scale_factor=8)
+    torch.manual_seed(0)
+    N = LipschitzDenoiser(width=4, depth=2)
+    cfg = TrainConfig(epochs=2, batch_size=8, lr=2e-2, steps_per_epoch=4, progress=False,
+                      sigma_range=(0.1, 0.1), val_sigma=0.1)
+    hist = Trainer(N, DenoisingLoss("mse", tv2_weight=1e-4), cfg,
+                   PatchDataset(imgs, patch_size=16, stride=8), list(imgs[:2])).fit()
+    assert hist[-1]["val_loss"] < hist[0]["val_loss"]
+    N = N.double()
+    x = torch.rand(1, 1, 6, 6, dtype=torch.float64)
+    assert jac_norm(N, x) <= N.lipschitz_bound() * (1 + 1e-9) <= 1 + 1e-9
