@@ -107,7 +107,7 @@ class SolverResult:
 
 
 def _batch_norm(x: torch.Tensor) -> torch.Tensor:
-    return x.flatten(1).norm(dim=1)
+    return torch.linalg.vector_norm(x.flatten(1), dim=1)
 
 
 def check_int(name: str, value, what: str, minimum: int = 0) -> int:
@@ -159,20 +159,18 @@ class IterativeSolver:
     def _objective(self, state: dict) -> torch.Tensor | None:
         return None
 
-    def _raise_divergence(self, name, k, active, finite, grown, jumped):
-        nonfinite = active & ~finite
+    def _raise_divergence(self, name, k, bad, res, grown):
+        nonfinite = bad & ~torch.isfinite(res)
         if bool(nonfinite.any()):
-            bad = nonfinite.nonzero().flatten().tolist()
-            raise DivergenceError(f"{name}: NaN or Inf in the iterate of sample(s) {bad} at "
-                                  f"iteration {k}")
-        grown = active & grown
-        if bool(grown.any()):
-            bad = grown.nonzero().flatten().tolist()
+            raise DivergenceError(f"{name}: NaN or Inf in the iterate of sample(s) "
+                                  f"{nonfinite.nonzero().flatten().tolist()} at iteration {k}")
+        if bool((bad & grown).any()):
+            which = (bad & grown).nonzero().flatten().tolist()
             why = f"the iterate's norm grew by more than {GROWTH_FACTOR:g}"
         else:
-            bad = (active & jumped).nonzero().flatten().tolist()
+            which = bad.nonzero().flatten().tolist()
             why = f"the relative change grew by more than {DIVERGENCE_FACTOR:g} over its minimum"
-        raise DivergenceError(f"{name}: diverged in sample(s) {bad} at iteration {k}: {why}; "
+        raise DivergenceError(f"{name}: diverged in sample(s) {which} at iteration {k}: {why}; "
                               "check the step size and the prior's certificates")
 
     def _current_step_size(self) -> float | None:
@@ -267,16 +265,24 @@ class IterativeSolver:
         state = self._init_state(x0)
         b = x0.shape[0]
         dev = x0.device
+        dtype = x0.dtype
+        # per-sample bookkeeping, written for few small tensor ops per iteration (their
+        # Python dispatch, not the arithmetic, is what a solver loop adds to its parts)
         active = torch.ones(b, dtype=torch.bool, device=dev)
         all_active = True
-        iterations = torch.zeros(b, dtype=torch.long, device=dev)
-        min_res = torch.full((b,), math.inf, dtype=x0.dtype, device=dev)
-        floor = 100 * torch.finfo(x0.dtype).eps
-        jump_floor = math.sqrt(torch.finfo(x0.dtype).eps)
-        tiny = torch.finfo(x0.dtype).tiny
+        done_at = torch.zeros(b, dtype=torch.long, device=dev)  # iteration of convergence
+        floor = 100 * torch.finfo(dtype).eps
+        jump_floor = max(DIVERGENCE_FACTOR * floor, math.sqrt(torch.finfo(dtype).eps))
+        tiny = torch.finfo(dtype).tiny
+        # a residual above thr_jump (or NaN) is divergence; finfo.max (not inf) so that an
+        # infinite residual is caught from the first iteration on
+        thr_jump = torch.full((b,), torch.finfo(dtype).max, dtype=dtype, device=dev)
+        min_res = torch.full((b,), math.inf, dtype=dtype, device=dev)
         norm_old = _batch_norm(x0)
-        norm_ref = norm_old
+        norm_div = norm_old.clamp_min(tiny)
+        thr_grow = None
         residuals, objectives, times = [], [], []
+        k_run = 0
         t0 = time.perf_counter()
         bar = None
         if progress:
@@ -286,29 +292,34 @@ class IterativeSolver:
         try:
             for k in range(max_iter):
                 new_state, change = self._step(state, k, active)
-                # two reductions per iteration: the change (from the step) and the new norm;
-                # a NaN / Inf entry makes its sample's norm NaN / Inf
                 norm_new = _batch_norm(new_state["x"])
-                res = change / norm_old.clamp_min(tiny)
+                res = change / norm_div  # NaN / Inf in the iterate makes its residual so
                 if not all_active:
                     res = torch.where(active, res, torch.zeros_like(res))
-                if k == 0:
-                    norm_ref = torch.maximum(norm_ref, norm_new)
-                finite = torch.isfinite(norm_new) & torch.isfinite(res)
-                grown = norm_new > GROWTH_FACTOR * norm_ref.clamp_min(floor)
-                jumped = (res > DIVERGENCE_FACTOR * min_res.clamp_min(floor)) & (res > jump_floor)
-                if bool((active & (~finite | grown | jumped)).any()):
-                    self._raise_divergence(name, k + 1, active, finite, grown, jumped)
+                if thr_grow is None:
+                    thr_grow = GROWTH_FACTOR * torch.maximum(norm_old, norm_new).clamp_min(floor)
+                bad = ~((res <= thr_jump) & (norm_new <= thr_grow))
+                if not all_active:
+                    bad = bad & active
+                if bool(bad.any()):
+                    self._raise_divergence(name, k + 1, bad, res, ~(norm_new <= thr_grow))
+                min_res = torch.minimum(min_res, res) if all_active else torch.where(
+                    active, torch.minimum(min_res, res), min_res)
+                thr_jump = (DIVERGENCE_FACTOR * min_res).clamp_min_(jump_floor)
                 if all_active:
-                    min_res = torch.minimum(min_res, res)
-                    state, norm_old = new_state, norm_new
+                    state, norm_new_kept = new_state, norm_new
                 else:  # freeze the samples that had converged before this step
-                    min_res = torch.where(active, torch.minimum(min_res, res), min_res)
                     state = {key: _masked(active, new, state.get(key))
                              for key, new in new_state.items()}
-                    norm_old = torch.where(active, norm_new, norm_old)
-                iterations = iterations + active.long()
-                active = active & ~(res <= tol)
+                    norm_new_kept = torch.where(active, norm_new, norm_old)
+                norm_old = norm_new_kept
+                norm_div = norm_new_kept.clamp_min(tiny)
+                k_run = k + 1
+                newly = res <= tol if all_active else active & (res <= tol)
+                if bool(newly.any()):
+                    done_at = torch.where(newly, torch.full_like(done_at, k_run), done_at)
+                    active = active & ~newly
+                    all_active = False
                 obj = self._objective(state) if track_objective else None
                 if obj is not None and not bool(torch.isfinite(obj).all()):
                     bad = (~torch.isfinite(obj)).nonzero().flatten().tolist()
@@ -327,13 +338,12 @@ class IterativeSolver:
                                          self._current_step_size())
                     if callback(info) is True:
                         break
-                n_active = int(active.sum())
-                if n_active == 0:
+                if not all_active and not bool(active.any()):
                     break
-                all_active = n_active == b
         finally:
             if bar is not None:
                 bar.close()
+        iterations = torch.where(active, torch.full_like(done_at, k_run), done_at)
         history = History(
             relative_change=(torch.stack(residuals).cpu() if residuals
                              else torch.zeros(0, b, dtype=x0.dtype)),
