@@ -205,34 +205,41 @@ def _case_child(args: list[str]) -> None:
 
 # ------------------------------------------------------------------ report
 DETERMINISM = """\
-**Determinism.** On one device, the same seed gives the same bits: training (data order,
-augmentation, noise levels and noise come from generators seeded by ``(seed, epoch)``, never
-from the global one), every solver (no randomness; per-sample freezing is a deterministic
-mask), the Radon matrices (built chunk by chunk in a fixed order) and their products are
-tested bitwise in ``tests/reliability/test_determinism.py``. Two caveats. (1) State carried
-between calls: ``TV`` keeps its last dual variable as a warm start, so a second solve with
-the *same* ``TV`` instance differs from the first within the certified prox tolerance (a
-strict xfail there; use a fresh ``TV`` or call ``reset_warm_start()``). (2) CUDA: some
-kernels accumulate with atomic additions in an order that changes from run to run, so
-floating-point sums differ in the last bits: ``index_add_`` / ``scatter_add_`` (the
-matrix-free Radon forward projection), sparse CSR matrix products (the matrix Radon
-backend, cuSPARSE), and the backward of ``conv2d`` / ``conv_transpose2d`` (cuDNN picks
-algorithms by benchmark; training the ridge regularisers and ResNets), plus
-``torch.nn.functional.interpolate`` backward. To get reproducible CUDA runs, before
-creating any tensor::
+**Same seed, same device, same bits.** Training draws its data order, augmentation, noise
+levels and noise from generators seeded by `(seed, epoch)`, never from the global one, so
+a run does not depend on what other code did with the global generator, and a run killed and
+resumed from its checkpoint ends with the same weights as an uninterrupted one. The solvers
+use no randomness (freezing converged samples is a deterministic mask), the Radon matrices
+are built chunk by chunk in a fixed order, and the CPU products are deterministic. All of this
+is checked bitwise in `tests/reliability/test_determinism.py` and `test_faults.py`.
+One exception on every device: `TV` keeps its last dual variable as a warm start, so a
+second solve with the *same* `TV` instance differs from the first by up to the certified
+prox tolerance (a strict xfail test; use a fresh `TV` or call `reset_warm_start()`).
 
-    import os, torch
-    os.environ["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"   # deterministic cuBLAS
-    torch.use_deterministic_algorithms(True)           # raises on ops with no
-    torch.backends.cudnn.benchmark = False             # deterministic implementation
+**CUDA.** Some CUDA kernels accumulate with atomic additions, whose order changes from run
+to run, so the sums differ in the last bits. In this library that concerns
+`Tensor.index_add_` (the matrix-free Radon forward projection), `scatter_add_` /
+`index_put_(accumulate=True)` where used, the backward of `conv2d` /
+`conv_transpose2d` (training the ridge regularisers and ResNets: cuDNN also picks its
+algorithm by benchmarking), and the sparse CSR products of the matrix Radon backend
+(cuSPARSE, which PyTorch's determinism switch does not list). For reproducible CUDA runs,
+before any CUDA work:
 
-``torch.use_deterministic_algorithms(True)`` makes ``index_add_`` / ``scatter_add_`` use a
-deterministic (slower) kernel and raises ``RuntimeError`` for an operation that has none,
-naming it, rather than giving silently different bits; ``warn_only=True`` turns that into a
-warning. Results still differ *between* CPU and CUDA, and between CUDA architectures
-(different reduction orders): reproduce a figure on the device it was measured on. The
-``gpu``-marked test in ``test_determinism.py`` checks the Radon products and a TV solve
-bitwise on CUDA in deterministic mode.
+```python
+import os, torch
+os.environ["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"  # deterministic cuBLAS workspaces
+torch.use_deterministic_algorithms(True)          # deterministic kernels, or an error
+torch.backends.cudnn.benchmark = False
+```
+
+With `torch.use_deterministic_algorithms(True)`, `index_add_` and the convolutions switch
+to deterministic (slower) kernels, and an operation that has none raises `RuntimeError`
+naming it instead of silently varying (`warn_only=True` makes that a warning). Prefer
+`backend="matrix_free"` for Radon when bitwise CUDA reproducibility matters. Results still
+differ between CPU and CUDA and between GPU models (other reduction orders): compare a
+figure only on the device it was measured on. The `gpu`-marked test in
+`test_determinism.py` checks the matrix-free Radon products and a TV solve bitwise on CUDA
+in deterministic mode (not run here: this machine has no GPU).
 """
 
 
@@ -318,6 +325,16 @@ def _scale_rows(cases: dict) -> list[str]:
     return rows
 
 
+def _machine() -> str:
+    import platform
+
+    import torch
+
+    return (f"{platform.machine()} {platform.system()}, {os.cpu_count()} CPU cores shared "
+            f"with other jobs (load average {os.getloadavg()[0]:.1f} at the end), torch "
+            f"{torch.__version__}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
+
+
 def main(args) -> None:
     parts = set(args.parts.split(","))
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -340,15 +357,9 @@ def main(args) -> None:
             else:
                 cases[name] = run_case(SCALE_CASES[name])
         payload["scale"] = {"cases": cases, "memory_budget_gib": MEMORY_BUDGET / 2**30}
-    import platform
-
-    import torch
-
-    payload["machine"] = (f"{platform.machine()} {platform.system()}, {os.cpu_count()} CPU "
-                          f"cores shared with other jobs (load average "
-                          f"{os.getloadavg()[0]:.1f}), torch {torch.__version__}, "
-                          f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
-    payload["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    if parts & {"inputs", "faults", "scale"}:
+        payload["machine"] = _machine()
+        payload["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     jpath.write_text(json.dumps(payload, indent=2) + "\n")
     md = render(payload)
     (RESULTS / "reliability.md").write_text(md)
@@ -356,18 +367,18 @@ def main(args) -> None:
 
 
 def render(payload: dict) -> str:
-    out = ["## Reliability\n",
+    out = ["# Reliability\n",
            f"Measured {payload.get('date', '?')} on {payload.get('machine', '?')}; "
            "`python benchmarks/reliability.py` (see its docstring).\n"]
     if "inputs" in payload:
         s = payload["inputs"]["summary"]
         fail = ", ".join(s["tests_failed"]) or "none"
         out += [
-            "### Bad inputs\n",
+            "## Bad inputs\n",
             f"**{s['cases']} bad-input cases tried, all handled**: {s['worked']} worked "
             f"(result checked finite, right shape and dtype) and {s['refused']} were refused "
-            "with one clear error naming the function (``ValueError`` / ``TypeError``, or a "
-            "solver's ``DivergenceError`` / inner ``ConvergenceError``); none raised an "
+            "with one clear error naming the function (`ValueError` / `TypeError`, or a "
+            "solver's `DivergenceError` / inner `ConvergenceError`); none raised an "
             "opaque internal error, hung (20 s alarm per call) or returned a silent NaN. "
             f"Failed tests: {fail}. Known bugs pinned by strict xfail tests: "
             f"{len(s['known_bugs_xfail'])} (listed in the JSON). Hypothesis examples "
@@ -379,14 +390,14 @@ def render(payload: dict) -> str:
         out += rows + [""]
     if "faults" in payload:
         rows, s = _faults_table(payload["faults"])
-        out += ["### Faults\n",
+        out += ["## Faults\n",
                 f"**{s['survived']} of {s['faults']} fault scenarios survived** (training runs "
                 "are real subprocesses killed with SIGKILL; 3 epochs x 4 steps, checkpoint "
                 "every epoch).\n",
                 "| fault | tests | survived | outcome |", "|---|---:|---|---|"] + rows + [""]
     if "scale" in payload:
         cases = payload["scale"]["cases"]
-        out += ["### Large problems\n",
+        out += ["## Large problems\n",
                 f"Each case ran once, in a fresh subprocess, with OMP_NUM_THREADS=2 on a "
                 f"machine whose 2 cores were shared with other jobs (timings are pessimistic "
                 f"and noisy). Budget: peak RSS <= {payload['scale']['memory_budget_gib']:g} "
@@ -409,7 +420,7 @@ def render(payload: dict) -> str:
                     f"{ct['certified_norm_s']} s; build and first projection: "
                     f"{ct['build_and_first_forward_s']} s; solve: {ct['solve_s']} s."]
         out += [""]
-    out += ["### Determinism\n", DETERMINISM]
+    out += ["## Determinism\n", DETERMINISM]
     return "\n".join(out)
 
 
