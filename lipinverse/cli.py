@@ -223,6 +223,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("lipinverse: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into e.g. `head`, which closed it: stop quietly
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except UnavailableError as err:
         _say(err)
         return EXIT_FAILURE
