@@ -54,7 +54,7 @@ class L2Fidelity:
 
     def grad(self, x: torch.Tensor) -> torch.Tensor:
         r""":math:`A^\top(Ax - y)`."""
-        return self.A.adjoint(self.A(x)) - self.Aty
+        return self.A.gram(x) - self.Aty
 
     def prox(self, x: torch.Tensor, tau: float) -> torch.Tensor:
         r""":math:`\arg\min_u \tfrac12\|Au - y\|^2 + \tfrac1{2\tau}\|u - x\|^2`."""

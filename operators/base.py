@@ -129,9 +129,11 @@ class Operator(torch.nn.Module, abc.ABC):
 
     # ----------------------------------------------------------- validation
     def _device(self) -> torch.device | None:
-        for b in self.buffers():
-            return b.device
-        return None
+        """Device of the operator's buffers (cached; ``.to()`` clears the cache)."""
+        if "_device_cache" not in self.__dict__:
+            dev = next((b.device for b in self.buffers()), None)
+            object.__setattr__(self, "_device_cache", dev)
+        return self.__dict__["_device_cache"]
 
     def _validate(self, name: str, x, expected) -> torch.Tensor:
         cls = type(self).__name__
@@ -158,6 +160,14 @@ class Operator(torch.nn.Module, abc.ABC):
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:
         r"""Apply the adjoint: :math:`x = A^\top y` for ``y`` of shape ``(B, *out_shape)``."""
         return self._adjoint(self._validate("adjoint", y, self.out_shape))
+
+    def gram(self, x: torch.Tensor) -> torch.Tensor:
+        r"""Apply the normal operator :math:`A^\top A x` (one fused pass where possible)."""
+        return self._gram(self._validate("gram", x, self.in_shape))
+
+    def _gram(self, x: torch.Tensor) -> torch.Tensor:
+        """``A^T A x`` on validated input; override with a fused computation."""
+        return self._adjoint(self._forward(x))
 
     @property
     def T(self) -> Operator:  # noqa: N802 - mathematical notation
@@ -247,6 +257,7 @@ class Operator(torch.nn.Module, abc.ABC):
     def _apply(self, fn, *args, **kwargs):  # device / dtype moves invalidate caches
         out = super()._apply(fn, *args, **kwargs)
         self._norm_cache.clear()
+        self.__dict__.pop("_device_cache", None)
         return out
 
     # ------------------------------------------------------------ gram solve

@@ -152,6 +152,13 @@ class Blur(Operator):
     def _adjoint(self, y):
         return self._conv(y, adjoint=True)
 
+    def _gram(self, x):
+        if self.padding != "circular":
+            return self._adjoint(self._forward(x))
+        h, w = x.shape[-2:]
+        kf = self._kernel_fft(h, w, x.dtype, x.device)
+        return torch.fft.irfft2(torch.fft.rfft2(x) * (kf.real**2 + kf.imag**2), s=(h, w))
+
     def _norm(self, dtype, device):
         if self.in_shape is not None and self.padding == "circular":
             _, h, w = self.in_shape

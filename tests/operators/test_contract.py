@@ -117,3 +117,15 @@ def test_dtype_move_keeps_maths(op):
     op32 = op.float()
     torch.testing.assert_close(op32(x.float()), ref.float(), rtol=1e-4, atol=1e-5)
     assert math.isfinite(op32.norm(torch.float32))
+
+
+def test_gram_equals_adjoint_of_forward(op):
+    x, _ = random_pair(op, batch=2)
+    torch.testing.assert_close(op.gram(x), op.adjoint(op(x)), rtol=1e-10, atol=1e-12)
+
+
+def test_device_cache_follows_moves(op):
+    op._device()
+    moved = op.to("meta")
+    if any(True for _ in moved.buffers()):
+        assert moved._device() == torch.device("meta")
