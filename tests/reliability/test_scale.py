@@ -58,7 +58,9 @@ def test_history_holds_scalars_only(make):
 
 
 def _case(*args):
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    # a fixed mmap threshold: glibc's dynamic one lets heap fragmentation raise the peak
+    # RSS with the number of iterations although nothing is kept (see the benchmark)
+    env = dict(os.environ, OMP_NUM_THREADS="1", MALLOC_MMAP_THRESHOLD_="65536")
     proc = subprocess.run([sys.executable, str(BENCH), "--case", *map(str, args)], env=env,
                           capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -70,8 +72,8 @@ def test_deblur_memory_does_not_grow_with_max_iter():
     short, long = _case("deblur", 1024, 5, 5e-3), _case("deblur", 1024, 35, 5e-3)
     assert long["iterations"] == 35 and long["history_entries"] == 35
     grown = long["peak_rss_mib"] - short["peak_rss_mib"]
-    # keeping the 30 extra iterates would add 30 images (120 MiB); allow 4 for noise
-    assert grown < 4 * long["image_mib"], (short, long)
+    # keeping the 30 extra iterates would add 30 images (120 MiB); allow 2 for noise
+    assert grown < 2 * long["image_mib"], (short, long)
     assert long["psnr_db"] > long["psnr_blurred_db"]
 
 
