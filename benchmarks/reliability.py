@@ -384,7 +384,7 @@ def render(payload: dict) -> str:
             f"(result checked finite, right shape and dtype) and {s['refused']} were refused "
             "with one clear error naming the function (`ValueError` / `TypeError`, or a "
             "solver's `DivergenceError` / inner `ConvergenceError`); none raised an "
-            "opaque internal error, hung (20 s alarm per call) or returned a silent NaN. "
+            "opaque internal error, hung (120 s alarm per call) or returned a silent NaN. "
             f"Failed tests: {fail}. Known bugs pinned by strict xfail tests: "
             f"{len(s['known_bugs_xfail'])} (listed in the JSON). Hypothesis examples "
             f"x{payload['inputs']['fuzz_scale']:g} of the default test run, derandomised; "

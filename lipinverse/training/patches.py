@@ -131,6 +131,9 @@ class PatchDataset(torch.utils.data.Dataset):
                              f"got {max_patches!r}")
         images = _as_images(source, name)
         chans = {img.shape[0] for img in images}
+        if 0 in chans:
+            raise ValueError(f"{name}: expected images with at least one channel, got "
+                             f"shapes {sorted({tuple(img.shape) for img in images})[:4]}")
         if len(chans) != 1:
             raise ValueError(f"{name}: expected images with the same number of channels, "
                              f"got {sorted(chans)}")

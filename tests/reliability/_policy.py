@@ -58,7 +58,7 @@ class Hang(Exception):
 
 
 @contextlib.contextmanager
-def no_hang(seconds: int = 20):
+def no_hang(seconds: int = 120):
     """Fail (raise :class:`Hang`) if the block runs longer than ``seconds`` (main thread,
     POSIX; elsewhere a no-op)."""
     if not hasattr(signal, "SIGALRM"):
@@ -104,7 +104,7 @@ def is_clear(msg: str) -> bool:
     return bool(m) and m.group(1) in library_names() and len(msg) > len(m.group(0)) + 10
 
 
-def attempt(target: str, fn, *, seconds: int = 20):
+def attempt(target: str, fn, *, seconds: int = 120):
     """Run ``fn()`` under the policy; returns ``(True, result)`` or ``(False, error)``.
 
     Raises ``AssertionError`` for an unclear error message, and lets any other exception

@@ -148,6 +148,7 @@ def test_trainer_extreme_but_valid_settings(lr, sigma_hi, batch_size, grad_clip,
 
 @pytest.mark.parametrize("data", [
     torch.full((8, 1, 6, 6), float("nan")),
+    torch.rand(2, 0, 8, 8),  # no channel: was an opaque reshape RuntimeError
     torch.rand(8, 1, 6, 6, dtype=torch.complex64),
     torch.rand(8, 6, 6, 2)[..., 0],  # (N, H, W) non-contiguous: accepted
     [torch.rand(6, 6), torch.rand(2, 6, 6)],

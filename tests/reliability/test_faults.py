@@ -32,7 +32,7 @@ WORKER = Path(worker.__file__)
 STEPS_PER_EPOCH = worker.STEPS
 
 
-def run_worker(out, mode, kill_at=None, timeout=120):
+def run_worker(out, mode, kill_at=None, timeout=900):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     args = [sys.executable, str(WORKER), str(out), mode] + ([kill_at] if kill_at else [])
     return subprocess.run(args, env=env, capture_output=True, text=True, timeout=timeout)
