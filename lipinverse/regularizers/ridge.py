@@ -65,7 +65,8 @@ class ConvexRidge(nn.Module):
         certificates when no ``sigma`` is passed (the solver-facing operating point;
         change it, or use :meth:`at_sigma`).
     spline_init : str, default "identity"
-        Initial activation (see :class:`~lipinverse.nn.LipschitzSpline`).
+        Initial activation: ``"clip"`` (:math:`\psi' = ` clamp to half the knot range, a
+        Huber potential) or an ``init`` of :class:`~lipinverse.nn.LipschitzSpline`.
 
     Notes
     -----
@@ -126,8 +127,14 @@ class ConvexRidge(nn.Module):
         self.W = NormalizedChain(MultiConv(convs))
         c2 = int(_nonconvex_channels)
         c1 = channels[-1] - c2
+        clip = spline_init == "clip"
         self.convex_spline = LipschitzSpline(c1, num_knots, knot_range, self.convex_part_bounds,
-                                             init=spline_init)
+                                             init="identity" if clip else spline_init)
+        if clip:  # psi' = clamp(t, -r/2, r/2): a Huber potential, TV-like for large responses
+            with torch.no_grad():
+                knots = self.convex_spline.knots()
+                self.convex_spline.coefficients.copy_(
+                    knots.clamp(-0.5 * knot_range, 0.5 * knot_range).expand(c1, -1))
         ref = (lo_s * hi_s) ** 0.5
         self.lam = SigmaFunction(lo_s, hi_s, num_sigma_nodes, power=2.0, scale=0.01)
         self.mu = SigmaFunction(lo_s, hi_s, num_sigma_nodes, power=-1.0, scale=1.0 / ref)
