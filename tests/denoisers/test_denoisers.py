@@ -42,7 +42,7 @@ def expand(N, steps=5):
 def test_default_denoiser_contract():
     D = LipschitzDenoiser().float()
     x = torch.rand(2, 1, 16, 16, dtype=torch.float32)
-    assert D(x).shape == x.shape and D(x, 0.1).shape == x.shape
+    assert D(x, 0.1).shape == x.shape
     assert D.lipschitz_bound() <= 1.0
     assert D.averagedness is None
     with pytest.raises(ValueError, match=r"LipschitzDenoiser.forward: expected input of shape"):

