@@ -15,7 +15,7 @@ import torch
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from lipinverse.denoisers import RidgeProxDenoiser, averaged
+from lipinverse.denoisers import LipschitzDenoiser, RidgeProxDenoiser, averaged
 from lipinverse.nn import LipschitzResNet
 from lipinverse.regularizers import TV, ConvexRidge, Tikhonov, WeakConvexRidge
 
@@ -31,7 +31,10 @@ def _build():
     net = LipschitzResNet(width=3, depth=2)
     prox_d = RidgeProxDenoiser(crr, tol=1e-3, max_iter=20)
     tv = TV()
+    lip_d = LipschitzDenoiser(width=3, depth=2)
     return {
+        "LipschitzDenoiser": lambda x: lip_d(x),
+        "averaged(LipschitzDenoiser)": lambda x: averaged(lip_d, 0.5)(x),
         "ConvexRidge.value": lambda x: crr.value(x),
         "ConvexRidge.grad": lambda x: crr.grad(x),
         "ConvexRidge.prox": lambda x: crr.prox(x, 0.5, tol=1e-3, max_iter=20),
@@ -54,7 +57,10 @@ SHAPE_AGNOSTIC = {"Tikhonov.prox"}
 #: learned priors built on the splines (see the xfail tests below for their bugs)
 SPLINE_BASED = {"ConvexRidge.value", "ConvexRidge.grad", "ConvexRidge.prox",
                 "WeakConvexRidge.grad", "WeakConvexRidge.prox", "LipschitzResNet",
-                "RidgeProxDenoiser", "AveragedDenoiser"}
+                "RidgeProxDenoiser", "AveragedDenoiser", "LipschitzDenoiser",
+                "averaged(LipschitzDenoiser)"}
+#: no dtype check (see the xfail tests below): only real floats are generated for these
+NO_DTYPE_CHECK = {"LipschitzResNet", "LipschitzDenoiser", "averaged(LipschitzDenoiser)"}
 
 
 def _valid_shape(shape) -> bool:
@@ -99,7 +105,7 @@ def test_priors_random_inputs(name, shape, dtype, fill, layout):
     # known bugs, pinned by the strict xfail tests below, are excluded here
     if name in SPLINE_BASED:
         assume(not dtype.is_complex)
-    if name == "LipschitzResNet":
+    if name in NO_DTYPE_CHECK:
         assume(dtype in FLOATS)  # int input -> silent int output
     if name.startswith("TV"):
         assume(not (len(shape) == 4 and shape[0] and min(shape[1:]) >= 1
@@ -172,19 +178,22 @@ def test_nonfinite_input_propagates_or_is_refused(name, fill):
 
 
 @pytest.mark.xfail(strict=True, raises=NotImplementedError, reason=(
-    "LipschitzResNet.forward has no dtype check: a complex input reaches torch.floor in "
-    "LipschitzSpline._interval (NotImplementedError)"))
-def test_resnet_refuses_complex_input():
+    "LipschitzResNet.forward (and LipschitzDenoiser.forward, which checks only the shape) "
+    "has no dtype check: a complex input reaches torch.floor in LipschitzSpline._interval "
+    "(NotImplementedError)"))
+@pytest.mark.parametrize("name", ["LipschitzResNet", "LipschitzDenoiser"])
+def test_resnet_refuses_complex_input(name):
     x = make_tensor((1, 1, 8, 8), torch.complex64)
-    attempt("LipschitzResNet", lambda: PRIORS["LipschitzResNet"](x))
+    attempt(name, lambda: PRIORS[name](x))
 
 
 @pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "LipschitzResNet.forward has no dtype check: an int64 image silently gives an int64 "
-    "(truncated) output"))
-def test_resnet_refuses_int_input():
+    "LipschitzResNet.forward / LipschitzDenoiser.forward have no dtype check: an int64 "
+    "image silently gives an int64 (truncated) output"))
+@pytest.mark.parametrize("name", ["LipschitzResNet", "LipschitzDenoiser"])
+def test_resnet_refuses_int_input(name):
     x = make_tensor((1, 1, 8, 8), torch.int64)
-    ok, _ = attempt("LipschitzResNet", lambda: PRIORS["LipschitzResNet"](x))
+    ok, _ = attempt(name, lambda: PRIORS[name](x))
     assert not ok
 
 

@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import operators as O
-from lipinverse.denoisers import RidgeProxDenoiser
+from lipinverse.denoisers import LipschitzDenoiser, RidgeProxDenoiser, averaged
 from lipinverse.functionals import L2Fidelity
 from lipinverse.regularizers import TV, ConvexRidge, ProxDenoiser, Tikhonov
 from lipinverse.solvers import ADMM, PGD
@@ -43,11 +43,12 @@ def _priors():
         "ConvexRidge": crr,
         "ProxDenoiser(TV)": ProxDenoiser(TV(tol=1e-3, max_iter=200), 0.05),
         "RidgeProxDenoiser": RidgeProxDenoiser(crr, tol=1e-3, max_iter=50),
+        "averaged(LipschitzDenoiser)": averaged(LipschitzDenoiser(width=3, depth=2).double()),
     }
 
 
 PRIORS = _priors()
-DENOISERS = {"ProxDenoiser(TV)", "RidgeProxDenoiser"}
+DENOISERS = {"ProxDenoiser(TV)", "RidgeProxDenoiser", "averaged(LipschitzDenoiser)"}
 
 NUMBERS = st.one_of(
     st.sampled_from([-1.0, 0.0, 1e-300, 1e-3, 0.5, 1.0, 10.0, 1e300, float("nan"),
