@@ -153,6 +153,10 @@ def main(image: str | None = None, size: int = 256, max_iter: int = 300,
     for name, (*_, guarantee) in rows.items():
         if name != "observation":
             print(f"guarantee [{name}]: {' '.join(str(guarantee).split())}")
+    if "learned (crr)" in rows and rows["learned (crr)"][0] < rows["TV"][0]:
+        print("NOTE: the shipped weights are small and under-trained (see "
+              "lipinverse/pretrained/MODEL_CARD.md); here they do not beat TV. The guarantee "
+              "holds regardless; retrain them (lipinverse train) for quality.")
     if out:
         panels = [("ground truth", truth),
                   (f"observation {rows['observation'][0]:.2f} dB", y)]
