@@ -114,13 +114,31 @@ def machine() -> str:
             f"other jobs, torch {torch.__version__}, threads {torch.get_num_threads()}")
 
 
-def write(name: str, payload: dict, markdown: str):
+def merge(name: str, payload: dict, same: tuple[str, ...]) -> dict:
+    """Add the methods of ``payload`` to the saved results of ``name`` (same setup only)."""
+    path = RESULTS / f"{name}.json"
+    if not path.exists():
+        return payload
+    old = json.loads(path.read_text())
+    for key in same:
+        if old.get(key) != payload.get(key):
+            raise ValueError(f"merge: saved {name}.json has {key}={old.get(key)!r}, this run "
+                             f"{payload.get(key)!r}; rerun all methods instead of --merge")
+    out = dict(payload)
+    out["results"] = old["results"] | payload["results"]
+    out["methods"] = old["methods"] | payload["methods"]
+    return out
+
+
+def write(name: str, payload: dict, markdown):
+    """Write ``results/name.json`` and ``results/name.md`` (``markdown(payload)``)."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     payload = payload | {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                          "machine": machine()}
     (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
-    (RESULTS / f"{name}.md").write_text(markdown)
-    print(markdown)
+    text = markdown(payload)
+    (RESULTS / f"{name}.md").write_text(text)
+    print(text)
 
 
 def fmt(v, nd=2) -> str:

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from baselines import load_dncnn, pnp_hqs, richardson_lucy, wiener
-from common import DATA, Record, add_noise, fmt, load_images, psnr, require_data, tune, write
+from common import DATA, Record, add_noise, fmt, load_images, merge, psnr, require_data, tune, write
 
 from operators import Blur
 
@@ -80,10 +80,10 @@ class Methods:
     def run(self, name, A, y, kernel, param, noise):
         """``(x, iterations)``."""
         if name == "wiener":
-            x = wiener(y[0, 0].numpy(), kernel, param)
+            x = wiener(y[0, 0].double().numpy(), kernel, param)
             return torch.from_numpy(x)[None, None].to(y.dtype), None
         if name == "rl":
-            x = richardson_lucy(y[0, 0].numpy(), kernel, int(param))
+            x = richardson_lucy(y[0, 0].double().numpy(), kernel, int(param))
             return torch.from_numpy(x)[None, None].to(y.dtype), int(param)
         if name == "dncnn":
             net = self.model("dncnn")
@@ -98,13 +98,19 @@ class Methods:
         from lipinverse.solvers import PGD
 
         f = L2Fidelity(A, y)
+        model = self.model(name)
         if name == "tv":
-            solver = PGD(f, self.model("tv"), lam=param * noise / 255)
+            solver = PGD(f, model, lam=param * noise / 255, accelerate=True)
+        elif hasattr(model, "at_sigma"):
+            prior, lam = deblur_prior(model, noise / 255, param)
+            # FISTA for the convex prior; plain gradient descent for the weakly convex one,
+            # whose objective is nonconvex (momentum would void the guarantee)
+            solver = PGD(f, prior, lam=lam, scheme="grad", accelerate=bool(prior.convex))
         else:
-            prior, lam = deblur_prior(self.model(name), noise / 255, param)
-            solver = PGD(f, prior, lam=lam)
+            solver = PGD(f, model, sigma=param * noise / 255)
         with torch.no_grad():
-            res = solver.solve(x0=A.adjoint(y), max_iter=self.max_iter, tol=self.tol)
+            res = solver.solve(x0=A.adjoint(y), max_iter=self.max_iter, tol=self.tol,
+                               track_objective=False)
         self.last_guarantee = str(getattr(res, "guarantee", ""))
         return res.x, int(torch.as_tensor(res.iterations).max())
 
@@ -112,18 +118,20 @@ class Methods:
 GRIDS = {
     "wiener": [0.003, 0.01, 0.03, 0.1],
     "rl": [10, 20, 40, 80],
-    "tv": [0.1, 0.2, 0.35, 0.6],
+    "tv": [0.03, 0.06, 0.12, 0.25],
     "dncnn": [0.1, 0.3, 1.0],  # lambda of PnP-HQS
     # crr / wcrr: conditioning level of R as a multiple of the noise (see deblur_prior)
     "crr": [1.0, 1.5, 2.2, 3.2],
     "wcrr": [1.0, 1.5, 2.2, 3.2],
-    "lipdenoiser": [0.5, 1.0, 2.0],
+    "lipdenoiser": [1.0, 2.0, 4.0],  # denoiser sigma as a multiple of the noise
 }
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default=str(DATA))
+    p.add_argument("--merge", action="store_true",
+                   help="add these methods to the saved results of the same setup")
     p.add_argument("--quick", type=int, nargs="?", const=4, default=None,
                    help="use N evenly spaced images of the 68 (every 68//N-th; 4 if no N)")
     p.add_argument("--kernels", nargs="+", type=int, default=list(range(8)))
@@ -137,8 +145,8 @@ def main(argv=None):
     root = require_data(Path(args.data))
     step = max(1, 68 // args.quick) if args.quick else 1
     images = load_images(root / "bsd68", limit=args.quick, step=step, crop=256,
-                         dtype=torch.float64)
-    val = load_images(root / "set12", limit=args.val, step=3, crop=256, dtype=torch.float64)
+                         dtype=torch.float32)
+    val = load_images(root / "set12", limit=args.val, step=3, crop=256, dtype=torch.float32)
     kernels = load_kernels(root)
     methods, rec, meta = Methods(args.max_iter, args.tol), Record(), {}
     for m in args.methods:
@@ -169,7 +177,10 @@ def main(argv=None):
                "boundary": "circular", "max_iter": args.max_iter, "tol": args.tol,
                "tuning": f"set12 crops {[n for n, _ in val]} x kernels {args.val_kernels}",
                "results": rec.summary(), "methods": meta}
-    write("deblur_bsd68", payload, markdown(payload))
+    if args.merge:
+        payload = merge("deblur_bsd68", payload,
+                        ("images", "kernels", "noises_x255", "max_iter", "tol"))
+    write("deblur_bsd68", payload, markdown)
 
 
 def markdown(pl) -> str:

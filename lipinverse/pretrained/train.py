@@ -88,8 +88,9 @@ def noisy(x: torch.Tensor, sigma: float, seed: int) -> torch.Tensor:
 
 
 def cosine_lr(opt, lr0: float, frac: float):
+    """Cosine decay of every group's learning rate (its ``base``, else ``lr0``) to 0."""
     for group in opt.param_groups:
-        group["lr"] = lr0 * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
+        group["lr"] = group.get("base", lr0) * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
 
 
 def save(model_state: dict, config: dict, path: Path):
@@ -148,7 +149,7 @@ def validate(denoise, args, sigmas=(5, 15, 25)) -> dict:
     images = load_folder(args.val)
     res = {}
     for s in sigmas:
-        vals = [psnr(denoise(noisy(x, s / 255, 1000 * s + i), s / 255), x)
+        vals = [psnr(denoise(noisy(x, s / 255, int(1000 * s) + i), s / 255), x)
                 for i, x in enumerate(images)]
         res[str(s)] = round(float(np.mean(vals)), 3)
     return res
@@ -179,9 +180,14 @@ def train_ridge(args) -> dict:
     reg = build_ridge(args)
     objective = TStepDenoisingLoss(t=args.t, step=0.5, tv2_weight=args.tv2)
     sampler = RandomPatches(load_folder(args.train), args.patch, args.seed)
-    opt = torch.optim.Adam(reg.parameters(), lr=args.lr)
+    # the noise-level functions and splines may get their own (larger) learning rate
+    fast = [p for n, p in reg.named_parameters() if not n.startswith("W.")]
+    slow = [p for n, p in reg.named_parameters() if n.startswith("W.")]
+    opt = torch.optim.Adam([{"params": slow, "lr": args.lr, "base": args.lr},
+                            {"params": fast, "lr": args.lr * args.lr_factor,
+                             "base": args.lr * args.lr_factor}])
     g = torch.Generator().manual_seed(args.seed + 1)
-    out = HERE / args.model
+    out = Path(args.out) / args.model if args.out else HERE / args.model
     t0, step, losses = time.perf_counter(), 0, []
     while step < args.steps and time.perf_counter() - t0 < 60 * args.minutes:
         frac = max(step / args.steps, (time.perf_counter() - t0) / (60 * args.minutes))
@@ -218,6 +224,7 @@ def save_ridge(reg, args, info: dict, path: Path) -> dict:
             "training": {"data": "train400", "patch": args.patch, "batch": args.batch,
                          "sigma_max_x255": args.sigma_max, "t_steps": args.t, "lr": args.lr,
                          "tv2": args.tv2, "seed": args.seed, "minutes": args.minutes,
+                         "lr_factor": args.lr_factor,
                          "objective": "TStepDenoisingLoss (mse)"} | info}
     save_checkpoint(reg, path, metadata=meta)
     return meta
@@ -227,7 +234,7 @@ def tune_only(args) -> dict:
     """Re-run :func:`tune_ridge` on the saved (untuned) checkpoint of ``args.model``."""
     from lipinverse.training import load_checkpoint
 
-    path = HERE / args.model
+    path = Path(args.out) / args.model if args.out else HERE / args.model
     reg, info = load_checkpoint(path, return_metadata=True)
     meta = info["metadata"]
     if "set12_tuning" in meta["training"]:
@@ -283,6 +290,80 @@ def _crop(x: torch.Tensor, size: int) -> torch.Tensor:
     return x[..., r:r + size, c:c + size]
 
 
+# --------------------------------------------------------------------------- lipdenoiser
+def _freeze(model, frozen: bool):
+    """Freeze (or release) the certified step sizes and scales of every block."""
+    from lipinverse.nn import Constrained, GradientStepBlock
+
+    for mod in model.modules():
+        if isinstance(mod, GradientStepBlock):
+            mod.unfreeze_step()
+            if frozen:
+                mod.freeze_step()
+        elif isinstance(mod, Constrained):
+            mod.unfreeze_scale()
+            if frozen:
+                mod.freeze_scale()
+
+
+def train_lipdenoiser(args) -> dict:
+    r"""MSE denoising at one noise level of a certified nonexpansive ``LipschitzDenoiser``.
+
+    Computing the certified norm bounds of every block at every step is the bulk of the
+    cost on a CPU, so the step sizes and scales are frozen and recomputed from the current
+    weights every ``--refresh`` steps; they are released (recomputed from the final
+    weights) before saving, so the shipped certificate is that of the saved weights.
+    """
+    from lipinverse.denoisers import LipschitzDenoiser
+    from lipinverse.training import DenoisingLoss, save_checkpoint
+
+    torch.manual_seed(args.seed)
+    model = LipschitzDenoiser(width=args.width, depth=args.depth, kernel_size=3)
+    with torch.no_grad():
+        # start near the identity: lifting and projection pass the image through channel 0
+        # (a centred delta), the other channels get small random filters
+        for w in (model.network.lift.linear.weight, model.network.project.linear.weight):
+            w.mul_(0.1)
+            w[0, 0].zero_()
+            w[0, 0, 1, 1] = 1.0
+    objective = DenoisingLoss(tv2_weight=args.tv2)
+    sampler = RandomPatches(load_folder(args.train), args.patch, args.seed)
+    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    g = torch.Generator().manual_seed(args.seed + 1)
+    sigma = args.sigma / 255
+    t0, step, losses = time.perf_counter(), 0, []
+    while step < args.steps and time.perf_counter() - t0 < 60 * args.minutes:
+        if step % args.refresh == 0:
+            _freeze(model, True)
+        frac = max(step / args.steps, (time.perf_counter() - t0) / (60 * args.minutes))
+        cosine_lr(opt, args.lr, frac)
+        x = sampler(args.batch)
+        y = x + sigma * torch.randn(x.shape, generator=g)
+        loss, metrics = objective.loss(model, x, y, torch.full((args.batch,), sigma))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(metrics["data_loss"])
+        step += 1
+        if step % 10 == 0:
+            print(f"step {step} loss {np.mean(losses[-10:]):.3e} "
+                  f"t {time.perf_counter() - t0:.0f}s", flush=True)
+    wall = time.perf_counter() - t0
+    _freeze(model, False)
+    model.eval()
+    save_checkpoint(model, HERE / "lipdenoiser", metadata={"partial": True})
+    val = validate(lambda y, s: model(y), args, sigmas=(args.sigma,))
+    meta = {"name": "lipdenoiser", "params": sum(p.numel() for p in model.parameters()),
+            "training": {"data": "train400", "patch": args.patch, "batch": args.batch,
+                         "sigma_x255": args.sigma, "lr": args.lr, "tv2": args.tv2,
+                         "refresh": args.refresh, "seed": args.seed, "minutes": args.minutes,
+                         "objective": "DenoisingLoss (mse)", "steps": step,
+                         "train_wall_s": round(wall, 1), "set12_psnr": val,
+                         "lipschitz_bound": float(model.lipschitz_bound())}}
+    save_checkpoint(model, HERE / "lipdenoiser", metadata=meta)
+    return meta
+
+
 # --------------------------------------------------------------------------- main
 def parse(argv=None):
     p = argparse.ArgumentParser(prog="python -m lipinverse.pretrained.train",
@@ -305,6 +386,12 @@ def parse(argv=None):
     p.add_argument("--t", type=int, default=10, help="gradient steps of the t-step loss")
     p.add_argument("--tv2", type=float, default=1e-5, help="spline TV2 penalty weight")
     p.add_argument("--val-crop", type=int, default=96, help="centre crop of set12 for tuning")
+    p.add_argument("--sigma", type=float, default=15.0, help="lipdenoiser noise level (x255)")
+    p.add_argument("--refresh", type=int, default=20,
+                   help="lipdenoiser: recompute the certified steps every N steps")
+    p.add_argument("--lr-factor", type=float, default=1.0,
+                   help="ridge: learning-rate multiplier of the splines and noise functions")
+    p.add_argument("--out", default=None, help="output folder (default: this package)")
     p.add_argument("--tune-only", action="store_true",
                    help="only tune lambda(sigma) of the saved, untuned crr/wcrr checkpoint")
     return p.parse_args(argv)
@@ -313,7 +400,8 @@ def parse(argv=None):
 def main(argv=None):
     args = parse(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    fn = {"dncnn": train_dncnn, "crr": train_ridge, "wcrr": train_ridge}[args.model]
+    fn = {"dncnn": train_dncnn, "crr": train_ridge, "wcrr": train_ridge,
+          "lipdenoiser": train_lipdenoiser}[args.model]
     if args.tune_only:
         fn = tune_only
     cfg = fn(args)
