@@ -33,7 +33,7 @@ class GradientStepBlock(nn.Module):
         ``linear.norm_bound()`` (recomputed whenever the weights change; on a CPU this
         costs about one SVD per frequency of a ``N x N`` grid).  ``"estimate"``: the cheap
         ``linear.norm_estimate()`` (persistent power iteration, refined by one iteration
-        after every training-mode forward) times ``1 + estimate_margin``; fast for
+        in every training-mode forward) times ``1 + estimate_margin``; fast for
         training, and :meth:`lipschitz_bound` still uses the certified norm with the
         step actually used, so the certificate stays sound (it may then exceed 1).
     estimate_margin : float >= 0, default 1e-3
@@ -127,18 +127,20 @@ class GradientStepBlock(nn.Module):
         hi = hi.clamp(min=0.0) if isinstance(hi, torch.Tensor) else max(float(hi), 0.0)
         return self.fidelity_weight + hi * beta2
 
-    def step_size(self) -> torch.Tensor:
+    def step_size(self, refine: bool = False) -> torch.Tensor:
         r"""The step :math:`h` used in the forward pass (0-d float64, differentiable).
 
         Computed from the certified ``linear.norm_bound()`` (``norm="bound"``) or from
-        ``(1 + estimate_margin) * linear.norm_estimate(n_iter=0)`` (``norm="estimate"``).
+        ``(1 + estimate_margin) * linear.norm_estimate(n_iter)`` (``norm="estimate"``),
+        with ``n_iter = 1`` if ``refine`` (training-mode forward) else 0, so that after a
+        forward pass the step reported here is the one that pass used.
         """
         if self.frozen_step is not None:
             return self.frozen_step
         if self.norm == "bound":
             beta = self.linear.norm_bound()
         else:
-            beta = self.linear.norm_estimate(n_iter=0) * (1.0 + self.estimate_margin)
+            beta = self.linear.norm_estimate(n_iter=int(refine)) * (1.0 + self.estimate_margin)
         big_m = self._curvature(beta * beta)
         if not isinstance(big_m, torch.Tensor):
             big_m = torch.as_tensor(big_m, dtype=torch.float64)
@@ -148,7 +150,7 @@ class GradientStepBlock(nn.Module):
     # ------------------------------------------------------------------ evaluation
     def forward(self, x: torch.Tensor, anchor: torch.Tensor | None = None) -> torch.Tensor:
         r"""Apply :math:`F` (see class Notes); ``anchor=None`` means :math:`a = 0`."""
-        return self.apply_step(x, self.step_size(), anchor)
+        return self.apply_step(x, self.step_size(refine=self.training), anchor)
 
     def gradient(self, x: torch.Tensor, anchor: torch.Tensor | None = None) -> torch.Tensor:
         r""":math:`\nabla\Phi(x) = W^\top\sigma(Wx+b) + c(x-a)`."""
@@ -164,10 +166,7 @@ class GradientStepBlock(nn.Module):
     def apply_step(self, x: torch.Tensor, h: torch.Tensor,
                    anchor: torch.Tensor | None = None) -> torch.Tensor:
         """Forward with a precomputed step ``h = self.step_size()`` (for shared weights)."""
-        out = x - h.to(x.dtype) * self.gradient(x, anchor)
-        if self.norm == "estimate" and self.training and self.frozen_step is None:
-            self.refine_estimate()
-        return out
+        return x - h.to(x.dtype) * self.gradient(x, anchor)
 
     @torch.no_grad()
     def freeze_step(self) -> GradientStepBlock:

@@ -94,8 +94,9 @@ def empirical_lipschitz(
 
     Parameters
     ----------
-    model : torch.nn.Module
-        Maps a batch ``(B, ...)`` to ``(B, ...)`` or ``(B,)``, samples independently.
+    model : torch.nn.Module or callable
+        Maps a batch ``(B, ...)`` to ``(B, ...)`` or ``(B,)``, samples independently
+        (a callable such as ``lambda x: net(x, anchor=y)`` is used as is).
     x : torch.Tensor
         Starting points (batch).
     n_iter : int, default 30
@@ -124,11 +125,15 @@ def empirical_lipschitz(
     """
     if not isinstance(x, torch.Tensor) or x.dim() < 1:
         raise TypeError(f"empirical_lipschitz: expected a batch tensor x, got {type(x)}")
-    was_training = model.training
-    flags = [(p, p.requires_grad) for p in model.parameters()]
+    is_module = isinstance(model, nn.Module)
+    if not is_module and not callable(model):
+        raise TypeError(f"empirical_lipschitz: expected a module or callable, got {type(model)}")
+    was_training = model.training if is_module else False
+    flags = [(p, p.requires_grad) for p in model.parameters()] if is_module else []
     gen = torch.Generator(device=x.device).manual_seed(seed)
     try:
-        model.eval()
+        if is_module:
+            model.eval()
         for p, _ in flags:
             p.requires_grad_(False)
         x = x.detach()
@@ -168,7 +173,8 @@ def empirical_lipschitz(
     finally:
         for p, flag in flags:
             p.requires_grad_(flag)
-        model.train(was_training)
+        if is_module:
+            model.train(was_training)
 
 
 @torch.no_grad()

@@ -103,32 +103,38 @@ def symbol_grid_size(degree: int, grid_size: int | None = None) -> int:
     return n
 
 
-def _symbol(weight: torch.Tensor, groups: int, n: int, dtype) -> torch.Tensor:
-    """Symbol of one kernel on the ``n x (n//2+1)`` half grid, shape ``(n, n//2+1, out, in)``.
-
-    Evaluated as a matrix product with the phase table (no FFT of a padded kernel, and
-    directly in frequency-major layout).
-    """
-    k = dense_kernel(weight.to(dtype), groups)
-    c_out, c_in, kh, kw = k.shape
-    device = k.device
+def _half_grid(n: int, dtype, device) -> torch.Tensor:
+    """Frequencies of the ``n x (n//2+1)`` half grid, shape ``(F, 2)``."""
     w1 = 2 * math.pi * torch.arange(n, dtype=dtype, device=device) / n
     w2 = w1[: n // 2 + 1]
-    n1 = torch.arange(kh, dtype=dtype, device=device) - (kh - 1) / 2
-    n2 = torch.arange(kw, dtype=dtype, device=device) - (kw - 1) / 2
-    phase = (w1[:, None, None, None] * n1[None, None, :, None]
-             + w2[None, :, None, None] * n2[None, None, None, :]).reshape(-1, kh * kw)
+    g1, g2 = torch.meshgrid(w1, w2, indexing="ij")
+    return torch.stack([g1.reshape(-1), g2.reshape(-1)], dim=1)
+
+
+def _symbol_parts(weight: torch.Tensor, groups: int, freqs: torch.Tensor):
+    r"""Real and imaginary parts of :math:`\hat K(\omega)` at ``freqs`` ``(F, 2)``.
+
+    :math:`\hat K(\omega) = \sum_n k[n]e^{-i\omega\cdot n}` (taps centred), computed as
+    products with the cosine/sine phase tables; returns two ``(F, C_out, C_in)`` tensors.
+    """
+    k = dense_kernel(weight.to(freqs.dtype), groups)
+    c_out, c_in, kh, kw = k.shape
+    n1 = torch.arange(kh, dtype=freqs.dtype, device=freqs.device) - (kh - 1) / 2
+    n2 = torch.arange(kw, dtype=freqs.dtype, device=freqs.device) - (kw - 1) / 2
+    phase = (freqs[:, 0, None, None] * n1[None, :, None]
+             + freqs[:, 1, None, None] * n2[None, None, :]).reshape(-1, kh * kw)
     taps = k.reshape(c_out * c_in, kh * kw).T
-    sym = torch.complex(torch.cos(phase) @ taps, -(torch.sin(phase) @ taps))
-    return sym.reshape(n, n // 2 + 1, c_out, c_in)
+    shape = (freqs.shape[0], c_out, c_in)
+    return (torch.cos(phase) @ taps).reshape(shape), -(torch.sin(phase) @ taps).reshape(shape)
 
 
-def _composed_symbol(weights, n: int, dtype=torch.float64) -> torch.Tensor:
-    """Product of the symbols on an ``n x (n//2+1)`` grid, shape ``(n, n//2+1, out, in)``."""
+def _composed_symbol(weights, freqs: torch.Tensor) -> torch.Tensor:
+    """Complex product of the symbols at ``freqs``, shape ``(F, out, in)``."""
     total = None
     for w, groups in weights:
-        s = _symbol(w, groups, n, dtype)
-        total = s if total is None else s @ total
+        re, im = _symbol_parts(w, groups, freqs)
+        sym = torch.complex(re, im)
+        total = sym if total is None else sym @ total
     return total
 
 
@@ -136,6 +142,26 @@ def _spectral_norms(sym: torch.Tensor) -> torch.Tensor:
     if min(sym.shape[-2:]) == 1:
         return torch.linalg.vector_norm(sym, dim=(-2, -1))
     return torch.linalg.svdvals(sym)[..., 0]
+
+
+def _degree(weights) -> int:
+    return sum(w.shape[-2] - 1 + w.shape[-1] - 1 for w, _ in weights)
+
+
+def _chunks(n_freqs: int, per_freq: int, budget: int = 1 << 23):
+    """Slices of the frequency axis so that per-chunk temporaries stay about ``budget``
+    elements (large compositions on fine grids would otherwise need gigabytes)."""
+    size = max(1, min(n_freqs, budget // max(per_freq, 1)))
+    return [slice(i, min(i + size, n_freqs)) for i in range(0, n_freqs, size)]
+
+
+def _symbol_size(weights) -> int:
+    """Real numbers per frequency held by the symbol computation (complex matrices)."""
+    return max(4 * w.shape[0] * w.shape[1] * g for w, g in weights)
+
+
+def _needs_grad(weights) -> bool:
+    return torch.is_grad_enabled() and any(w.requires_grad for w, _ in weights)
 
 
 def symbol_norm_bound(weights, grid_size: int | None = None) -> torch.Tensor:
@@ -152,12 +178,22 @@ def symbol_norm_bound(weights, grid_size: int | None = None) -> torch.Tensor:
     Returns
     -------
     torch.Tensor
-        0-d float64 tensor, differentiable w.r.t. the weights, bounding
-        :math:`\sup_\omega \|\hat K_L(\omega)\cdots\hat K_1(\omega)\|_2` (module Notes).
+        0-d float64 tensor bounding :math:`\sup_\omega \|\hat K_L(\omega)\cdots
+        \hat K_1(\omega)\|_2` (module Notes).  Its gradient w.r.t. the weights is that
+        of the maximising frequency (the whole grid is evaluated without autograd).
     """
-    degree = sum(w.shape[-2] - 1 + w.shape[-1] - 1 for w, _ in weights)
+    degree = _degree(weights)
     n = symbol_grid_size(degree, grid_size)
-    grid_max = _spectral_norms(_composed_symbol(weights, n)).max()
+    device = weights[0][0].device
+    freqs = _half_grid(n, torch.float64, device)
+    with torch.no_grad():
+        norms = torch.cat([_spectral_norms(_composed_symbol(weights, freqs[sl]))
+                           for sl in _chunks(freqs.shape[0], _symbol_size(weights))])
+        j = int(torch.argmax(norms))
+        grid_max = norms[j]
+    if _needs_grad(weights):
+        at_max = _spectral_norms(_composed_symbol(weights, freqs[j:j + 1]))[0]
+        grid_max = at_max + (grid_max - at_max).detach()
     tau = math.pi * degree / n
     return grid_max * ((1.0 + FP_MARGIN) / math.sqrt(1.0 - tau * tau / 2.0))
 
@@ -183,6 +219,39 @@ def circular_symbol_norm(weights, size: tuple[int, int]) -> torch.Tensor:
     return _spectral_norms(total).max() * (1.0 + FP_MARGIN)
 
 
+def _taps_phases(weight: torch.Tensor, groups: int, freqs: torch.Tensor):
+    """Taps ``(T, C_out, C_in)`` and phase tables ``cos, sin`` ``(T, F)`` of one kernel."""
+    k = dense_kernel(weight, groups)
+    c_out, c_in, kh, kw = k.shape
+    n1 = torch.arange(kh, dtype=freqs.dtype, device=freqs.device) - (kh - 1) / 2
+    n2 = torch.arange(kw, dtype=freqs.dtype, device=freqs.device) - (kw - 1) / 2
+    phase = (n1[:, None, None] * freqs[None, None, :, 0]
+             + n2[None, :, None] * freqs[None, None, :, 1]).reshape(kh * kw, -1)
+    taps = k.permute(2, 3, 0, 1).reshape(kh * kw, c_out, c_in)
+    return taps, torch.cos(phase), torch.sin(phase)
+
+
+def _apply_symbol(tables, vr: torch.Tensor, vi: torch.Tensor, adjoint: bool = False):
+    r"""Apply :math:`\hat K(\omega)` (or :math:`\hat K(\omega)^H`) at every frequency.
+
+    ``vr, vi``: real and imaginary parts ``(C, F)``; ``tables`` from :func:`_taps_phases`
+    (one per layer, in order).  Uses :math:`\hat K v = \sum_n e^{-i\omega n}(k[n]v)`: one
+    GEMM per layer, no symbol matrix is formed.
+    """
+    seq = reversed(tables) if adjoint else tables
+    for taps, cos, sin in seq:
+        t = taps.transpose(1, 2) if adjoint else taps
+        f = vr.shape[-1]
+        prod = t @ torch.cat([vr, vi], dim=-1)  # (T, C_out, 2F)
+        ar, ai = prod[..., :f], prod[..., f:]
+        c, sn = cos[:, None, :], sin[:, None, :]
+        if adjoint:  # e^{+i w n}
+            vr, vi = (c * ar - sn * ai).sum(0), (c * ai + sn * ar).sum(0)
+        else:  # e^{-i w n}
+            vr, vi = (c * ar + sn * ai).sum(0), (c * ai - sn * ar).sum(0)
+    return vr, vi
+
+
 def symbol_power_estimate(weights, vectors=None, n_iter: int = 1, grid_size: int | None = None):
     r"""Cheap estimate of :func:`symbol_norm_bound` by per-frequency power iteration.
 
@@ -191,33 +260,50 @@ def symbol_power_estimate(weights, vectors=None, n_iter: int = 1, grid_size: int
     weights : list of (torch.Tensor, int)
         As in :func:`symbol_norm_bound`.
     vectors : torch.Tensor, optional
-        Persistent complex vectors ``(N, N//2+1, C_in, 1)`` from a previous call; when
-        ``None`` (or of the wrong shape) random vectors are drawn and 20 iterations run.
+        Persistent real tensor ``(2, C_in, F)`` (real and imaginary parts of one vector
+        per frequency) from a previous call; when ``None`` (or of the wrong shape) random
+        vectors are drawn and 20 iterations run.
     n_iter : int, default 1
-        Power iterations on :math:`\hat K^H\hat K` (without gradient) before evaluating.
+        Power iterations on :math:`\hat K^H\hat K` (without autograd) before evaluating.
 
     Returns
     -------
     (estimate, vectors)
         ``estimate`` = :math:`\max_\omega\|\hat K(\omega)v(\omega)\|` times the same
-        grid correction factor as the bound (differentiable w.r.t. the weights, in the
-        weights' dtype); it increases to the bound as the iteration converges but is
-        **not** a certificate.  ``vectors`` are the updated persistent vectors.
+        grid correction factor as the bound (in the weights' dtype; differentiable through
+        the maximising frequency only).  It increases to the bound as the iteration
+        converges but is **not** a certificate.  ``vectors`` are the updated vectors.
     """
-    degree = sum(w.shape[-2] - 1 + w.shape[-1] - 1 for w, _ in weights)
+    degree = _degree(weights)
     n = symbol_grid_size(degree, grid_size)
-    real = weights[0][0].dtype
-    sym = _composed_symbol(weights, n, dtype=real)
-    shape = (n, n // 2 + 1, sym.shape[-1], 1)
+    w0 = weights[0][0]
+    freqs = _half_grid(n, w0.dtype, w0.device)
+    c_in = weights[0][0].shape[1] * weights[0][1]
+    shape = (2, c_in, freqs.shape[0])
     with torch.no_grad():
-        s = sym.detach()
-        if vectors is None or tuple(vectors.shape) != shape or vectors.dtype != s.dtype:
-            vectors = torch.randn(shape, dtype=s.dtype, device=s.device)
+        if vectors is None or tuple(vectors.shape) != shape or vectors.dtype != w0.dtype:
+            vectors = torch.randn(shape, dtype=w0.dtype, device=w0.device)
             n_iter = max(n_iter, 20)
-        for _ in range(n_iter):
-            w = s.mH @ (s @ vectors)
-            vectors = w / torch.linalg.vector_norm(w, dim=(-2, -1), keepdim=True).clamp_min(1e-30)
-        v = vectors / torch.linalg.vector_norm(vectors, dim=(-2, -1), keepdim=True).clamp_min(1e-30)
-    est = torch.linalg.vector_norm(sym @ v, dim=(-2, -1)).max()
+        parts, values = [], []
+        per_freq = max(w.shape[-2] * w.shape[-1] * w.shape[0] * 2 for w, _ in weights)
+        for sl in _chunks(freqs.shape[0], per_freq):
+            tables = [_taps_phases(w.detach(), g, freqs[sl]) for w, g in weights]
+            vr, vi = vectors[0][:, sl], vectors[1][:, sl]
+            for _ in range(n_iter):
+                ur, ui = _apply_symbol(tables, vr, vi)
+                vr, vi = _apply_symbol(tables, ur, ui, adjoint=True)
+                nrm = (vr.square().sum(0) + vi.square().sum(0)).sqrt().clamp_min(1e-30)
+                vr, vi = vr / nrm, vi / nrm
+            nrm = (vr.square().sum(0) + vi.square().sum(0)).sqrt().clamp_min(1e-30)
+            vr, vi = vr / nrm, vi / nrm
+            parts.append(torch.stack([vr, vi]))
+            ur, ui = _apply_symbol(tables, vr, vi)
+            values.append(ur.square().sum(0) + ui.square().sum(0))
+        vectors = torch.cat(parts, dim=-1)
+        vr, vi = vectors[0], vectors[1]
+        j = int(torch.argmax(torch.cat(values)))
+    tables_j = [_taps_phases(w, g, freqs[j:j + 1]) for w, g in weights]
+    ur, ui = _apply_symbol(tables_j, vr[:, j:j + 1], vi[:, j:j + 1])
+    est = (ur.square().sum() + ui.square().sum()).sqrt()
     tau = math.pi * degree / n
     return est / math.sqrt(1.0 - tau * tau / 2.0), vectors
