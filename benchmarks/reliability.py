@@ -62,9 +62,14 @@ class _Collector:
             self.outcomes[report.nodeid] = outcome
 
     def pytest_sessionfinish(self, session):
-        for name, mod in list(sys.modules.items()):
-            if name.endswith("reliability._policy") and hasattr(mod, "COUNTS"):
-                for (target, outcome), n in mod.COUNTS.items():
+        seen = set()
+        for mod in list(sys.modules.values()):
+            path = str(getattr(mod, "__file__", "") or "")
+            counts = getattr(mod, "COUNTS", None)
+            if path.endswith(os.path.join("reliability", "_policy.py")) and counts is not None \
+                    and id(counts) not in seen:
+                seen.add(id(counts))
+                for (target, outcome), n in counts.items():
                     self.counts.setdefault(target, {}).setdefault(outcome, 0)
                     self.counts[target][outcome] += n
 
@@ -214,9 +219,8 @@ resumed from its checkpoint ends with the same weights as an uninterrupted one. 
 use no randomness (freezing converged samples is a deterministic mask), the Radon matrices
 are built chunk by chunk in a fixed order, and the CPU products are deterministic. All of this
 is checked bitwise in `tests/reliability/test_determinism.py` and `test_faults.py`.
-One exception on every device: `TV` keeps its last dual variable as a warm start, so a
-second solve with the *same* `TV` instance differs from the first by up to the certified
-prox tolerance (a strict xfail test; use a fresh `TV` or call `reset_warm_start()`).
+A solve also resets the prior's warm start (`TV` keeps its last dual variable between
+prox calls), so solving twice with the same objects gives the same bits too.
 
 **CUDA.** Some CUDA kernels accumulate with atomic additions, whose order changes from run
 to run, so the sums differ in the last bits. In this library that concerns
@@ -303,14 +307,10 @@ KNOWN_BUGS = [
      "check; complex input gives an opaque NotImplementedError from torch.floor"),
     ("test_resnet_refuses_int_input", "LipschitzResNet / LipschitzDenoiser: an int64 image "
      "silently gives an int64 (truncated) output"),
-    ("test_tv_prox_on_a_single_pixel", "TV.prox on a 1x1 image: ZeroDivisionError "
-     "(||grad|| = 0 in the dual step)"),
     ("test_averaged_resnet_denoiser", "averaged(LipschitzResNet) is accepted but calls "
      "N(x, sigma) on a network without sigma: opaque TypeError"),
     ("test_huge_image_size_is_refused_by_the_budget", "Radon(100000, ...) allocates an n^2 "
      "pixel index before any budget check: torch allocator RuntimeError"),
-    ("test_the_same_tv_instance_twice_gives_the_same_bits", "TV warm start survives between "
-     "solves: the same TV instance gives different bits on a second solve"),
     ("test_sigkill_between_renames_still_resumes", "save_checkpoint renames 3 files one by "
      "one: a kill between renames leaves an unresumable 'last' checkpoint"),
 ]
