@@ -18,6 +18,7 @@ Usage: ``python benchmarks/nn_blocks.py [--quick]``; writes ``results/nn_blocks.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -27,7 +28,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DATA, fmt, write  # noqa: E402
+from common import DATA, RESULTS, fmt, machine  # noqa: E402
 
 from lipinverse.nn import (  # noqa: E402
     ConvMap,
@@ -122,6 +123,7 @@ def _fallback_patches(patch: int, count: int, seed: int):
 
 def tightness(steps: int, width: int, depth: int) -> dict:
     torch.manual_seed(0)
+    torch.set_num_threads(1)
     sigma = 25 / 255
     if (DATA / "train400").is_dir() and (DATA / "set12").is_dir():
         train = _patches(DATA / "train400", 40, 40, 16, seed=0)
@@ -165,7 +167,7 @@ def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="smaller batch and shorter training")
     args = p.parse_args(argv)
-    batch, reps, steps = (2, 2, 100) if args.quick else (8, 3, 300)
+    batch, reps, steps = (4, 2, 150) if args.quick else (8, 3, 300)
     rows = timing(batch, reps, threads_list=(1, 2))
     tight = tightness(steps, width=16, depth=4)
     lines = [
@@ -195,7 +197,12 @@ def main(argv=None) -> dict:
     ]
     payload = {"timing": rows, "tightness": tight, "batch": batch, "reps": reps,
                "quick": args.quick}
-    write("nn_blocks", payload, "\n".join(lines))
+    payload |= {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine()}
+    lines.append(f"Machine: {payload['machine']}; {payload['date']}.")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "nn_blocks.json").write_text(json.dumps(payload, indent=2) + "\n")
+    (RESULTS / "nn_blocks.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
     return payload
 
 

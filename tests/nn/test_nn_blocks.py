@@ -136,3 +136,22 @@ def test_errors():
         GradientStepBlock(DenseMap(2, 2), torch.nn.ReLU(), step=1.5)
     with pytest.raises(ValueError, match="fidelity_weight"):
         GradientStepBlock(DenseMap(2, 2), torch.nn.ReLU(), fidelity_weight=-1.0)
+
+
+@pytest.mark.parametrize("linear", [lambda: ConvMap(2, 3, 3),
+                                    lambda: MultiConv([ConvMap(1, 2, 3), ConvMap(2, 3, 5)])])
+def test_estimate_mode_is_certified_with_the_step_it_uses(linear):
+    lin = linear()
+    block = GradientStepBlock(lin, LipschitzSpline(3), norm="estimate")
+    shape = (lin.in_channels, 6, 6)
+    _perturb(block, 0.5)
+    for mode in (True, False):
+        block.train(mode)
+        x = torch.randn(1, *shape)
+        block(x)  # train mode: refines the estimate, and the step it used is reported below
+        assert jacobian_norm(block, x) <= block.lipschitz_bound() + 1e-9
+    block.refine_estimate(100)
+    block.eval()
+    assert block.lipschitz_bound() <= 1.0 + 1e-12
+    est = float(block.linear.norm_estimate(n_iter=0).detach())
+    assert est <= float(block.linear.norm_bound().detach()) * (1 + 1e-9)
