@@ -57,7 +57,10 @@ class AveragedDenoiser(nn.Module):
         self.denoiser, self.alpha = denoiser, alpha
 
     def forward(self, x: torch.Tensor, sigma=None) -> torch.Tensor:
-        return (1.0 - self.alpha) * x + self.alpha * self.denoiser(x, sigma)
+        # N(x) when no noise level is given: networks without a sigma argument (e.g. a
+        # LipschitzResNet) are nonexpansive maps too
+        out = self.denoiser(x) if sigma is None else self.denoiser(x, sigma)
+        return (1.0 - self.alpha) * x + self.alpha * out
 
     def lipschitz_bound(self) -> float:
         """Certified :math:`(1-\\alpha) + \\alpha\\,\\mathrm{Lip}(N)`."""

@@ -73,6 +73,9 @@ class LipschitzDenoiser(nn.Module):
     def forward(self, x: torch.Tensor, sigma=None) -> torch.Tensor:
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"LipschitzDenoiser.forward: expected a torch.Tensor, got {type(x)}")
+        if not x.is_floating_point():
+            raise TypeError(f"LipschitzDenoiser.forward: expected a real floating-point tensor, "
+                            f"got dtype {x.dtype}")
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"LipschitzDenoiser.forward: expected input of shape "
                              f"(B, {self.in_channels}, H, W), got {tuple(x.shape)}")

@@ -135,6 +135,10 @@ class LipschitzResNet(nn.Module):
         return UnrolledNetwork(block, depth, lift=lift, project=project)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+            got = x.dtype if isinstance(x, torch.Tensor) else type(x).__name__
+            raise TypeError(f"LipschitzResNet.forward: expected a real floating-point tensor, "
+                            f"got {got}")
         z = self.lift(x)
         for block in self.blocks:
             z = block(z)

@@ -12,7 +12,7 @@ import warnings
 
 import pytest
 import torch
-from hypothesis import assume, given
+from hypothesis import given
 from hypothesis import strategies as st
 
 from lipinverse.denoisers import LipschitzDenoiser, RidgeProxDenoiser, averaged
@@ -59,8 +59,7 @@ SPLINE_BASED = {"ConvexRidge.value", "ConvexRidge.grad", "ConvexRidge.prox",
                 "WeakConvexRidge.grad", "WeakConvexRidge.prox", "LipschitzResNet",
                 "RidgeProxDenoiser", "AveragedDenoiser", "LipschitzDenoiser",
                 "averaged(LipschitzDenoiser)"}
-#: no dtype check (see the xfail tests below): only real floats are generated for these
-NO_DTYPE_CHECK = {"LipschitzResNet", "LipschitzDenoiser", "averaged(LipschitzDenoiser)"}
+
 
 
 def _valid_shape(shape) -> bool:
@@ -102,11 +101,6 @@ shapes = st.one_of(
        dtype=st.sampled_from(DTYPES), fill=st.sampled_from(["rand", "zero", "nan", "inf"]),
        layout=st.sampled_from(["contiguous", "strided", "channels_last"]))
 def test_priors_random_inputs(name, shape, dtype, fill, layout):
-    # known bugs, pinned by the strict xfail tests below, are excluded here
-    if name in SPLINE_BASED:
-        assume(not dtype.is_complex)
-    if name in NO_DTYPE_CHECK:
-        assume(dtype in FLOATS)  # int input -> silent int output
     run_prior(name, shape, dtype, fill, layout)
 
 
@@ -160,7 +154,7 @@ def test_averaged_alpha_refused(alpha):
     assert not ok
 
 
-# ----------------------------------------------------------------- known bugs (strict xfail)
+# ----------------------------------------------------------------- regressions
 @pytest.mark.parametrize("fill", ["nan", "inf"])
 @pytest.mark.parametrize("name", sorted(SPLINE_BASED - {"ConvexRidge.prox",
                                                          "WeakConvexRidge.prox",
@@ -174,21 +168,17 @@ def test_nonfinite_input_propagates_or_is_refused(name, fill):
         assert not bool(torch.isfinite(out).all()) or fill == "inf"
 
 
-@pytest.mark.xfail(strict=True, raises=NotImplementedError, reason=(
-    "LipschitzResNet.forward (and LipschitzDenoiser.forward, which checks only the shape) "
-    "has no dtype check: a complex input reaches torch.floor in LipschitzSpline._interval "
-    "(NotImplementedError)"))
 @pytest.mark.parametrize("name", ["LipschitzResNet", "LipschitzDenoiser"])
 def test_resnet_refuses_complex_input(name):
+    """Regression: a complex input reached torch.floor in the spline (NotImplementedError)."""
     x = make_tensor((1, 1, 8, 8), torch.complex64)
-    attempt(name, lambda: PRIORS[name](x))
+    ok, _ = attempt(name, lambda: PRIORS[name](x))
+    assert not ok
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "LipschitzResNet.forward / LipschitzDenoiser.forward have no dtype check: an int64 "
-    "image silently gives an int64 (truncated) output"))
 @pytest.mark.parametrize("name", ["LipschitzResNet", "LipschitzDenoiser"])
 def test_resnet_refuses_int_input(name):
+    """Regression: an int64 image silently gave an int64 (truncated) output."""
     x = make_tensor((1, 1, 8, 8), torch.int64)
     ok, _ = attempt(name, lambda: PRIORS[name](x))
     assert not ok
@@ -200,11 +190,8 @@ def test_tv_prox_on_a_single_pixel():
     assert ok and torch.equal(out, x)
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError, reason=(
-    "AveragedDenoiser calls N(x, sigma) but LipschitzResNet.forward(x) takes no sigma, and "
-    "averaged() accepts it (it has lipschitz_bound): the call fails with an opaque "
-    "'forward() takes 2 positional arguments' TypeError"))
 def test_averaged_resnet_denoiser():
+    """Regression: AveragedDenoiser called N(x, sigma) on a network without sigma."""
     D = averaged(LipschitzResNet(width=3, depth=1))
     x = torch.rand(1, 1, 8, 8)
     out = D(x)
