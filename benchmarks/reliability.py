@@ -303,16 +303,34 @@ FAULTS = [
 
 #: strict-xfail tests -> the bug they pin (file and fix in the test's reason)
 KNOWN_BUGS = [
-    ("test_resnet_refuses_complex_input", "LipschitzResNet / LipschitzDenoiser: no dtype "
-     "check; complex input gives an opaque NotImplementedError from torch.floor"),
-    ("test_resnet_refuses_int_input", "LipschitzResNet / LipschitzDenoiser: an int64 image "
-     "silently gives an int64 (truncated) output"),
-    ("test_averaged_resnet_denoiser", "averaged(LipschitzResNet) is accepted but calls "
-     "N(x, sigma) on a network without sigma: opaque TypeError"),
     ("test_huge_image_size_is_refused_by_the_budget", "Radon(100000, ...) allocates an n^2 "
      "pixel index before any budget check: torch allocator RuntimeError"),
     ("test_sigkill_between_renames_still_resumes", "save_checkpoint renames 3 files one by "
      "one: a kill between renames leaves an unresumable 'last' checkpoint"),
+]
+
+
+#: bugs these tests found that are fixed (each has a regression test in tests/reliability)
+FIXED = [
+    "LipschitzSpline: NaN input became index INT64_MIN (opaque IndexError in every learned "
+    "prior, and in training once weights overflowed)",
+    "ConvexRidge / WeakConvexRidge: int input silently gave an int output; complex input "
+    "an opaque NotImplementedError; prox(tol=NaN) accepted, tol='x' an opaque TypeError",
+    "LipschitzResNet / LipschitzDenoiser: no dtype check (same two failures)",
+    "sigma = 1e300 in float32: torch's overflow RuntimeError instead of a ValueError",
+    "TrainConfig accepted lr = inf (training 'succeeded' with NaN weights), negative / NaN "
+    "weight_decay, grad_clip, val_sigma, infinite sigma_range, bool epochs, float "
+    "steps_per_epoch, bad patch sizes and seeds; Trainer now also stops on non-finite "
+    "weights and refuses unknown / unavailable devices",
+    "PatchDataset accepted NaN images, complex images, negative max_patches (silently "
+    "dropped a patch), NaN / inf scales (opaque errors), zero-channel images (opaque reshape "
+    "error)",
+    "Operator.gram_solve: conjugate gradients overflowed for rho near the float maximum "
+    "(NaN, 500 wasted iterations); now solved for rho x",
+    "averaged(N): non-numeric alpha gave an opaque float() error; N without a sigma "
+    "argument failed at the first call",
+    "TV.prox of a 1x1 image divided by zero; a second solve with the same TV instance gave "
+    "different bits (fixed by the TV / solver owner after these tests pinned them)",
 ]
 
 
@@ -424,6 +442,8 @@ def render(payload: dict) -> str:
         outcomes = dict(payload["inputs"].get("outcomes", {}))
         outcomes.update(payload.get("faults", {}).get("outcomes", {}))
         bugs = _known_bug_rows(outcomes)
+        out += ["Bugs these tests found and that are fixed (each keeps a regression "
+                "test):\n"] + [f"- {b}" for b in FIXED] + [""]
         if bugs:
             out += ["Open bugs found by these tests, each pinned by a strict xfail test (the "
                     "test's reason names the file and the fix):\n",
@@ -459,7 +479,9 @@ def render(payload: dict) -> str:
                     "threshold fixed (`MALLOC_MMAP_THRESHOLD_=65536`), 5 and 20 iterations at "
                     f"1024x1024 have peak RSS {f5['peak_rss_mib']:.0f} and "
                     f"{f20['peak_rss_mib']:.0f} MiB ({fixed:+.0f} MiB): no growth. Long "
-                    "runs on big images should set it (or use jemalloc / tcmalloc)."]
+                    "runs on big images can set it (or use jemalloc / tcmalloc) to keep the "
+                    "RSS flat, at some speed cost (every large buffer is then a fresh, "
+                    "kernel-zeroed mmap; those runs were also slowed by the shared cores)."]
         ct = cases.get("ct_512_720")
         if ct and "error" not in ct:
             out += ["", f"CT: the Radon operator estimated its two sparse matrices at "
