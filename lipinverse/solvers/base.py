@@ -215,10 +215,15 @@ class IterativeSolver:
         return x0.detach().clone()
 
     # -------------------------------------------------------------- loop
+    @torch.no_grad()
     def solve(self, x0: torch.Tensor | None = None, max_iter: int = 500, tol: float = 1e-6,
               callback: Callable[[IterationInfo], bool | None] | None = None,
               progress: bool = False, track_objective: bool = True) -> SolverResult:
         r"""Run the iteration from ``x0`` until every sample converges or ``max_iter``.
+
+        The loop runs under ``torch.no_grad()``: no autograd graph grows across iterations
+        even when the prior's parameters require grad (priors that need autograd for their
+        own gradient, such as a scalar ResNet regulariser, enable it locally).
 
         Parameters
         ----------
