@@ -141,6 +141,8 @@ def main(argv=None):
     p.add_argument("--tol", type=float, default=1e-4)
     p.add_argument("--val", type=int, default=2, help="set12 crops used for tuning")
     p.add_argument("--val-kernels", nargs="+", type=int, default=[1, 4])
+    p.add_argument("--grid", nargs="+", type=float, default=None,
+                   help="override the tuning grid of the methods of this run")
     args = p.parse_args(argv)
     root = require_data(Path(args.data))
     step = max(1, 68 // args.quick) if args.quick else 1
@@ -159,7 +161,8 @@ def main(argv=None):
                     A, y = make_problem(x, kernels[k], noise, 99 + 10 * i + k)
                     probs.append((x, y, (A, kernels[k])))
             best, vpsnr = tune(lambda y, q, e, m=m, noise=noise:
-                               methods.run(m, e[0], y, e[1], q, noise)[0], GRIDS[m], probs)
+                               methods.run(m, e[0], y, e[1], q, noise)[0],
+                               args.grid or GRIDS[m], probs)
             meta[m]["param"][str(noise)] = {"value": best, "set12_psnr": round(vpsnr, 3),
                                             "tune_s": round(time.perf_counter() - t0, 1)}
             for i, (_, x) in enumerate(images):
