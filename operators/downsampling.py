@@ -113,3 +113,16 @@ class Downsample(Composition):
         blur = Identity(in_shape) if kernel is None else Blur(kernel, padding, in_shape)
         super().__init__(Subsample(factor, in_shape), blur)
         self.factor = factor
+
+    def _check_sample_shape(self, name, shape, expected):
+        # a composition validates only its own shapes: check the image the blur and the
+        # subsampling will see (the adjoint's input is upsampled first), so that an image
+        # smaller than the kernel is refused here instead of failing inside the blur
+        super()._check_sample_shape(name, shape, expected)
+        if expected is None:
+            f = self.factor
+            image = tuple(shape) if name != "adjoint" else (
+                tuple(shape[:-2]) + (shape[-2] * f, shape[-1] * f))
+            self.inner._check_sample_shape(name, image, None)
+            if name != "adjoint":
+                self.outer._check_sample_shape(name, image, None)

@@ -105,3 +105,14 @@ def test_huge_and_tiny_values_stay_finite():
         x = torch.full((1, 1, 16, 16), scale, dtype=torch.float64)
         y = A(x)
         assert bool(torch.isfinite(y).all())
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1, 1), (1, 1, 3, 3), (2, 1, 2, 3)])
+@pytest.mark.parametrize("adjoint", [False, True])
+def test_downsample_refuses_images_smaller_than_its_kernel(shape, adjoint):
+    """Regression: Downsample (a composition) did not check the size its blur sees; a 1x1
+    image gave torch's 'expanded size' RuntimeError from inside the circular blur."""
+    op = OPS["down"]
+    fn = op.adjoint if adjoint else op.forward
+    with pytest.raises(ValueError, match="expected an image at least as large as the kernel"):
+        fn(torch.zeros(shape))
