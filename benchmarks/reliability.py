@@ -327,6 +327,8 @@ FIXED = [
     "error)",
     "Operator.gram_solve: conjugate gradients overflowed for rho near the float maximum "
     "(NaN, 500 wasted iterations); now solved for rho x",
+    "Downsample (a composition) did not check the image size its blur sees: a 1x1 image "
+    "gave torch's 'expanded size' RuntimeError from inside the circular blur",
     "averaged(N): non-numeric alpha gave an opaque float() error; N without a sigma "
     "argument failed at the first call",
     "TV.prox of a 1x1 image divided by zero; a second solve with the same TV instance gave "
