@@ -34,6 +34,8 @@ __all__ = [
     "register_model",
     "registered_models",
     "checkpoint_paths",
+    "previous_paths",
+    "is_complete",
 ]
 
 FORMAT = "lipinverse-checkpoint/1"
@@ -100,6 +102,53 @@ def _atomic_write(path: Path, data: bytes) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def previous_paths(path) -> tuple[Path, Path, Path]:
+    """``(weights, json, optimiser)`` of the previous generation ``<stem>.prev`` that
+    :func:`save_checkpoint` keeps when it overwrites a complete checkpoint."""
+    w_path, _, _ = checkpoint_paths(path)
+    stem = w_path.name[: -len(".safetensors")]
+    return checkpoint_paths(w_path.with_name(stem + ".prev"))
+
+
+def is_complete(path) -> bool:
+    """Whether the checkpoint's JSON file parses and its tensor files match its hashes."""
+    w_path, j_path, o_path = checkpoint_paths(path)
+    try:
+        info = json.loads(j_path.read_text())
+        if hashlib.sha256(w_path.read_bytes()).hexdigest() != info["weights_sha256"]:
+            return False
+        if "optimizer" in info:
+            return hashlib.sha256(o_path.read_bytes()).hexdigest() == info["optimizer"]["sha256"]
+        return True
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def _keep_previous(paths: tuple[Path, Path, Path]) -> None:
+    """Hard-link (or copy) a complete current checkpoint to ``<stem>.prev.*`` before its
+    files are replaced one by one: a crash between two replacements then leaves the
+    previous generation complete (:meth:`Trainer.resume` falls back to it)."""
+    w_path, j_path, o_path = paths
+    if not j_path.is_file() or not is_complete(w_path):
+        return  # nothing complete to keep (an interrupted save): keep the older .prev
+    prev = previous_paths(w_path)
+    for src, dst in zip((o_path, w_path, j_path), (prev[2], prev[0], prev[1]), strict=True):
+        if not src.is_file():
+            if dst.exists():
+                dst.unlink()
+            continue
+        tmp = dst.with_name("." + dst.name + ".tmp")
+        if tmp.exists():
+            tmp.unlink()
+        try:
+            os.link(src, tmp)
+        except OSError:  # file systems without hard links
+            import shutil
+
+            shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
 
 
 def _tensor_bytes(tensors: dict[str, torch.Tensor], metadata=None) -> bytes:
@@ -169,11 +218,16 @@ def save_checkpoint(model: nn.Module, path, *, optimizer=None, metadata: dict | 
         "weights_sha256": hashlib.sha256(weights).hexdigest(),
         "metadata": _json_safe(metadata or {}),
     }
+    opt_bytes = None
     if optimizer is not None:
         tensors, rest = _optimizer_tensors(optimizer)
         opt_bytes = _tensor_bytes(tensors)
         info["optimizer"] = {"class": type(optimizer).__name__,
                              "sha256": hashlib.sha256(opt_bytes).hexdigest(), **rest}
+    # each file is replaced atomically, but not the three together: keep the current
+    # complete checkpoint as <stem>.prev first (see _keep_previous)
+    _keep_previous((w_path, j_path, o_path))
+    if opt_bytes is not None:
         _atomic_write(o_path, opt_bytes)
     _atomic_write(w_path, weights)
     _atomic_write(j_path, json.dumps(info, indent=2, sort_keys=True).encode())

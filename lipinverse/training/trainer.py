@@ -14,7 +14,13 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .checkpoint import load_checkpoint, load_optimizer_state, save_checkpoint
+from .checkpoint import (
+    is_complete,
+    load_checkpoint,
+    load_optimizer_state,
+    previous_paths,
+    save_checkpoint,
+)
 from .objectives import psnr
 from .patches import PatchDataset, load_images
 
@@ -400,7 +406,25 @@ class Trainer:
                                metadata=meta)
 
     def resume(self, path) -> Trainer:
-        """Restore weights, optimiser, epoch, step and history from a checkpoint."""
+        """Restore weights, optimiser, epoch, step and history from a checkpoint.
+
+        If the checkpoint is incomplete (a save interrupted between its file
+        replacements: hashes do not match) and the previous generation ``<stem>.prev``
+        kept by :func:`save_checkpoint` is complete, resume from that one, with a warning.
+        """
+        try:
+            return self._resume_from(path)
+        except ValueError as err:
+            _, prev_json, _ = previous_paths(path)
+            if not (prev_json.is_file() and is_complete(prev_json)):
+                raise
+            import warnings
+
+            warnings.warn(f"Trainer.resume: {err}; resuming from the previous complete "
+                          f"checkpoint {prev_json}", RuntimeWarning, stacklevel=2)
+            return self._resume_from(prev_json)
+
+    def _resume_from(self, path) -> Trainer:
         model, info = load_checkpoint(path, return_metadata=True)
         if type(model) is not type(self.model):
             raise ValueError(f"Trainer.resume: checkpoint holds a {type(model).__name__}, "

@@ -92,10 +92,11 @@ def _run(out: Path, mode: str, kill_at: str | None) -> None:
             return real_save(*a, **kw)
 
         def replace(src, dst):
-            if state["saves"] == nth and state["replaces"] == k:
+            main = ".prev" not in Path(dst).name  # count the checkpoint's own three files
+            if main and state["saves"] == nth and state["replaces"] == k:
                 kill_self()
             real_replace(src, dst)
-            if state["saves"] == nth:
+            if main and state["saves"] == nth:
                 state["replaces"] += 1
 
         def fsync(fd):
