@@ -130,6 +130,13 @@ def merge(name: str, payload: dict, same: tuple[str, ...]) -> dict:
     return out
 
 
+def rewrite(name: str, markdown):
+    """Regenerate ``results/name.md`` from ``results/name.json``."""
+    text = markdown(json.loads((RESULTS / f"{name}.json").read_text()))
+    (RESULTS / f"{name}.md").write_text(text)
+    print(text)
+
+
 def write(name: str, payload: dict, markdown):
     """Write ``results/name.json`` and ``results/name.md`` (``markdown(payload)``)."""
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -28,6 +28,7 @@ from common import (
     merge,
     psnr,
     require_data,
+    rewrite,
     tune,
     write,
 )
@@ -92,6 +93,8 @@ def dncnn_method():
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default=str(DATA))
+    p.add_argument("--rewrite", action="store_true",
+                   help="only rewrite the markdown table from the saved JSON results")
     p.add_argument("--merge", action="store_true",
                    help="add these methods to the saved results of the same setup")
     p.add_argument("--quick", type=int, nargs="?", const=17, default=None,
@@ -100,6 +103,8 @@ def main(argv=None):
     p.add_argument("--sigmas", nargs="+", type=int, default=list(SIGMAS))
     p.add_argument("--tv-val", type=int, default=4, help="set12 images used to tune TV")
     args = p.parse_args(argv)
+    if args.rewrite:
+        return rewrite("denoise_bsd68", markdown)
     root = require_data(__import__("pathlib").Path(args.data))
     step = max(1, 68 // args.quick) if args.quick else 1
     images = load_images(require_data(root / "bsd68"), limit=args.quick, step=step,
