@@ -277,14 +277,14 @@ FAULTS = [
     ("SIGKILL right after a complete save",
      "test_sigkill_during_save_leaves_a_loadable_checkpoint[3]",
      "new checkpoint complete; resumed; bitwise equal"),
-    ("SIGKILL between the optimiser and weights renames",
+    ("SIGKILL between the optimiser and weights renames: load 'last'",
      "test_sigkill_between_renames_never_loads_a_mixed_checkpoint[1]",
      "mixed files refused (SHA-256), never loaded"),
-    ("SIGKILL between the weights and JSON renames",
+    ("SIGKILL between the weights and JSON renames: load 'last'",
      "test_sigkill_between_renames_never_loads_a_mixed_checkpoint[2]",
      "mixed files refused (SHA-256), never loaded"),
     ("... and then resume from 'last'", "test_sigkill_between_renames_still_resumes",
-     "NOT survived (known bug, strict xfail): the checkpoint is refused, the run restarts"),
+     "resumed from the kept previous generation (last.prev, warning); bitwise equal"),
     ("truncated / byte-flipped weights, optimiser or JSON file (fuzzed)",
      "test_truncated_or_flipped_files_are_refused", "refused with a clear ValueError"),
     ("tampered JSON fields (format, hashes, config type, optimiser groups/class)",
@@ -305,8 +305,6 @@ FAULTS = [
 KNOWN_BUGS = [
     ("test_huge_image_size_is_refused_by_the_budget", "Radon(100000, ...) allocates an n^2 "
      "pixel index before any budget check: torch allocator RuntimeError"),
-    ("test_sigkill_between_renames_still_resumes", "save_checkpoint renames 3 files one by "
-     "one: a kill between renames leaves an unresumable 'last' checkpoint"),
 ]
 
 
@@ -331,6 +329,9 @@ FIXED = [
     "gave torch's 'expanded size' RuntimeError from inside the circular blur",
     "averaged(N): non-numeric alpha gave an opaque float() error; N without a sigma "
     "argument failed at the first call",
+    "save_checkpoint replaced its three files one by one: a kill between two renames left "
+    "'last' refused (hashes) and the run could not resume; it now keeps the previous complete "
+    "generation (<stem>.prev, hard links) and Trainer.resume falls back to it",
     "TV.prox of a 1x1 image divided by zero; a second solve with the same TV instance gave "
     "different bits (fixed by the TV / solver owner after these tests pinned them)",
 ]
