@@ -303,8 +303,6 @@ FAULTS = [
 
 #: strict-xfail tests -> the bug they pin (file and fix in the test's reason)
 KNOWN_BUGS = [
-    ("test_huge_image_size_is_refused_by_the_budget", "Radon(100000, ...) allocates an n^2 "
-     "pixel index before any budget check: torch allocator RuntimeError"),
 ]
 
 
@@ -332,6 +330,8 @@ FIXED = [
     "save_checkpoint replaced its three files one by one: a kill between two renames left "
     "'last' refused (hashes) and the run could not resume; it now keeps the previous complete "
     "generation (<stem>.prev, hard links) and Trainer.resume falls back to it",
+    "Radon(100000, ...) allocated its n^2 int64 pixel index (80 GB) before any check "
+    "(torch allocator RuntimeError); it is now refused when it exceeds physical memory",
     "TV.prox of a 1x1 image divided by zero; a second solve with the same TV instance gave "
     "different bits (fixed by the TV / solver owner after these tests pinned them)",
 ]

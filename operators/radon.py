@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 import warnings
 
 import numpy as np
@@ -46,6 +47,20 @@ def _as_size(image_size) -> int:
     if image_size < 2:
         raise ValueError(f"Radon: expected image_size >= 2, got {image_size}")
     return int(image_size)
+
+
+def _check_index_memory(n: int) -> None:
+    """Refuse an image size whose int64 pixel index (kept by every backend, ``8 n^2``
+    bytes) alone exceeds the machine's physical memory, before allocating it."""
+    try:
+        phys = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, OSError, ValueError):  # not POSIX: let the allocator decide
+        return
+    need = 8 * n * n
+    if need > phys:
+        raise ValueError(f"Radon: image_size {n} needs {need / 2**30:.1f} GiB for its pixel "
+                         f"index alone, more than this machine's {phys / 2**30:.1f} GiB; "
+                         f"expected a smaller image_size")
 
 
 def _as_angles(angles, period: float) -> tuple[float, ...]:
@@ -264,6 +279,7 @@ class Radon(Operator):
                  circle: bool = False, backend: str = "auto",
                  memory_budget: int = DEFAULT_MEMORY_BUDGET, channels: int | None = 1):
         n = _as_size(image_size)
+        _check_index_memory(n)
         if geometry not in GEOMETRIES:
             raise ValueError(f"Radon: expected geometry in {GEOMETRIES}, got {geometry!r}")
         if backend not in BACKENDS:

@@ -102,12 +102,9 @@ def test_memory_budget_is_checked_before_building():
     assert grown_mib < 200
 
 
-@pytest.mark.xfail(strict=True, raises=RuntimeError, reason=(
-    "operators/radon.py Radon.__init__ allocates the pixel index (n^2 int64: 80 GB for "
-    "n = 100000) before any check; memory_budget covers only the sparse matrices, so a huge "
-    "image_size fails in torch's allocator (RuntimeError 'DefaultCPUAllocator: can't "
-    "allocate memory') instead of a ValueError naming memory_budget"))
-def test_huge_image_size_is_refused_by_the_budget():
+def test_huge_image_size_is_refused_before_allocating():
+    """Regression: Radon(100000, ...) allocated its n^2 int64 pixel index (80 GB) before any
+    check and failed in torch's allocator (RuntimeError 'can't allocate memory')."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # the matrix_free fallback
         ok, _ = attempt("Radon", lambda: Radon(100_000, 4, memory_budget=2**30))
