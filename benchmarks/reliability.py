@@ -434,8 +434,8 @@ def render(payload: dict) -> str:
             "with one clear error naming the function (`ValueError` / `TypeError`, or a "
             "solver's `DivergenceError` / inner `ConvergenceError`); none raised an "
             "opaque internal error, hung (120 s alarm per call) or returned a silent NaN. "
-            f"Failed tests: {fail}. Known bugs pinned by strict xfail tests: "
-            f"{len(s['known_bugs_xfail'])} (below). Hypothesis examples "
+            f"Failed tests: {fail}. Open bugs pinned by strict xfail tests: "
+            f"{len(s['known_bugs_xfail'])}. Hypothesis examples "
             f"x{payload['inputs']['fuzz_scale']:g} of the default test run, derandomised; "
             f"{s['tests']} tests, {s['seconds']} s.\n",
             "| target | cases | worked | refused |", "|---|---:|---:|---:|"]
