@@ -36,7 +36,7 @@ from common import (
 SIGMAS = (5, 15, 25)
 GUARANTEE = {
     "crr": "exact minimiser of a strongly convex objective (certified ∇R Lipschitz bound)",
-    "wcrr": "unique minimiser: objective strongly convex (weak convexity < 1/λ)",
+    "wcrr": "exact minimiser: ½‖x−y‖² + R_σ certified strongly convex (weak convexity < 1)",
     "lipdenoiser": "certified nonexpansive network (single pass, trained at σ=15 only)",
     "tv": "ROF prox certified by the duality gap",
     "dncnn": "none (unconstrained network)",
