@@ -64,33 +64,40 @@ def shipped_names() -> list[str] | None:
 
 
 def load_prior(name: str, device: torch.device):
-    """The prior called ``name`` (``tv`` or a shipped name), on ``device``.
+    """The prior called ``name`` on ``device``: ``tv``, a shipped name, or a checkpoint
+    written by ``lipinverse train`` (its folder, stem or either file).
 
     Raises
     ------
     ValueError
         If the name is unknown (the message lists the valid names).
     """
+    from pathlib import Path
+
     if name == "tv":
         TV = require("lipinverse.regularizers", "TV", "the TV prior")
         return TV()
     names = shipped_names()
-    if names is None or name not in names:
-        valid = ["tv"] + (names or [])
-        if names is None and name in ("crr", "wcrr", "lipdenoiser"):
-            from .cli import UnavailableError
+    if names is not None and name in names:
+        from . import pretrained
 
-            raise UnavailableError(f"--prior {name}: the shipped priors are not available in "
-                                   "this installation (lipinverse.pretrained); use --prior tv")
-        raise ValueError(f"--prior: unknown prior {name!r}; expected one of "
-                         f"{', '.join(valid)} (see 'lipinverse models')")
-    from . import pretrained
+        model = pretrained.load(name)
+        if isinstance(model, torch.nn.Module):
+            model = model.to(device)
+            model.eval()
+        return model
+    p = Path(name)
+    if p.is_dir() or p.is_file() or p.with_name(p.name + ".json").is_file():
+        return load_model(name, device)[0]
+    if names is None and name in ("crr", "wcrr", "lipdenoiser"):
+        from .cli import UnavailableError
 
-    model = pretrained.load(name)
-    if isinstance(model, torch.nn.Module):
-        model = model.to(device)
-        model.eval()
-    return model
+        raise UnavailableError(f"--prior {name}: the shipped priors are not available in "
+                               "this installation (lipinverse.pretrained); use --prior tv")
+    valid = ["tv"] + (names or [])
+    raise ValueError(f"--prior: unknown prior {name!r}; expected one of {', '.join(valid)} "
+                     "or a checkpoint folder written by 'lipinverse train' (see 'lipinverse "
+                     "models')")
 
 
 def _is_denoiser(prior) -> bool:

@@ -43,9 +43,9 @@ def _fmt(description: str):
 
 def _add_common_solve(p: argparse.ArgumentParser, *, default_prior: str) -> None:
     p.add_argument("--prior", default=default_prior, metavar="NAME",
-                   help="regulariser / denoiser: 'tv' (total variation) or a shipped prior "
-                        "listed by 'lipinverse models' ('crr', 'wcrr', 'lipdenoiser'); "
-                        f"default: {default_prior}")
+                   help="regulariser / denoiser: 'tv' (total variation), a shipped prior "
+                        "listed by 'lipinverse models' (e.g. 'crr', 'wcrr'), or a checkpoint "
+                        f"folder written by 'lipinverse train'; default: {default_prior}")
     p.add_argument("--lam", type=float, default=None, metavar="L",
                    help="regularisation strength lambda in min 1/2||Ax-y||^2 + lambda R(x) "
                         "(default: chosen from the noise level for each prior)")
@@ -152,7 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--observed", action="store_true",
                    help="IMAGE is already noisy with level --sigma: skip the simulation")
     p.add_argument("--prior", default="wcrr", metavar="NAME",
-                   help="'tv' or a shipped prior ('crr', 'wcrr', 'lipdenoiser'); default: wcrr")
+                   help="'tv', a shipped prior ('lipinverse models') or a checkpoint folder "
+                        "written by 'lipinverse train'; default: wcrr")
     p.add_argument("--lam", type=float, default=None, metavar="L",
                    help="TV only: strength lambda of the ROF problem (default: from --sigma)")
     _add_common_io(p, out_default=None)

@@ -186,6 +186,12 @@ def test_train_then_certify(tmp_path, capsys):
                  ckpt, "--resume", "-q"]) == 0
     assert json.loads((ckpt / "last.json").read_text())["metadata"]["epoch"] == 2
     capsys.readouterr()
+    # the trained checkpoint is usable as a prior straight away
+    out = tmp_path / "mine.png"
+    assert call(["deblur", folder / "camera.png", "--prior", ckpt, "--max-iter", "5",
+                 "--out", out, "-q"]) == 0
+    assert_png(out, (32, 32))
+    assert "Accelerated gradient" in capsys.readouterr().out
     assert call(["certify", ckpt]) == 0
     stdout = capsys.readouterr().out
     assert "ConvexRidge" in stdout and "convex          True" in stdout
