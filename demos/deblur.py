@@ -38,16 +38,16 @@ import sys
 import time
 
 import torch
-from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from lipinverse.functionals import L2Fidelity
 from lipinverse.io import (
     builtin_image,
     center_crop,
+    image_metrics,
+    load_shipped_prior,
     parse_kernel,
     read_image,
     save_figure,
-    to_numpy,
     to_tensor,
 )
 from operators import Blur
@@ -55,23 +55,6 @@ from operators import Blur
 #: Strength of TV relative to the noise variance (lam = TV_LAM_PER_SIGMA2 * noise**2, the
 #: MAP scaling; checked on set12).
 TV_LAM_PER_SIGMA2 = 5.0
-
-
-def _metrics(x, truth) -> tuple[float, float]:
-    a, b = to_numpy(x), to_numpy(truth)
-    return (peak_signal_noise_ratio(b, a, data_range=1.0),
-            structural_similarity(b, a, data_range=1.0))
-
-
-def _load_learned(device):
-    """The shipped convex ridge regulariser, or ``None`` (with the reason) if absent."""
-    try:
-        from lipinverse import pretrained
-
-        model = pretrained.load("crr")
-    except (ImportError, AttributeError, ValueError, KeyError, FileNotFoundError) as err:
-        return None, f"{type(err).__name__}: {err}"
-    return model.to(device).eval(), None
 
 
 def main(image: str | None = None, size: int = 256, max_iter: int = 300,
@@ -114,7 +97,7 @@ def main(image: str | None = None, size: int = 256, max_iter: int = 300,
     g = torch.Generator().manual_seed(seed)
     y = A(truth) + (noise * torch.randn(truth.shape, generator=g)).to(dev)
     f = L2Fidelity(A, y)
-    rows = {"observation": _metrics(y, truth) + (0, 0.0, "-")}
+    rows = {"observation": image_metrics(y, truth) + (0, 0.0, "-")}
     results = {}
 
     # -- TV, the hand-made baseline
@@ -122,12 +105,12 @@ def main(image: str | None = None, size: int = 256, max_iter: int = 300,
     tv_lam = max(TV_LAM_PER_SIGMA2 * noise**2, 1e-6)
     res = PGD(f, TV(), lam=tv_lam, accelerate=True).solve(
         max_iter=max_iter, tol=tol, progress=progress, track_objective=False)
-    rows["TV"] = _metrics(res.x, truth) + (res.iterations, time.perf_counter() - t0,
+    rows["TV"] = image_metrics(res.x, truth) + (res.iterations, time.perf_counter() - t0,
                                            res.guarantee)
     results["TV"] = res
 
     # -- the shipped learned convex prior, in its convergent solver
-    model, why = _load_learned(dev)
+    model, why = load_shipped_prior("crr", dev)
     if model is None:
         print(f"NOTE: the shipped learned prior is not available in this installation "
               f"({why}); showing TV only.")
@@ -141,7 +124,7 @@ def main(image: str | None = None, size: int = 256, max_iter: int = 300,
         with torch.no_grad():
             res = PGD(f, prior, lam=lam, scheme="grad", accelerate=bool(prior.convex)).solve(
                 max_iter=max_iter, tol=tol, progress=progress, track_objective=False)
-        rows["learned (crr)"] = _metrics(res.x, truth) + (
+        rows["learned (crr)"] = image_metrics(res.x, truth) + (
             res.iterations, time.perf_counter() - t0, res.guarantee)
         results["learned (crr)"] = res
 

@@ -39,10 +39,9 @@ import sys
 import time
 
 import torch
-from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from lipinverse.functionals import L2Fidelity
-from lipinverse.io import save_figure, to_numpy
+from lipinverse.io import image_metrics, load_shipped_prior, save_figure
 from operators import Radon
 from operators.phantoms import random_ellipses, shepp_logan
 
@@ -55,23 +54,6 @@ TV_LAM_PER_SIGMA2 = 10.0
 #: lam = 1 / 0.3 / 0.1 / 0.03 gave 25.4 / 27.3 / 28.0 / 27.6 dB. CT damps high frequencies
 #: far more than a blur of the same norm, so the data term needs the prior much weaker.
 LEARNED_LAM = 0.1
-
-
-def _metrics(x, truth) -> tuple[float, float]:
-    a, b = to_numpy(x), to_numpy(truth)
-    return (peak_signal_noise_ratio(b, a, data_range=1.0),
-            structural_similarity(b, a, data_range=1.0))
-
-
-def _load_learned(device):
-    """The shipped convex ridge regulariser, or ``None`` (with the reason) if absent."""
-    try:
-        from lipinverse import pretrained
-
-        model = pretrained.load("crr")
-    except (ImportError, AttributeError, ValueError, KeyError, FileNotFoundError) as err:
-        return None, f"{type(err).__name__}: {err}"
-    return model.to(device).eval(), None
 
 
 def _tv_solver():
@@ -131,7 +113,7 @@ def main(size: int = 128, n_angles: int = 60, max_iter: int = 200,
     # -- filtered back-projection
     t0 = time.perf_counter()
     x_fbp = A.fbp(y)
-    rows = {"FBP": _metrics(x_fbp, truth) + (0, time.perf_counter() - t0, "-")}
+    rows = {"FBP": image_metrics(x_fbp, truth) + (0, time.perf_counter() - t0, "-")}
     results = {}
 
     # -- TV by FISTA, from the FBP
@@ -139,12 +121,12 @@ def main(size: int = 128, n_angles: int = 60, max_iter: int = 200,
     lam = max(TV_LAM_PER_SIGMA2 * sigma_bar**2, 1e-8)
     res = PGD(f, TV(), lam=lam, accelerate=True).solve(
         x0=x_fbp, max_iter=max_iter, tol=tol, progress=progress, track_objective=False)
-    rows["TV"] = _metrics(res.x, truth) + (int(torch.as_tensor(res.iterations).max()),
+    rows["TV"] = image_metrics(res.x, truth) + (int(torch.as_tensor(res.iterations).max()),
                                            time.perf_counter() - t0, res.guarantee)
     results["TV"] = res
 
     # -- the shipped learned convex prior, in its convergent gradient scheme
-    model, why = _load_learned(dev)
+    model, why = load_shipped_prior("crr", dev)
     if model is None:
         print(f"NOTE: the shipped learned prior is not available in this installation "
               f"({why}); showing FBP and TV only.")
@@ -158,7 +140,7 @@ def main(size: int = 128, n_angles: int = 60, max_iter: int = 200,
                       accelerate=bool(prior.convex)).solve(
                 x0=x_fbp, max_iter=max_iter, tol=tol, progress=progress,
                 track_objective=False)
-        rows["learned (crr)"] = _metrics(res.x, truth) + (
+        rows["learned (crr)"] = image_metrics(res.x, truth) + (
             int(torch.as_tensor(res.iterations).max()), time.perf_counter() - t0, res.guarantee)
         results["learned (crr)"] = res
 

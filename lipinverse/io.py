@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["read_image", "write_image", "parse_kernel", "builtin_image", "to_tensor",
+__all__ = ["image_metrics", "load_shipped_prior", "read_image", "write_image", "parse_kernel",
+           "builtin_image", "to_tensor",
            "to_numpy", "center_crop", "save_figure", "history_series", "KERNEL_SPECS"]
 
 #: The kernel specifications :func:`parse_kernel` accepts (for help texts).
@@ -368,3 +369,23 @@ def save_figure(path: str | os.PathLike, panels, curves=None, *,
     fig.savefig(p, dpi=110)
     plt.close(fig)
     return p
+
+
+def image_metrics(x, truth) -> tuple[float, float]:
+    """``(PSNR, SSIM)`` of ``x`` against ``truth`` (arrays or tensors in [0, 1], data range 1)."""
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    a, b = to_numpy(x), to_numpy(truth)
+    return (peak_signal_noise_ratio(b, a, data_range=1.0),
+            structural_similarity(b, a, data_range=1.0))
+
+
+def load_shipped_prior(name: str = "crr", device="cpu"):
+    """``(model, None)`` for a shipped prior, or ``(None, reason)`` when it cannot be loaded."""
+    try:
+        from lipinverse import pretrained
+
+        model = pretrained.load(name)
+    except (ImportError, AttributeError, ValueError, KeyError, FileNotFoundError) as err:
+        return None, f"{type(err).__name__}: {err}"
+    return model.to(device).eval(), None
