@@ -151,9 +151,11 @@ class IterativeSolver:
 
     # ------------------------------------------------------------- hooks
     def _init_state(self, x0: torch.Tensor) -> dict:
+        """Abstract hook: the iteration's state from the start ``x0`` (each solver defines it)."""
         raise NotImplementedError
 
     def _step(self, state: dict, k: int, active: torch.Tensor):
+        """Abstract hook: one iteration on the ``active`` samples (each solver defines it)."""
         raise NotImplementedError
 
     def _objective(self, state: dict) -> torch.Tensor | None:
