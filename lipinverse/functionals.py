@@ -23,6 +23,7 @@ class L2Fidelity:
     Notes
     -----
     * :math:`\nabla f(x) = A^\top A x - A^\top y` (``A^T y`` is computed once);
+      ``grad_step(x, tau)`` is the fused :math:`x - \tau\nabla f(x)`;
     * :math:`\operatorname{prox}_{\tau f}(x) = (A^\top A + I/\tau)^{-1}(A^\top y + x/\tau)`,
       through ``A.gram_solve``;
     * ``grad_lipschitz`` :math:`= \|A\|^2` from the operator's certified norm; ``f`` is
@@ -46,6 +47,7 @@ class L2Fidelity:
         self.A = A
         self.y = y
         self.Aty = A.adjoint(y)
+        self._scaled_aty = None  # (tau, tau * A^T y) of the last grad_step
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """Per-sample values :math:`\\tfrac12\\|Ax - y\\|^2`, shape ``(B,)``."""
@@ -56,10 +58,19 @@ class L2Fidelity:
         r""":math:`A^\top(Ax - y)`."""
         return self.A.gram(x) - self.Aty
 
+    def grad_step(self, x: torch.Tensor, tau: float) -> torch.Tensor:
+        r"""The gradient step :math:`x - \tau\nabla f(x) = \tau A^\top y -
+        \tau (A^\top A - I/\tau)\, x`, in one pass of the shifted normal operator
+        (for a circular blur: one FFT round trip and one add)."""
+        tau = _check_rho("L2Fidelity.grad_step (tau)", tau)
+        if self._scaled_aty is None or self._scaled_aty[0] != tau:
+            self._scaled_aty = (tau, tau * self.Aty)
+        return torch.add(self._scaled_aty[1], self.A.gram(x, -1.0 / tau), alpha=-tau)
+
     def prox(self, x: torch.Tensor, tau: float) -> torch.Tensor:
         r""":math:`\arg\min_u \tfrac12\|Au - y\|^2 + \tfrac1{2\tau}\|u - x\|^2`."""
         tau = _check_rho("L2Fidelity.prox (tau)", tau)
-        return self.A.gram_solve(self.Aty + x / tau, 1.0 / tau)
+        return self.A.gram_solve(torch.add(self.Aty, x, alpha=1.0 / tau), 1.0 / tau)
 
     @property
     def grad_lipschitz(self) -> float:

@@ -161,13 +161,25 @@ class Operator(torch.nn.Module, abc.ABC):
         r"""Apply the adjoint: :math:`x = A^\top y` for ``y`` of shape ``(B, *out_shape)``."""
         return self._adjoint(self._validate("adjoint", y, self.out_shape))
 
-    def gram(self, x: torch.Tensor) -> torch.Tensor:
-        r"""Apply the normal operator :math:`A^\top A x` (one fused pass where possible)."""
-        return self._gram(self._validate("gram", x, self.in_shape))
+    def gram(self, x: torch.Tensor, shift: float = 0.0) -> torch.Tensor:
+        r"""Apply the (shifted) normal operator :math:`(A^\top A + s I)\,x`.
 
-    def _gram(self, x: torch.Tensor) -> torch.Tensor:
-        """``A^T A x`` on validated input; override with a fused computation."""
-        return self._adjoint(self._forward(x))
+        One fused pass where the operator has one (a single FFT round trip for circular
+        blurs). ``shift`` :math:`s` may be any finite real (a gradient step
+        :math:`x - \tau A^\top A x` is :math:`-\tau (A^\top A - I/\tau) x`);
+        :meth:`gram_solve` with ``rho = s > 0`` is its inverse.
+        """
+        x = self._validate("gram", x, self.in_shape)
+        if isinstance(shift, bool) or not isinstance(shift, (int, float)) \
+                or not math.isfinite(shift):
+            raise ValueError(f"{type(self).__name__}.gram: expected a finite float shift, "
+                             f"got {shift!r}")
+        return self._gram(x, float(shift))
+
+    def _gram(self, x: torch.Tensor, shift: float = 0.0) -> torch.Tensor:
+        """``(A^T A + shift I) x`` on validated input; override with a fused computation."""
+        out = self._adjoint(self._forward(x))
+        return out if shift == 0.0 else torch.add(out, x, alpha=shift)
 
     @property
     def T(self) -> Operator:  # noqa: N802 - mathematical notation

@@ -101,6 +101,7 @@ class Blur(Operator):
         self.pads = (kh - 1 - ch, ch, kw - 1 - cw, cw)
         self.nonnegative = bool((kernel >= 0).all())
         object.__setattr__(self, "_fft_cache", {})
+        object.__setattr__(self, "_spectrum_cache", {})
         if in_shape is not None:
             self._check_sample_shape("__init__", in_shape, None)
 
@@ -116,6 +117,7 @@ class Blur(Operator):
     def _apply(self, fn, *args, **kwargs):
         out = super()._apply(fn, *args, **kwargs)
         self._fft_cache.clear()
+        self._spectrum_cache.clear()
         return out
 
     # ------------------------------------------------------------------ maths
@@ -152,12 +154,27 @@ class Blur(Operator):
     def _adjoint(self, y):
         return self._conv(y, adjoint=True)
 
-    def _gram(self, x):
+    def _spectrum(self, h: int, w: int, dtype, device, shift: float, invert: bool):
+        r""":math:`|\hat k|^2 + s` (or its inverse) on the ``h x w`` grid, cached (a solver
+        calls it with the same shift every iteration)."""
+        key = (h, w, dtype, str(device), shift, invert)
+        out = self._spectrum_cache.get(key)
+        if out is None:
+            kf = self._kernel_fft(h, w, dtype, device)
+            out = kf.real**2 + kf.imag**2 + shift
+            if invert:
+                out = 1.0 / out
+            if len(self._spectrum_cache) >= 8:
+                self._spectrum_cache.clear()
+            self._spectrum_cache[key] = out
+        return out
+
+    def _gram(self, x, shift=0.0):
         if self.padding != "circular":
-            return self._adjoint(self._forward(x))
+            return super()._gram(x, shift)
         h, w = x.shape[-2:]
-        kf = self._kernel_fft(h, w, x.dtype, x.device)
-        return torch.fft.irfft2(torch.fft.rfft2(x) * (kf.real**2 + kf.imag**2), s=(h, w))
+        mult = self._spectrum(h, w, x.dtype, x.device, shift, invert=False)
+        return torch.fft.irfft2(torch.fft.rfft2(x) * mult, s=(h, w))
 
     def _norm(self, dtype, device):
         if self.in_shape is not None and self.padding == "circular":
@@ -197,8 +214,8 @@ class Blur(Operator):
         if self.padding != "circular":
             return None
         h, w = b.shape[-2:]
-        kf = self._kernel_fft(h, w, b.dtype, b.device)
-        return torch.fft.irfft2(torch.fft.rfft2(b) / (kf.abs() ** 2 + rho), s=(h, w))
+        inv = self._spectrum(h, w, b.dtype, b.device, rho, invert=True)
+        return torch.fft.irfft2(torch.fft.rfft2(b) * inv, s=(h, w))
 
     def extra_repr(self):
         return (f"kernel={tuple(self.kernel.shape)}, padding={self.padding!r}, "

@@ -7,5 +7,7 @@ Every denoiser is called as ``D(x, sigma=None)`` and exposes ``lipschitz_bound()
 from .averaged import AveragedDenoiser, averaged
 from .lipschitz import LipschitzDenoiser
 from .ridge import RidgeProxDenoiser
+from .ridge_resnet import RidgeResNetDenoiser
 
-__all__ = ["LipschitzDenoiser", "AveragedDenoiser", "averaged", "RidgeProxDenoiser"]
+__all__ = ["LipschitzDenoiser", "AveragedDenoiser", "averaged", "RidgeProxDenoiser",
+           "RidgeResNetDenoiser"]

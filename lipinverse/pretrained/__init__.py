@@ -7,9 +7,9 @@ r"""Small pretrained priors shipped inside the package (safetensors weights + JS
     weakly convex ridge regulariser (:class:`~lipinverse.regularizers.WeakConvexRidge`),
     multi-noise;
 ``lipdenoiser``
-    certified nonexpansive 1-Lipschitz ResNet denoiser
-    (:class:`~lipinverse.denoisers.LipschitzDenoiser`) for plug-and-play; registered, but no
-    weights ship in this release (see the model card).
+    certified nonexpansive (1-Lipschitz) ResNet denoiser for plug-and-play, conditioned on
+    the noise level (:class:`~lipinverse.denoisers.RidgeResNetDenoiser`: the unrolled
+    gradient-step network that the ``crr`` weights were trained as).
 
 Training data, commands, wall times and results: ``MODEL_CARD.md`` next to this file. The
 shipped weights are small and under-trained (CPU-only training of 20 minutes each): they are
@@ -37,7 +37,7 @@ HERE = Path(__file__).resolve().parent
 REGISTRY: dict[str, tuple[str, str]] = {
     "crr": ("lipinverse.regularizers", "ConvexRidge"),
     "wcrr": ("lipinverse.regularizers", "WeakConvexRidge"),
-    "lipdenoiser": ("lipinverse.denoisers", "LipschitzDenoiser"),
+    "lipdenoiser": ("lipinverse.denoisers", "RidgeResNetDenoiser"),
 }
 
 

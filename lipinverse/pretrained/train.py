@@ -25,7 +25,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 DATA = REPO.parent / "shared" / "data"
-MODELS = ("crr", "wcrr", "lipdenoiser", "dncnn")
+MODELS = ("crr", "wcrr", "lipdenoiser", "lipresnet", "dncnn")
 
 
 # --------------------------------------------------------------------------- data
@@ -178,7 +178,7 @@ def train_ridge(args) -> dict:
 
     torch.manual_seed(args.seed)
     reg = build_ridge(args)
-    objective = TStepDenoisingLoss(t=args.t, step=0.5, tv2_weight=args.tv2)
+    objective = TStepDenoisingLoss(t=args.t, step=args.step, tv2_weight=args.tv2)
     sampler = RandomPatches(load_folder(args.train), args.patch, args.seed)
     # the noise-level functions and splines may get their own (larger) learning rate
     fast = [p for n, p in reg.named_parameters() if not n.startswith("W.")]
@@ -222,7 +222,8 @@ def save_ridge(reg, args, info: dict, path: Path) -> dict:
 
     meta = {"name": args.model, "params": sum(p.numel() for p in reg.parameters()),
             "training": {"data": "train400", "patch": args.patch, "batch": args.batch,
-                         "sigma_max_x255": args.sigma_max, "t_steps": args.t, "lr": args.lr,
+                         "sigma_max_x255": args.sigma_max, "t_steps": args.t, "step": args.step,
+                         "lr": args.lr,
                          "tv2": args.tv2, "seed": args.seed, "minutes": args.minutes,
                          "lr_factor": args.lr_factor,
                          "objective": "TStepDenoisingLoss (mse)"} | info}
@@ -249,7 +250,7 @@ def tune_only(args) -> dict:
 
 
 @torch.no_grad()
-def tune_ridge(reg, args, sigmas=(5, 15, 25), grid=(0.6, 0.8, 1.0, 1.25, 1.6)) -> dict:
+def tune_ridge(reg, args, sigmas=(5, 15, 25), grid=(0.25, 0.35, 0.5, 0.7, 1.0, 1.4, 2.0)) -> dict:
     r"""Rescale :math:`\lambda(\sigma)` so that the exact denoiser is best on set12 crops.
 
     For each ``sigma`` the factor :math:`c` of ``grid`` maximising the mean PSNR of
@@ -291,6 +292,31 @@ def _crop(x: torch.Tensor, size: int) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------- lipdenoiser
+def build_lipdenoiser(args) -> dict:
+    r"""The shipped ``lipdenoiser``: the certified 1-Lipschitz unrolled ResNet of a trained
+    convex ridge regulariser (:class:`~lipinverse.denoisers.RidgeResNetDenoiser`, ``--blocks``
+    gradient-step blocks sharing the ``--ridge`` checkpoint's weights); no further training,
+    validated on set12 at sigma = 5, 15, 25."""
+    from lipinverse.denoisers import RidgeResNetDenoiser
+    from lipinverse.training import load_checkpoint, save_checkpoint
+
+    reg, info = load_checkpoint(args.ridge, return_metadata=True)
+    model = RidgeResNetDenoiser(reg, t=args.blocks)
+    model.eval()
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        val = validate(lambda y, s: model(y, s), args)
+    out = Path(args.out) / "lipdenoiser" if args.out else HERE / "lipdenoiser"
+    meta = {"name": "lipdenoiser", "params": sum(p.numel() for p in model.parameters()),
+            "training": {"data": "train400", "derived_from": str(Path(args.ridge).name),
+                         "ridge_training": info["metadata"].get("training"),
+                         "blocks": args.blocks, "set12_psnr": val,
+                         "validate_wall_s": round(time.perf_counter() - t0, 1),
+                         "lipschitz_bound": model.lipschitz_bound()}}
+    save_checkpoint(model, out, metadata=meta)
+    return meta
+
+
 def _freeze(model, frozen: bool):
     """Freeze (or release) the certified step sizes and scales of every block."""
     from lipinverse.nn import Constrained, GradientStepBlock
@@ -306,7 +332,7 @@ def _freeze(model, frozen: bool):
                 mod.freeze_scale()
 
 
-def train_lipdenoiser(args) -> dict:
+def train_lipresnet(args) -> dict:
     r"""MSE denoising at one noise level of a certified nonexpansive ``LipschitzDenoiser``.
 
     Computing the certified norm bounds of every block at every step is the bulk of the
@@ -351,16 +377,17 @@ def train_lipdenoiser(args) -> dict:
     wall = time.perf_counter() - t0
     _freeze(model, False)
     model.eval()
-    save_checkpoint(model, HERE / "lipdenoiser", metadata={"partial": True})
+    out = Path(args.out) / "lipresnet" if args.out else HERE / "lipresnet"
+    save_checkpoint(model, out, metadata={"partial": True})
     val = validate(lambda y, s: model(y), args, sigmas=(args.sigma,))
-    meta = {"name": "lipdenoiser", "params": sum(p.numel() for p in model.parameters()),
+    meta = {"name": "lipresnet", "params": sum(p.numel() for p in model.parameters()),
             "training": {"data": "train400", "patch": args.patch, "batch": args.batch,
                          "sigma_x255": args.sigma, "lr": args.lr, "tv2": args.tv2,
                          "refresh": args.refresh, "seed": args.seed, "minutes": args.minutes,
                          "objective": "DenoisingLoss (mse)", "steps": step,
                          "train_wall_s": round(wall, 1), "set12_psnr": val,
                          "lipschitz_bound": float(model.lipschitz_bound())}}
-    save_checkpoint(model, HERE / "lipdenoiser", metadata=meta)
+    save_checkpoint(model, out, metadata=meta)
     return meta
 
 
@@ -384,11 +411,16 @@ def parse(argv=None):
     p.add_argument("--kernel-size", type=int, default=5)
     p.add_argument("--num-knots", type=int, default=21)
     p.add_argument("--t", type=int, default=10, help="gradient steps of the t-step loss")
+    p.add_argument("--step", type=float, default=0.5,
+                   help="ridge: t-step step size as a fraction of the certified 2/L (< 1)")
     p.add_argument("--tv2", type=float, default=1e-5, help="spline TV2 penalty weight")
     p.add_argument("--val-crop", type=int, default=96, help="centre crop of set12 for tuning")
-    p.add_argument("--sigma", type=float, default=15.0, help="lipdenoiser noise level (x255)")
+    p.add_argument("--sigma", type=float, default=15.0, help="lipresnet noise level (x255)")
     p.add_argument("--refresh", type=int, default=20,
-                   help="lipdenoiser: recompute the certified steps every N steps")
+                   help="lipresnet: recompute the certified steps every N steps")
+    p.add_argument("--ridge", default=str(HERE / "crr"),
+                   help="lipdenoiser: the convex ridge checkpoint it is built from")
+    p.add_argument("--blocks", type=int, default=20, help="lipdenoiser: gradient-step blocks")
     p.add_argument("--lr-factor", type=float, default=1.0,
                    help="ridge: learning-rate multiplier of the splines and noise functions")
     p.add_argument("--out", default=None, help="output folder (default: this package)")
@@ -401,7 +433,7 @@ def main(argv=None):
     args = parse(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     fn = {"dncnn": train_dncnn, "crr": train_ridge, "wcrr": train_ridge,
-          "lipdenoiser": train_lipdenoiser}[args.model]
+          "lipdenoiser": build_lipdenoiser, "lipresnet": train_lipresnet}[args.model]
     if args.tune_only:
         fn = tune_only
     cfg = fn(args)

@@ -57,9 +57,12 @@ class ADMM(IterativeSolver):
     :math:`\le 1/2`), :math:`D` is the resolvent of a maximally monotone operator (Minty)
     and PnP-ADMM is Douglas-Rachford splitting, which converges when a solution exists
     (Lions & Mercier 1979). The solution returned is :math:`z` (the output of the prior
-    step). The residual is
-    :math:`\max(\|x_{k+1} - z_{k+1}\|, \|z_{k+1} - z_k\|) / \|z_k\|` (primal residual and
-    scaled dual residual, relative).
+    step). The residual is :math:`\|x_{k+1} - z_k\| / \|z_k\|`: the step
+    :math:`\|w_k - w_{k-1}\|` of the Douglas-Rachford sequence :math:`w_k = x_{k+1} + u_k`
+    (:math:`z_{k+1} = D(w_k)`), which is nonincreasing when the z-step is firmly
+    nonexpansive, and then bounds both the dual residual :math:`\|z_{k+1} - z_k\|` and
+    the primal residual :math:`\|x_{k+1} - z_{k+1}\| = \|u_{k+1} - u_k\|` (both
+    :math:`D` and :math:`I - D` are nonexpansive).
     """
 
     def __init__(self, fidelity, prior, lam: float | None = None, *, rho: float | None = None,
@@ -120,10 +123,10 @@ class ADMM(IterativeSolver):
     def _step(self, state, k, active):
         z, u = state["x"], state["u"]
         x = self.fidelity.prox(z - u, 1.0 / self.rho)
-        z_new = self._z_step(x + u)
-        d = x - z_new
-        u_new = u + d
-        return {"x": z_new, "u": u_new}, torch.maximum(_norm(d), _norm(z_new - z))
+        w = x + u
+        z_new = self._z_step(w)
+        # x_{k+1} - z_k is the step of the Douglas-Rachford sequence w_k = x_{k+1} + u_k
+        return {"x": z_new, "u": w - z_new}, _norm(x - z)
 
     def _objective(self, state):
         if self.scheme == "pnp" or not callable(self.fidelity) or not callable(self.prior):

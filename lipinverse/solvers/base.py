@@ -161,16 +161,17 @@ class IterativeSolver:
     def _objective(self, state: dict) -> torch.Tensor | None:
         return None
 
-    def _raise_divergence(self, name, k, bad, res, grown):
-        nonfinite = bad & ~torch.isfinite(res)
-        if bool(nonfinite.any()):
+    def _raise_divergence(self, name, k, res, bad, grown):
+        """Raise for the samples ``bad`` (indices; ``grown[j]``: the norm test failed)."""
+        nonfinite = [i for i in bad if not math.isfinite(res[i])]
+        if nonfinite:
             raise DivergenceError(f"{name}: NaN or Inf in the iterate of sample(s) "
-                                  f"{nonfinite.nonzero().flatten().tolist()} at iteration {k}")
-        if bool((bad & grown).any()):
-            which = (bad & grown).nonzero().flatten().tolist()
+                                  f"{nonfinite} at iteration {k}")
+        if any(grown):
+            which = [i for i, g in zip(bad, grown, strict=True) if g]
             why = f"the iterate's norm grew by more than {GROWTH_FACTOR:g}"
         else:
-            which = bad.nonzero().flatten().tolist()
+            which = list(bad)
             why = f"the relative change grew by more than {DIVERGENCE_FACTOR:g} over its minimum"
         raise DivergenceError(f"{name}: diverged in sample(s) {which} at iteration {k}: {why}; "
                               "check the step size and the prior's certificates")
@@ -273,21 +274,11 @@ class IterativeSolver:
         b = x0.shape[0]
         dev = x0.device
         dtype = x0.dtype
-        # per-sample bookkeeping, written for few small tensor ops per iteration (their
-        # Python dispatch, not the arithmetic, is what a solver loop adds to its parts)
+        # Per-sample bookkeeping runs on the host: one (2, B) transfer per iteration
+        # (the change and the new norm) replaces a dozen tiny tensor ops, whose dispatch,
+        # not their arithmetic, is what a solver loop adds to the cost of its parts.
+        bk = _Bookkeeping(dtype, _batch_norm(x0).tolist())
         active = torch.ones(b, dtype=torch.bool, device=dev)
-        all_active = True
-        done_at = torch.zeros(b, dtype=torch.long, device=dev)  # iteration of convergence
-        floor = 100 * torch.finfo(dtype).eps
-        jump_floor = max(DIVERGENCE_FACTOR * floor, math.sqrt(torch.finfo(dtype).eps))
-        tiny = torch.finfo(dtype).tiny
-        # a residual above thr_jump (or NaN) is divergence; finfo.max (not inf) so that an
-        # infinite residual is caught from the first iteration on
-        thr_jump = torch.full((b,), torch.finfo(dtype).max, dtype=dtype, device=dev)
-        min_res = torch.full((b,), math.inf, dtype=dtype, device=dev)
-        norm_old = _batch_norm(x0)
-        norm_div = norm_old.clamp_min(tiny)
-        thr_grow = None
         residuals, objectives, times = [], [], []
         k_run = 0
         t0 = time.perf_counter()
@@ -300,67 +291,113 @@ class IterativeSolver:
             for k in range(max_iter):
                 new_state, change = self._step(state, k, active)
                 norm_new = _batch_norm(new_state["x"])
-                res = change / norm_div  # NaN / Inf in the iterate makes its residual so
-                if not all_active:
-                    res = torch.where(active, res, torch.zeros_like(res))
-                if thr_grow is None:
-                    thr_grow = GROWTH_FACTOR * torch.maximum(norm_old, norm_new).clamp_min(floor)
-                bad = ~((res <= thr_jump) & (norm_new <= thr_grow))
-                if not all_active:
-                    bad = bad & active
-                if bool(bad.any()):
-                    self._raise_divergence(name, k + 1, bad, res, ~(norm_new <= thr_grow))
-                min_res = torch.minimum(min_res, res) if all_active else torch.where(
-                    active, torch.minimum(min_res, res), min_res)
-                thr_jump = (DIVERGENCE_FACTOR * min_res).clamp_min_(jump_floor)
-                if all_active:
-                    state, norm_new_kept = new_state, norm_new
+                changes, norms = torch.stack((change, norm_new.to(change.dtype))).tolist()
+                res, bad, grown = bk.update(changes, norms)
+                if bad:
+                    self._raise_divergence(name, k + 1, res, bad, grown)
+                if bk.all_active:
+                    state = new_state
                 else:  # freeze the samples that had converged before this step
                     state = {key: _masked(active, new, state.get(key))
                              for key, new in new_state.items()}
-                    norm_new_kept = torch.where(active, norm_new, norm_old)
-                norm_old = norm_new_kept
-                norm_div = norm_new_kept.clamp_min(tiny)
                 k_run = k + 1
-                newly = res <= tol if all_active else active & (res <= tol)
-                if bool(newly.any()):
-                    done_at = torch.where(newly, torch.full_like(done_at, k_run), done_at)
-                    active = active & ~newly
-                    all_active = False
+                if bk.converge(res, tol, k_run):
+                    active = torch.tensor(bk.active, dtype=torch.bool, device=dev)
                 obj = self._objective(state) if track_objective else None
                 if obj is not None and not bool(torch.isfinite(obj).all()):
-                    bad = (~torch.isfinite(obj)).nonzero().flatten().tolist()
+                    nonfinite = (~torch.isfinite(obj)).nonzero().flatten().tolist()
                     raise DivergenceError(f"{name}: the objective is NaN or Inf in sample(s) "
-                                          f"{bad} at iteration {k + 1}")
-                residuals.append(res.detach())
+                                          f"{nonfinite} at iteration {k + 1}")
+                residuals.append(res)
                 if obj is not None:
                     objectives.append(obj.detach())
                 times.append(time.perf_counter() - t0)
                 if bar is not None:
                     bar.update(1)
-                    bar.set_postfix(residual=f"{res.max().item():.2e}",
-                                    active=int(active.sum()))
+                    bar.set_postfix(residual=f"{max(res):.2e}", active=sum(bk.active))
                 if callback is not None:
-                    info = IterationInfo(k + 1, self._output(state), res, obj, ~active,
-                                         self._current_step_size())
+                    info = IterationInfo(k + 1, self._output(state),
+                                         torch.tensor(res, dtype=dtype, device=dev), obj,
+                                         ~active, self._current_step_size())
                     if callback(info) is True:
                         break
-                if not all_active and not bool(active.any()):
+                if not any(bk.active):
                     break
         finally:
             if bar is not None:
                 bar.close()
-        iterations = torch.where(active, torch.full_like(done_at, k_run), done_at)
+        iterations = torch.tensor([k_run if a else d for a, d in zip(bk.active, bk.done_at,
+                                                                     strict=True)])
         history = History(
-            relative_change=(torch.stack(residuals).cpu() if residuals
-                             else torch.zeros(0, b, dtype=x0.dtype)),
+            relative_change=(torch.tensor(residuals, dtype=dtype) if residuals
+                             else torch.zeros(0, b, dtype=dtype)),
             objective=torch.stack(objectives).cpu() if objectives else None,
             time=torch.tensor(times, dtype=torch.float64),
         )
-        return SolverResult(x=self._output(state), iterations=iterations.cpu(),
-                            converged=(~active).cpu(), history=history,
+        return SolverResult(x=self._output(state), iterations=iterations,
+                            converged=~torch.tensor(bk.active, dtype=torch.bool), history=history,
                             guarantee=self.guarantee, scheme=self.scheme,
                             step_size=self._current_step_size())
+
+
+class _Bookkeeping:
+    r"""Per-sample stopping and divergence state of a solve, in host floats.
+
+    A sample's residual is :math:`r_k = \|\Delta_k\| / \|x_k\|`; it diverges when
+    :math:`r_k` exceeds ``DIVERGENCE_FACTOR`` times its running minimum (and the floor
+    :math:`\max(10^3\cdot 100\,\epsilon, \sqrt\epsilon)`), is NaN, or when
+    :math:`\|x_{k+1}\|` exceeds ``GROWTH_FACTOR`` times the larger of the first two norms.
+    """
+
+    def __init__(self, dtype: torch.dtype, norms0: list[float]) -> None:
+        fi = torch.finfo(dtype)
+        self.floor = 100 * fi.eps
+        self.jump_floor = max(DIVERGENCE_FACTOR * self.floor, math.sqrt(fi.eps))
+        self.tiny = fi.tiny
+        b = len(norms0)
+        self.active = [True] * b
+        self.all_active = True
+        self.done_at = [0] * b
+        # finfo.max (not inf), so that an infinite residual counts as divergence at once
+        self.thr_jump = [fi.max] * b
+        self.min_res = [math.inf] * b
+        self.norm_old = list(norms0)
+        self.thr_grow = None
+
+    def update(self, changes: list[float], norms: list[float]):
+        """Residuals of this step (0 for frozen samples), the diverging samples and, for
+        each of them, whether the norm test failed."""
+        if self.thr_grow is None:
+            self.thr_grow = [GROWTH_FACTOR * max(a, b, self.floor)
+                             for a, b in zip(self.norm_old, norms, strict=True)]
+        res, bad, grown = [], [], []
+        for i, (c, n) in enumerate(zip(changes, norms, strict=True)):
+            if not self.active[i]:
+                res.append(0.0)
+                continue
+            r = c / max(self.norm_old[i], self.tiny)
+            res.append(r)
+            small = n <= self.thr_grow[i]
+            if not (r <= self.thr_jump[i] and small):  # NaN fails both tests
+                bad.append(i)
+                grown.append(not small)
+                continue
+            if r < self.min_res[i]:
+                self.min_res[i] = r
+            self.thr_jump[i] = max(DIVERGENCE_FACTOR * self.min_res[i], self.jump_floor)
+            self.norm_old[i] = n
+        return res, bad, grown
+
+    def converge(self, res: list[float], tol: float, k: int) -> bool:
+        """Freeze the samples whose residual is at most ``tol``; whether any was."""
+        changed = False
+        for i, r in enumerate(res):
+            if self.active[i] and r <= tol:
+                self.active[i], self.done_at[i] = False, k
+                changed = True
+        if changed:
+            self.all_active = False
+        return changed
 
 
 def _masked(active: torch.Tensor, new, old):

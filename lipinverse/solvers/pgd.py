@@ -175,6 +175,8 @@ class PGD(IterativeSolver):
         else:
             self.step_size = None  # set from the first iterate by backtracking
         self._step0 = self.step_size
+        self._fused_step = (not backtracking and self.scheme != "grad"
+                            and callable(getattr(fidelity, "grad_step", None)))
 
         if self.scheme == "pnp":
             lip_d, alpha_d = cert.denoiser_certificates(name, prior)
@@ -262,10 +264,15 @@ class PGD(IterativeSolver):
                               f"{self.step_size:.3g}); the objective may be unbounded or NaN")
 
     def _forward_backward(self, y, active):
-        g = self._total_grad(y)
-        if self.backtracking:
-            return self._backtrack(y, g, active)
-        out = self._map(y, g, self.step_size)
+        if self._fused_step:  # y - tau grad f(y) in one pass of the fidelity
+            v = self.fidelity.grad_step(y, self.step_size)
+            out = (self.prior.prox(v, self.step_size * self.lam) if self.scheme == "prox"
+                   else self._denoise(v))
+        else:
+            g = self._total_grad(y)
+            if self.backtracking:
+                return self._backtrack(y, g, active)
+            out = self._map(y, g, self.step_size)
         if self.scheme == "pnp" and self.relaxation != 1.0:
             out = torch.lerp(y, out, self.relaxation)  # (1 - theta) y + theta out
         return out

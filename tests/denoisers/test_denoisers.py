@@ -145,3 +145,56 @@ def test_training_a_lipschitz_denoiser_keeps_the_certificate():
     N = N.double()
     x = torch.rand(1, 1, 6, 6, dtype=torch.float64)
     assert jac_norm(N, x) <= N.lipschitz_bound() * (1 + 1e-9) <= 1 + 1e-9
+
+
+def _rough_convex_ridge():
+    """A ConvexRidge whose spline slopes jump between 0 and 1 and whose strength is large:
+    the hardest case for the unrolled network's certificate."""
+    R = ConvexRidge(channels=(1, 3, 6), kernel_size=3)
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for conv in R.W.linear.convs:
+            conv.weight.copy_(torch.randn(conv.weight.shape, generator=g))
+        sp = R.convex_spline
+        n = sp.coefficients.shape[-1]
+        slopes = (torch.rand(sp.coefficients.shape[0], n - 1, generator=g) > 0.5).double()
+        step = (sp.knots()[1] - sp.knots()[0]).item()
+        coeffs = torch.cat([torch.zeros(slopes.shape[0], 1), step * slopes.cumsum(1)], 1)
+        sp.coefficients.copy_(coeffs - coeffs.mean(1, keepdim=True))
+        R.lam.values.add_(4.0)  # lambda * mu well above 1
+    return R
+
+
+@pytest.mark.parametrize("t", [1, 4])
+@pytest.mark.parametrize("sigma", [0.02, 0.2])
+def test_ridge_resnet_denoiser_is_nonexpansive(t, sigma):
+    from lipinverse.denoisers import RidgeResNetDenoiser
+
+    R = _rough_convex_ridge()
+    D = RidgeResNetDenoiser(R, t=t)
+    sc = R.scalings(sigma, 1, torch.float64)
+    assert float((sc.lam * sc.mu).detach()) > 5.0  # the step is far below 1: a real test
+    assert D.lipschitz_bound() == 1.0 and D.averagedness is None
+    worst = max(jac_norm(lambda z: D(z, sigma), sigma * torch.randn(1, 1, 5, 5) + 0.5)
+                for _ in range(4))
+    assert worst <= 1.0 + 1e-9
+    assert worst > 0.3  # not trivially contracting
+
+
+@torch.no_grad()
+def test_ridge_resnet_denoiser_tends_to_the_prox_and_round_trips(tmp_path):
+    from lipinverse.denoisers import RidgeResNetDenoiser
+
+    R = _rough_convex_ridge()
+    y = torch.rand(2, 1, 8, 8)
+    D = RidgeResNetDenoiser(R, t=3000)
+    torch.testing.assert_close(D(y, 0.05), R.denoise(y, 0.05, tol=1e-12, max_iter=20000),
+                               rtol=1e-6, atol=1e-6)
+    save_checkpoint(RidgeResNetDenoiser(R, t=5), tmp_path / "d")
+    M = load_checkpoint(tmp_path / "d")
+    assert isinstance(M, RidgeResNetDenoiser) and M.t == 5
+    assert torch.equal(M(y, 0.05), RidgeResNetDenoiser(R, t=5)(y, 0.05))
+    with pytest.raises(TypeError, match="ConvexRidge"):
+        RidgeResNetDenoiser(WeakConvexRidge(channels=(1, 3, 6), kernel_size=3))
+    with pytest.raises(ValueError, match="t >= 1"):
+        RidgeResNetDenoiser(R, t=0)

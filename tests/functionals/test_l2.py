@@ -37,6 +37,19 @@ def test_prox_optimality():
         f.prox(x, -1.0)
 
 
+@pytest.mark.parametrize("padding", ["zero", "circular"])
+def test_grad_step_is_fused_gradient_step(padding):
+    g = torch.Generator().manual_seed(1)
+    A = O.Blur(kernels.gaussian(1.5), padding, (1, 12, 12))
+    y = torch.randn(2, 1, 12, 12, generator=g, dtype=torch.float64)
+    x = torch.randn(2, 1, 12, 12, generator=g, dtype=torch.float64)
+    f = L2Fidelity(A, y)
+    for tau in (0.3, 1.7, 0.3):  # the cached tau * A^T y follows tau
+        torch.testing.assert_close(f.grad_step(x, tau), x - tau * f.grad(x))
+    with pytest.raises(ValueError, match="rho > 0"):
+        f.grad_step(x, 0.0)
+
+
 def test_grad_lipschitz_is_certified():
     A, y, x = _problem()
     f = L2Fidelity(A, y)

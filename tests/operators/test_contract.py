@@ -124,6 +124,18 @@ def test_gram_equals_adjoint_of_forward(op):
     torch.testing.assert_close(op.gram(x), op.adjoint(op(x)), rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("shift", [-2.5, 0.7])
+def test_shifted_gram_and_its_inverse(op, shift):
+    x, _ = random_pair(op, batch=2)
+    want = op.adjoint(op(x)) + shift * x
+    torch.testing.assert_close(op.gram(x, shift), want, rtol=1e-10, atol=1e-12)
+    if shift > 0:  # gram_solve(., rho) inverts gram(., rho)
+        back = op.gram_solve(op.gram(x, shift), shift, tol=1e-12, max_iter=2000)
+        torch.testing.assert_close(back, x, rtol=1e-7, atol=1e-9)
+    with pytest.raises(ValueError, match="finite float shift"):
+        op.gram(x, float("nan"))
+
+
 def test_device_cache_follows_moves(op):
     op._device()
     moved = op.to("meta")
