@@ -49,7 +49,7 @@ METHODS = ("crr", "wcrr", "lipdenoiser", "tv", "wiener", "rl", "dncnn")
 GUARANTEE = {
     "crr": "gradient scheme of PGD on a certified convex smooth objective",
     "wcrr": "gradient scheme of PGD (FISTA where certified convex, else plain descent)",
-    "lipdenoiser": "PnP with an averaged nonexpansive denoiser: converges (fixed point)",
+    "lipdenoiser": "PnP-FBS, Krasnoselskii-Mann relaxed, certified nonexpansive denoiser",
     "tv": "PGD with certified TV prox: converges to the minimiser",
     "wiener": "closed form",
     "rl": "none (fixed iteration count, early stopping is the regulariser)",

@@ -43,7 +43,8 @@ class ADMM(IterativeSolver):
 
     Notes
     -----
-    The iteration (:math:`u` is the scaled dual variable):
+    The iteration (:math:`u` is the scaled dual variable; it runs as Douglas-Rachford on
+    :math:`w = x + u`, with :math:`z - u = 2z - w`, which needs no stored :math:`u`):
 
     .. math::
 
@@ -72,24 +73,10 @@ class ADMM(IterativeSolver):
         if not callable(getattr(fidelity, "prox", None)):
             raise TypeError(f"{name}: expected a fidelity with prox(x, tau) (e.g. L2Fidelity), "
                             f"got {type(fidelity).__name__}")
-        self.prior = prior
-        self.scheme = cert.classify_prior(name, prior, scheme)
-        if self.scheme == "grad":
+        if cert.classify_prior(name, prior, scheme) == "grad":
             raise TypeError(f"{name}: the prior {type(prior).__name__} has no prox and is not a "
                             "denoiser; use PGD for a smooth prior")
-        self.sigma = check_float(name, sigma, "sigma", allow_none=True)
-        if self.scheme == "pnp":
-            if lam is not None:
-                raise ValueError(f"{name}: lam has no role with a denoiser (its strength is "
-                                 f"set by the denoiser, e.g. sigma); expected lam=None, got {lam}")
-            self.lam = None
-        else:
-            if lam is None:
-                raise ValueError(f"{name}: expected a regularisation weight lam >= 0, got None")
-            self.lam = check_float(name, lam, "lam")
-            if sigma is not None:
-                raise ValueError(f"{name}: sigma is for denoisers; the prior "
-                                 f"{type(prior).__name__} is a functional (use lam)")
+        self._set_prior(prior, lam, sigma, scheme)
         rho = check_float(name, rho, "rho", positive=True, allow_none=True)
         if rho is None:
             lf = cert.read_grad_lipschitz(name, fidelity, "fidelity")
@@ -117,16 +104,17 @@ class ADMM(IterativeSolver):
         return self.prior(v) if self.sigma is None else self.prior(v, sigma=self.sigma)
 
     def _init_state(self, x0):
-        # state["x"] holds z (the prior step's output, the returned solution)
-        return {"x": x0, "u": torch.zeros_like(x0)}
+        # state["x"] holds z (the prior step's output, the returned solution) and
+        # state["w"] the Douglas-Rachford variable w = x + u (u = 0 at the start: w = z)
+        return {"x": x0, "w": x0}
 
     def _step(self, state, k, active):
-        z, u = state["x"], state["u"]
-        x = self.fidelity.prox(z - u, 1.0 / self.rho)
-        w = x + u
-        z_new = self._z_step(w)
-        # x_{k+1} - z_k is the step of the Douglas-Rachford sequence w_k = x_{k+1} + u_k
-        return {"x": z_new, "u": w - z_new}, _norm(x - z)
+        z, w = state["x"], state["w"]
+        # z - u = 2z - w: the x-step's input, without storing u = w - z
+        x = self.fidelity.prox(torch.lerp(w, z, 2.0), 1.0 / self.rho)
+        e = x - z  # = w_new - w, the Douglas-Rachford step (the residual)
+        w_new = w + e  # = x + u
+        return {"x": self._z_step(w_new), "w": w_new}, _norm(e)
 
     def _objective(self, state):
         if self.scheme == "pnp" or not callable(self.fidelity) or not callable(self.prior):

@@ -149,6 +149,29 @@ class IterativeSolver:
         self.fidelity = fidelity
         self.strict = strict
 
+    def _set_prior(self, prior, lam, sigma, scheme) -> None:
+        """Validate and store ``prior``, its ``scheme``, ``lam`` and ``sigma`` (shared by the
+        solvers: a denoiser takes ``sigma`` and no ``lam``, a functional the reverse)."""
+        from . import certificates as cert
+
+        name = type(self).__name__
+        self.prior = prior
+        self.scheme = cert.classify_prior(name, prior, scheme)
+        self.sigma = check_float(name, sigma, "sigma", allow_none=True)
+        if self.scheme == "pnp":
+            if lam is not None:
+                raise ValueError(f"{name}: lam has no role with a denoiser (its strength is "
+                                 f"set by the denoiser, e.g. sigma); expected lam=None, got {lam}")
+            self.lam = None
+            return
+        if lam is None:
+            raise ValueError(f"{name}: expected a regularisation weight lam >= 0 for the "
+                             f"{self.scheme!r} scheme, got None")
+        self.lam = check_float(name, lam, "lam")
+        if sigma is not None:
+            raise ValueError(f"{name}: sigma is for denoisers; the prior "
+                             f"{type(prior).__name__} is a functional (use lam)")
+
     # ------------------------------------------------------------- hooks
     def _init_state(self, x0: torch.Tensor) -> dict:
         """Abstract hook: the iteration's state from the start ``x0`` (each solver defines it)."""

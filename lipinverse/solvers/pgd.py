@@ -123,23 +123,8 @@ class PGD(IterativeSolver):
         for flag, val in (("accelerate", accelerate), ("backtracking", backtracking)):
             if not isinstance(val, bool):
                 raise TypeError(f"{name}: expected {flag} to be a bool, got {type(val).__name__}")
-        self.prior = prior
-        self.scheme = cert.classify_prior(name, prior, scheme)
+        self._set_prior(prior, lam, sigma, scheme)
         self.accelerate = accelerate
-        self.sigma = check_float(name, sigma, "sigma", allow_none=True)
-        if self.scheme == "pnp":
-            if lam is not None:
-                raise ValueError(f"{name}: lam has no role with a denoiser (its strength is "
-                                 f"set by the denoiser, e.g. sigma); expected lam=None, got {lam}")
-            self.lam = None
-        else:
-            if lam is None:
-                raise ValueError(f"{name}: expected a regularisation weight lam >= 0 for the "
-                                 f"{self.scheme!r} scheme, got None")
-            self.lam = check_float(name, lam, "lam")
-            if sigma is not None:
-                raise ValueError(f"{name}: sigma is for denoisers; the prior "
-                                 f"{type(prior).__name__} is a functional (use lam)")
         if relaxation is not None and (self.scheme != "pnp" or accelerate):
             raise ValueError(f"{name}: relaxation is for the plug-and-play scheme without "
                              "acceleration")
