@@ -199,6 +199,7 @@ def train_ridge(args) -> dict:
         opt.zero_grad()
         loss.backward()
         opt.step()
+        project_splines(reg)
         losses.append(metrics["data_loss"])
         step += 1
         if step % 20 == 0:
@@ -216,6 +217,19 @@ def train_ridge(args) -> dict:
     return save_ridge(reg, args, info, out)
 
 
+@torch.no_grad()
+def project_splines(reg) -> None:
+    r"""Projected gradient step: put the raw spline coefficients back on their constraint set.
+
+    The forward pass projects the slopes anyway (``LipschitzSpline.slopes`` clamps them),
+    but a raw slope left outside ``[lo, hi]`` gets no gradient through the clamp and stays
+    stuck at a bound; projecting after every optimiser step keeps every slope trainable.
+    """
+    for mod in reg.modules():
+        if hasattr(mod, "project_") and hasattr(mod, "slopes"):
+            mod.project_()
+
+
 def save_ridge(reg, args, info: dict, path: Path) -> dict:
     """Checkpoint (``lipinverse.training.save_checkpoint``) with the training record."""
     from lipinverse.training import save_checkpoint
@@ -226,7 +240,9 @@ def save_ridge(reg, args, info: dict, path: Path) -> dict:
                          "lr": args.lr,
                          "tv2": args.tv2, "seed": args.seed, "minutes": args.minutes,
                          "lr_factor": args.lr_factor,
-                         "objective": "TStepDenoisingLoss (mse)"} | info}
+                         "objective": "TStepDenoisingLoss (mse)",
+                         "spline_update": "projected (raw coefficients projected after "
+                                          "every Adam step)"} | info}
     save_checkpoint(reg, path, metadata=meta)
     return meta
 

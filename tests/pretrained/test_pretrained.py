@@ -55,7 +55,7 @@ def _denoised(name, problem):
         model = pretrained.load(name)
         with torch.no_grad():
             _DENOISED[name] = (model.denoise(y, sigma) if hasattr(model, "denoise")
-                               else model(y))
+                               else model(y, sigma))
     return _DENOISED[name]
 
 
@@ -127,12 +127,14 @@ def test_ridge_curvature_certificate_is_exact_upper_bound(name, sigma):
 
 
 @pytest.mark.parametrize("name", DENOISERS)
-def test_denoiser_lipschitz_certificate(name):
+@pytest.mark.parametrize("sigma", [5 / 255, 25 / 255])
+def test_denoiser_lipschitz_certificate(name, sigma):
     model = pretrained.load(name).double()
     bound = float(model.lipschitz_bound())
     assert bound <= 1.0 + 1e-12
     x0 = torch.rand(1, 1, 8, 8, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
-    J = torch.autograd.functional.jacobian(lambda v: model(v).flatten(), x0).reshape(64, 64)
+    J = torch.autograd.functional.jacobian(lambda v: model(v, sigma).flatten(),
+                                           x0).reshape(64, 64)
     assert float(torch.linalg.matrix_norm(J, ord=2)) <= bound + 1e-9
 
 
