@@ -137,9 +137,9 @@ def main(image: str | None = None, size: int = 256, max_iter: int = 300,
         if name != "observation":
             print(f"guarantee [{name}]: {' '.join(str(guarantee).split())}")
     if "learned (crr)" in rows and rows["learned (crr)"][0] < rows["TV"][0]:
-        print("NOTE: the shipped weights are small and under-trained (see "
-              "lipinverse/pretrained/MODEL_CARD.md); here they do not beat TV. The guarantee "
-              "holds regardless; retrain them (lipinverse train) for quality.")
+        print("NOTE: here the shipped crr does not beat TV. The weights are small and had "
+              "40 CPU minutes of training (lipinverse/pretrained/MODEL_CARD.md); the guarantee "
+              "holds regardless. Retrain them (lipinverse train) for quality.")
     if out:
         panels = [("ground truth", truth),
                   (f"observation {rows['observation'][0]:.2f} dB", y)]
