@@ -141,7 +141,7 @@ def deblur_prior(model, noise: float, factor: float = 0.7):
     regulariser at the conditioning level ``factor * noise``, ``noise`` the measurement
     noise standard deviation in [0, 1] units) and ``lam = 1``: an inverse problem with blur
     may need a prior of another strength than denoising at the same noise level, which
-    ``factor`` sets (the deblurring benchmark tuned it on set12: 0.8 at 2.55/255 and 0.6 at
+    ``factor`` sets (the deblurring benchmark tuned it on set12: 0.7 at 2.55/255 and 0.5 at
     7.65/255 for the shipped ``crr`` and ``wcrr``). For a denoiser, ``(model, 1.0)``.
     """
     if hasattr(model, "at_sigma"):
