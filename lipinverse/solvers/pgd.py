@@ -210,7 +210,10 @@ class PGD(IterativeSolver):
 
     def _map(self, y, g, tau):
         """One forward-backward map from ``y`` with gradient ``g`` and step ``tau``."""
-        v = torch.add(y, g, alpha=-tau)  # y - tau g, one pass
+        return self._backward(torch.add(y, g, alpha=-tau), tau)  # y - tau g, one pass
+
+    def _backward(self, v, tau):
+        """The backward step at ``v``: the prox, the denoiser, or nothing (grad scheme)."""
         if self.scheme == "prox":
             return self.prior.prox(v, tau * self.lam)
         if self.scheme == "grad":
@@ -250,9 +253,7 @@ class PGD(IterativeSolver):
 
     def _forward_backward(self, y, active):
         if self._fused_step:  # y - tau grad f(y) in one pass of the fidelity
-            v = self.fidelity.grad_step(y, self.step_size)
-            out = (self.prior.prox(v, self.step_size * self.lam) if self.scheme == "prox"
-                   else self._denoise(v))
+            out = self._backward(self.fidelity.grad_step(y, self.step_size), self.step_size)
         else:
             g = self._total_grad(y)
             if self.backtracking:
