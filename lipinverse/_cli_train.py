@@ -6,8 +6,11 @@ What each ``--model`` trains, and with which objective:
   (:class:`~lipinverse.training.TStepDenoisingLoss`, ``t = 10`` gradient steps on
   :math:`\tfrac12\|x - y\|^2 + R_\sigma(x)`), the CRR-NN training;
 * ``wcrr``: the same with :class:`~lipinverse.regularizers.WeakConvexRidge`;
-* ``lipdenoiser``: :class:`~lipinverse.denoisers.LipschitzDenoiser` with the denoising MSE
-  (:class:`~lipinverse.training.DenoisingLoss`).
+* ``lipresnet``: a free-form certified nonexpansive
+  :class:`~lipinverse.denoisers.LipschitzDenoiser` with the denoising MSE
+  (:class:`~lipinverse.training.DenoisingLoss`). (The shipped ``lipdenoiser`` is a different
+  network, the unrolled :class:`~lipinverse.denoisers.RidgeResNetDenoiser` of ``crr``, so the
+  name is not reused here.)
 
 Training noise levels are drawn per patch in ``[0, sigma_max / 255]``.
 """
@@ -39,15 +42,15 @@ def build_model(kind: str):
         cls_name = "ConvexRidge" if kind == "crr" else "WeakConvexRidge"
         cls = require("lipinverse.regularizers", cls_name, f"--model {kind}")
         return cls(), training.TStepDenoisingLoss(t=T_STEPS, step=0.5, tv2_weight=TV2_WEIGHT)
-    if kind == "lipdenoiser":
-        cls = require("lipinverse.denoisers", "LipschitzDenoiser", "--model lipdenoiser")
+    if kind == "lipresnet":
+        cls = require("lipinverse.denoisers", "LipschitzDenoiser", "--model lipresnet")
         model = cls()
         try:
             conditioned = "sigma" in inspect.signature(model.forward).parameters
         except (TypeError, ValueError):
             conditioned = False
         return model, training.DenoisingLoss(conditioned=conditioned)
-    raise ValueError(f"--model: expected crr, wcrr or lipdenoiser, got {kind!r}")
+    raise ValueError(f"--model: expected crr, wcrr or lipresnet, got {kind!r}")
 
 
 def train(args, device: torch.device) -> None:

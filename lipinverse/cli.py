@@ -162,14 +162,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "train", help="train a prior on the patches of a folder of images",
         **_fmt("Train a convex ridge regulariser (crr), a weakly convex one (wcrr) or a "
-               "nonexpansive ResNet denoiser (lipdenoiser) on patches of the images in --images "
+               "nonexpansive ResNet denoiser (lipresnet) on patches of the images in --images "
                "(every PNG / JPEG / TIFF / BMP file in the folder), with Gaussian noise of "
                "levels drawn in [0, --sigma-max]/255. Writes safetensors + JSON checkpoints to "
                "--out; 'lipinverse certify' prints their certificates. For several processes "
                "or GPUs, launch with torchrun, e.g. torchrun --nproc_per_node=4 -m "
                "lipinverse.cli train ..."))
     p.add_argument("--images", required=True, metavar="DIR", help="folder of training images")
-    p.add_argument("--model", choices=("crr", "wcrr", "lipdenoiser"), default="crr",
+    p.add_argument("--model", choices=("crr", "wcrr", "lipresnet"), default="crr",
                    help="what to train (default: crr)")
     p.add_argument("--epochs", type=int, default=10, metavar="N",
                    help="passes over the patches (default: 10)")

@@ -164,21 +164,52 @@ def build_ridge(args):
                num_knots=args.num_knots)
 
 
-def train_ridge(args) -> dict:
-    r"""Multi-noise t-step denoising loss of a ridge regulariser (CRR-NN training).
+def ridge_objective(args):
+    r"""The training objective of ``--objective``: the t-step loss or the exact (DEQ) loss.
 
-    Each patch gets its own :math:`\sigma \sim U[0, \sigma_{max}]`, and the loss is
-    :math:`\|D_t(y, \sigma) - x\|^2` with :math:`D_t` ``t`` gradient steps on
-    :math:`\tfrac12\|x - y\|^2 + R_\sigma(x)` from :math:`x_0 = y`
-    (``ConvexRidge.gradient_steps``), plus ``tv2`` times the splines' second-order total
-    variation. After training, the strength :math:`\lambda(\sigma)` is rescaled per noise
-    level on the validation set (see :func:`tune_ridge`), at the exact minimiser.
+    ``"tstep"``: :math:`\|D_t(y, \sigma) - x\|^2` with :math:`D_t` ``t`` gradient steps on
+    :math:`\tfrac12\|x - y\|^2 + R_\sigma(x)` from :math:`x_0 = y` (CRR-NN training).
+    ``"deq"``: :math:`\|x^*(y, \sigma) - x\|^2` at the minimiser :math:`x^*` itself, with the
+    exact gradient by implicit differentiation
+    (:class:`~lipinverse.training.DEQDenoisingLoss`), i.e. the loss of the denoiser that is
+    actually used at test time.
     """
-    from lipinverse.training import TStepDenoisingLoss
+    from lipinverse.training import DEQDenoisingLoss, TStepDenoisingLoss
 
+    if args.objective == "tstep":
+        return TStepDenoisingLoss(t=args.t, step=args.step, tv2_weight=args.tv2)
+    return DEQDenoisingLoss(tol=args.deq_tol, max_iter=500, cg_tol=args.deq_tol,
+                            cg_max_iter=200, tv2_weight=args.tv2)
+
+
+def initial_ridge(args):
+    """A fresh ridge regulariser, or the ``--init`` checkpoint (fine-tuning) with its record."""
+    if not args.init:
+        return build_ridge(args), None
+    from lipinverse.regularizers import ConvexRidge, WeakConvexRidge
+    from lipinverse.training import load_checkpoint
+
+    reg, info = load_checkpoint(args.init, return_metadata=True)
+    want = ConvexRidge if args.model == "crr" else WeakConvexRidge
+    if type(reg) is not want:
+        raise ValueError(f"train: --init {args.init} holds a {type(reg).__name__}, expected a "
+                         f"{want.__name__} for --model {args.model}")
+    return reg, {"checkpoint": str(Path(args.init).name),
+                 "training": info["metadata"].get("training")}
+
+
+def train_ridge(args) -> dict:
+    r"""Multi-noise denoising training of a ridge regulariser (CRR-NN / WCRR-NN training).
+
+    Each patch gets its own :math:`\sigma \sim U[0, \sigma_{max}]`; the loss is that of
+    :func:`ridge_objective` plus ``tv2`` times the splines' second-order total variation.
+    Training starts from scratch or, with ``--init``, from a saved checkpoint (fine-tuning).
+    After training, the strength :math:`\lambda(\sigma)` is rescaled per noise level on the
+    validation set (see :func:`tune_ridge`), at the exact minimiser.
+    """
     torch.manual_seed(args.seed)
-    reg = build_ridge(args)
-    objective = TStepDenoisingLoss(t=args.t, step=args.step, tv2_weight=args.tv2)
+    reg, init = initial_ridge(args)
+    objective = ridge_objective(args)
     sampler = RandomPatches(load_folder(args.train), args.patch, args.seed)
     # the noise-level functions and splines may get their own (larger) learning rate
     fast = [p for n, p in reg.named_parameters() if not n.startswith("W.")]
@@ -210,6 +241,8 @@ def train_ridge(args) -> dict:
     wall = time.perf_counter() - t0
     info = {"steps": step, "train_wall_s": round(wall, 1),
             "final_loss": float(np.mean(losses[-50:])) if losses else None}
+    if init is not None:
+        info["init"] = init
     save_ridge(reg, args, info, out)
     t1 = time.perf_counter()
     info["set12_tuning"] = tune_ridge(reg, args)
@@ -240,7 +273,9 @@ def save_ridge(reg, args, info: dict, path: Path) -> dict:
                          "lr": args.lr,
                          "tv2": args.tv2, "seed": args.seed, "minutes": args.minutes,
                          "lr_factor": args.lr_factor,
-                         "objective": "TStepDenoisingLoss (mse)",
+                         "objective": ("TStepDenoisingLoss (mse)" if args.objective == "tstep"
+                                       else f"DEQDenoisingLoss (mse, implicit, tol "
+                                            f"{args.deq_tol})"),
                          "spline_update": "projected (raw coefficients projected after "
                                           "every Adam step)"} | info}
     save_checkpoint(reg, path, metadata=meta)
@@ -439,6 +474,12 @@ def parse(argv=None):
     p.add_argument("--blocks", type=int, default=20, help="lipdenoiser: gradient-step blocks")
     p.add_argument("--lr-factor", type=float, default=1.0,
                    help="ridge: learning-rate multiplier of the splines and noise functions")
+    p.add_argument("--objective", choices=("tstep", "deq"), default="tstep",
+                   help="ridge: t-step loss, or the loss at the exact minimiser (implicit grad)")
+    p.add_argument("--deq-tol", type=float, default=1e-3,
+                   help="ridge, deq: relative tolerance of the forward and backward solves")
+    p.add_argument("--init", default=None,
+                   help="ridge: start from this checkpoint (path without suffix) instead")
     p.add_argument("--out", default=None, help="output folder (default: this package)")
     p.add_argument("--tune-only", action="store_true",
                    help="only tune lambda(sigma) of the saved, untuned crr/wcrr checkpoint")

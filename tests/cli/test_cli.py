@@ -258,6 +258,8 @@ CASES = [
     ("train missing folder", ["train", "--images", "nowhere", "--out", "{dir}"], "no such folder"),
     ("train bad epochs", ["train", "--images", "{dir}", "--epochs", "0", "--out", "{dir}"],
      "--epochs"),
+    ("train shipped name", ["train", "--images", "{dir}", "--model", "lipdenoiser", "--out",
+                            "{dir}"], "choose from 'crr', 'wcrr', 'lipresnet'"),
     ("certify missing", ["certify", "nothing_here"], "no such checkpoint"),
     ("bad output suffix", ["deblur", "{image}", "--prior", "tv", "--out", "x.txt"],
      "--out: expected a file name ending in"),
@@ -322,3 +324,15 @@ def test_deblur_on_cuda_matches_cpu(image, tmp_path, capsys):
                      "--out", tmp_path / f"{dev}.png", "-q"]) == 0
         psnrs[dev] = _psnr_line(capsys.readouterr().out, "tv")
     assert psnrs["cuda"] == pytest.approx(psnrs["cpu"], abs=0.05)
+
+
+def test_train_model_names_build_the_documented_classes():
+    from lipinverse._cli_train import build_model
+    from lipinverse.denoisers import LipschitzDenoiser
+    from lipinverse.regularizers import ConvexRidge, WeakConvexRidge
+
+    assert type(build_model("crr")[0]) is ConvexRidge
+    assert type(build_model("wcrr")[0]) is WeakConvexRidge
+    assert type(build_model("lipresnet")[0]) is LipschitzDenoiser
+    with pytest.raises(ValueError, match="expected crr, wcrr or lipresnet, got 'lipdenoiser'"):
+        build_model("lipdenoiser")
