@@ -73,10 +73,9 @@ class ADMM(IterativeSolver):
         if not callable(getattr(fidelity, "prox", None)):
             raise TypeError(f"{name}: expected a fidelity with prox(x, tau) (e.g. L2Fidelity), "
                             f"got {type(fidelity).__name__}")
-        if cert.classify_prior(name, prior, scheme) == "grad":
-            raise TypeError(f"{name}: the prior {type(prior).__name__} has no prox and is not a "
-                            "denoiser; use PGD for a smooth prior")
-        self._set_prior(prior, lam, sigma, scheme)
+        self._set_prior(prior, lam, sigma, scheme, refuse={
+            "grad": f"the prior {type(prior).__name__} has no prox and is not a denoiser; use "
+                    "PGD for a smooth prior"})
         rho = check_float(name, rho, "rho", positive=True, allow_none=True)
         if rho is None:
             lf = cert.read_grad_lipschitz(name, fidelity, "fidelity")

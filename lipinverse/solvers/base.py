@@ -149,14 +149,18 @@ class IterativeSolver:
         self.fidelity = fidelity
         self.strict = strict
 
-    def _set_prior(self, prior, lam, sigma, scheme) -> None:
+    def _set_prior(self, prior, lam, sigma, scheme, refuse: dict | None = None) -> None:
         """Validate and store ``prior``, its ``scheme``, ``lam`` and ``sigma`` (shared by the
-        solvers: a denoiser takes ``sigma`` and no ``lam``, a functional the reverse)."""
+        solvers: a denoiser takes ``sigma`` and no ``lam``, a functional the reverse).
+        ``refuse`` maps a scheme this solver cannot run to the reason (a ``TypeError``),
+        checked before ``lam`` and ``sigma``."""
         from . import certificates as cert
 
         name = type(self).__name__
         self.prior = prior
         self.scheme = cert.classify_prior(name, prior, scheme)
+        if refuse and self.scheme in refuse:
+            raise TypeError(f"{name}: {refuse[self.scheme]}")
         self.sigma = check_float(name, sigma, "sigma", allow_none=True)
         if self.scheme == "pnp":
             if lam is not None:
