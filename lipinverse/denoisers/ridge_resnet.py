@@ -47,6 +47,12 @@ class RidgeResNetDenoiser(nn.Module):
     nonexpansive, ``lipschitz_bound() = 1``. It is not certified averaged
     (``averagedness = None``), so PnP forward-backward runs it with Krasnoselskii-Mann
     relaxation. As :math:`t\to\infty`, :math:`x_t \to \operatorname{prox}_{R_\sigma}(y)`.
+
+    :meth:`ConvexRidge.unrolled_denoiser
+    <lipinverse.regularizers.ConvexRidge.unrolled_denoiser>` builds the same steps at one
+    fixed σ from :class:`~lipinverse.nn.GradientStepBlock` s, for any ridge regulariser and
+    step, with a certificate computed at that σ; this class is the σ-conditioned convex
+    case, whose certificate (1) holds for every σ, as PnP needs.
     """
 
     averagedness = None

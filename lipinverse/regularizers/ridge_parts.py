@@ -187,6 +187,12 @@ class UnrolledRidgeDenoiser(nn.Module):
     ``t`` times from :math:`x_0 = y` with anchor :math:`y`:
     :math:`x_{k+1} = x_k - h\,(x_k - y + \nabla R_\sigma(x_k))`.  Called as ``D(y)``
     (or ``D(y, sigma)``, ``sigma`` ignored: it was fixed when the block was built).
+
+    This is the general, fixed-σ form (any ridge regulariser, weakly convex included, any
+    step; its certificate is computed from the block). For a *convex* ridge with step
+    :math:`1/(1+M_\sigma)`, the bound is 1 at every σ, and
+    :class:`~lipinverse.denoisers.RidgeResNetDenoiser` is the same network conditioned on σ
+    (the shipped ``lipdenoiser``).
     """
 
     averagedness = None
