@@ -146,9 +146,22 @@ class LipschitzSpline(nn.Module):
 
     # ------------------------------------------------------------------ projection
     def slopes(self) -> torch.Tensor:
-        r"""Projected slopes :math:`s_k \in [lo, hi]`, shape ``(C, K-1)``."""
+        r"""Projected slopes :math:`s_k \in [lo, hi]`, shape ``(C, K-1)``.
+
+        The value is the clamp of the raw slopes. The gradient is 1 for a raw slope in
+        :math:`[lo, hi]` *including* the bounds (up to float rounding, a relative 1e-5) and 0
+        outside. ``torch.clamp`` passes no gradient at a bound, so a slope projected onto a
+        bound by :meth:`project_` would otherwise never leave it (projected gradient
+        descent needs the gradient at the boundary).
+        """
         lo, hi = self._slope_bounds
-        return (torch.diff(self.coefficients, dim=1) / self.spacing).clamp(lo, hi)
+        raw = torch.diff(self.coefficients, dim=1) / self.spacing
+        clamped = raw.clamp(lo, hi)
+        if not raw.requires_grad:
+            return clamped
+        slack = 1e-5 * max(1.0, abs(lo), abs(hi))
+        inside = (raw >= lo - slack) & (raw <= hi + slack)
+        return torch.where(inside, raw + (clamped - raw).detach(), clamped.detach())
 
     def projected_coefficients(self) -> torch.Tensor:
         r"""Projected knot values :math:`c_k`, shape ``(C, K)`` (see Notes of the class)."""

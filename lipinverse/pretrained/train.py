@@ -183,7 +183,12 @@ def ridge_objective(args):
 
 
 def initial_ridge(args):
-    """A fresh ridge regulariser, or the ``--init`` checkpoint (fine-tuning) with its record."""
+    """A fresh ridge regulariser, or the ``--init`` checkpoint (fine-tuning) with its record.
+
+    A weakly convex checkpoint whose nonconvex potentials are identically zero (trained
+    before ``EvenPotential`` got its nonconstant initialisation: no gradient ever reached
+    them) gets freshly initialised potentials, and the record says so.
+    """
     if not args.init:
         return build_ridge(args), None
     from lipinverse.regularizers import ConvexRidge, WeakConvexRidge
@@ -194,8 +199,14 @@ def initial_ridge(args):
     if type(reg) is not want:
         raise ValueError(f"train: --init {args.init} holds a {type(reg).__name__}, expected a "
                          f"{want.__name__} for --model {args.model}")
-    return reg, {"checkpoint": str(Path(args.init).name),
-                 "training": info["metadata"].get("training")}
+    record = {"checkpoint": str(Path(args.init).name),
+              "training": info["metadata"].get("training")}
+    pot = reg.nonconvex_potential
+    if pot is not None and bool((pot.spline.slopes() == 0).all()):
+        fresh = type(pot)(pot.num_channels, pot.spline.num_knots, pot.range)
+        pot.load_state_dict(fresh.state_dict())
+        record["potentials_reinitialised"] = "identically zero in the checkpoint (untrained)"
+    return reg, record
 
 
 def train_ridge(args) -> dict:

@@ -32,12 +32,15 @@ class EvenPotential(nn.Module):
         Knots of the spline :math:`h` on :math:`[0, r]`.
     knot_range : float
         :math:`r > 0`.
+    init_slope : float in (0, 1], default 0.5
+        Initial :math:`h(s) = \text{init\_slope}\cdot s`, i.e. :math:`\phi(t) =
+        \text{init\_slope}\, t^2/2` on :math:`[-r, r]` (convex; training may bend it).
 
     Notes
     -----
-    :math:`h` is a :class:`~lipinverse.nn.LipschitzSpline` with slopes in :math:`[-1, 1]`
-    (initialised to zero).  Then :math:`\phi'(t) = \operatorname{sign}(t)\,f(\min(|t|, r))`
-    is odd, continuous, and :math:`\phi'' \in [\min(0, lo_h), \max(0, hi_h)] \subset
+    :math:`h` is a :class:`~lipinverse.nn.LipschitzSpline` with slopes in :math:`[-1, 1]`.
+    Then :math:`\phi'(t) = \operatorname{sign}(t)\,f(\min(|t|, r))` is odd,
+    continuous, and :math:`\phi'' \in [\min(0, lo_h), \max(0, hi_h)] \subset
     [-1, 1]`, so :math:`\phi` is 1-weakly convex with a 1-Lipschitz derivative; and
     since :math:`t\,\phi'(t) \ge 0`, :math:`\phi` is even and nondecreasing in
     :math:`|t|`: :math:`\phi \ge \phi(0) = 0` (bounded below, which keeps variational
@@ -46,6 +49,10 @@ class EvenPotential(nn.Module):
     exact: on each linear piece of :math:`h` the integral of the positive part has a
     closed form.
 
+    :math:`h` must not start constant: then :math:`f \equiv 0` sits on the kink of the
+    max, where no gradient reaches :math:`h`, and the potential never trains (hence
+    ``init_slope > 0``).
+
     The module follows the activation protocol of :class:`LipschitzSpline`:
     ``forward`` (:math:`\phi'`), ``derivative`` (:math:`\phi''`), ``integrate``
     (:math:`\phi`), ``slope_bounds``, ``derivative_bounds()``, ``tv2()``.
@@ -53,13 +60,19 @@ class EvenPotential(nn.Module):
 
     slope_bounds = (-1.0, 1.0)
 
-    def __init__(self, num_channels: int, num_knots: int = 21, knot_range: float = 1.0) -> None:
+    def __init__(self, num_channels: int, num_knots: int = 21, knot_range: float = 1.0,
+                 init_slope: float = 0.5) -> None:
         super().__init__()
         r = float(knot_range)
         if not r > 0:
             raise ValueError(f"EvenPotential: expected knot_range > 0, got {knot_range!r}")
+        if not 0 < float(init_slope) <= 1:
+            raise ValueError(f"EvenPotential: expected init_slope in (0, 1], got {init_slope!r}")
         self.range = r
-        self.spline = LipschitzSpline(num_channels, num_knots, (0.0, r), (-1.0, 1.0), init="zero")
+        self.spline = LipschitzSpline(num_channels, num_knots, (0.0, r), (-1.0, 1.0),
+                                      init="identity")
+        with torch.no_grad():
+            self.spline.coefficients.mul_(float(init_slope))
         self.num_channels = num_channels
 
     def _view(self, t: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

@@ -143,3 +143,17 @@ def test_errors():
         LipschitzSpline(2, knot_range=(1.0, -1.0))
     with pytest.raises(ValueError, match=r"LipschitzSpline.forward: expected input \(B, 2"):
         LipschitzSpline(2)(torch.zeros(3, 4))
+
+
+def test_slopes_on_a_bound_still_get_gradient():
+    # projected gradient descent: a slope sitting on its bound (after project_) must be able
+    # to move back inside; one outside the box gets no gradient (the clamp is flat there)
+    s = LipschitzSpline(1, num_knots=5, slope_bounds=(0.0, 1.0))
+    with torch.no_grad():
+        s.coefficients.copy_(torch.tensor([[0.0, 0.0, 0.25, 0.5, 3.0]]) / 0.5 * s.spacing)
+    sl = s.slopes()
+    assert torch.allclose(sl, torch.tensor([[0.0, 0.5, 0.5, 1.0]]))  # raw 0, .5, .5, 5
+    (sl * torch.tensor([[1.0, 2.0, 3.0, 4.0]])).sum().backward()
+    g = torch.diff(torch.eye(5), dim=1) / s.spacing  # d slope_k / d coefficient_j
+    want = g @ torch.tensor([1.0, 2.0, 3.0, 0.0])  # the slope outside [0, 1] is flat
+    assert torch.allclose(s.coefficients.grad[0], want)

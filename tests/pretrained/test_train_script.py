@@ -39,3 +39,21 @@ def test_init_of_the_wrong_class_is_refused(tmp_path):
     args = train.parse(["--model", "wcrr", "--init", str(tmp_path / "c")])
     with pytest.raises(ValueError, match="holds a ConvexRidge, expected a WeakConvexRidge"):
         train.initial_ridge(args)
+
+
+def test_untrained_zero_potentials_are_reinitialised(tmp_path):
+    from lipinverse.regularizers import WeakConvexRidge
+
+    reg = WeakConvexRidge(channels=(1, 4), kernel_size=3, num_knots=11)
+    with torch.no_grad():
+        reg.nonconvex_potential.spline.coefficients.zero_()  # the old, dead initialisation
+    save_checkpoint(reg, tmp_path / "w", metadata={})
+    got, init = train.initial_ridge(train.parse(["--model", "wcrr", "--init",
+                                                 str(tmp_path / "w")]))
+    assert "potentials_reinitialised" in init
+    assert torch.allclose(got.nonconvex_potential.spline.slopes(), torch.tensor(0.5))
+    # a trained (nonzero) potential is kept as it is
+    save_checkpoint(got, tmp_path / "w2", metadata={})
+    again, init = train.initial_ridge(train.parse(["--model", "wcrr", "--init",
+                                                   str(tmp_path / "w2")]))
+    assert "potentials_reinitialised" not in init

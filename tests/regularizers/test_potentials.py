@@ -49,3 +49,12 @@ def test_even_bounded_below_and_certified_curvature():
         s, _ = torch.sort(t, dim=-1)
         slopes = torch.diff(phi(s), dim=-1) / torch.diff(s, dim=-1).clamp_min(1e-12)
         assert slopes.min() >= lo - 1e-9 and slopes.max() <= hi + 1e-9
+
+
+def test_fresh_potential_is_trainable():
+    # a constant h would make phi' = max(0, h - h(0)) = 0 with no gradient reaching h
+    phi = EvenPotential(2, num_knots=11, knot_range=1.0)
+    t = torch.linspace(-1.5, 1.5, 31).view(1, 1, -1).expand(1, 2, -1).contiguous()
+    torch.testing.assert_close(phi(t), 0.5 * t.clamp(-1, 1))
+    (phi(t) * t).sum().backward()
+    assert (phi.spline.coefficients.grad.abs().sum(1) > 0).all()
