@@ -218,6 +218,8 @@ def train_ridge(args) -> dict:
     After training, the strength :math:`\lambda(\sigma)` is rescaled per noise level on the
     validation set (see :func:`tune_ridge`), at the exact minimiser.
     """
+    from lipinverse.training import project_constraints
+
     torch.manual_seed(args.seed)
     reg, init = initial_ridge(args)
     objective = ridge_objective(args)
@@ -241,7 +243,7 @@ def train_ridge(args) -> dict:
         opt.zero_grad()
         loss.backward()
         opt.step()
-        project_splines(reg)
+        project_constraints(reg)
         losses.append(metrics["data_loss"])
         step += 1
         if step % 20 == 0:
@@ -259,19 +261,6 @@ def train_ridge(args) -> dict:
     info["set12_tuning"] = tune_ridge(reg, args)
     info["tune_wall_s"] = round(time.perf_counter() - t1, 1)
     return save_ridge(reg, args, info, out)
-
-
-@torch.no_grad()
-def project_splines(reg) -> None:
-    r"""Projected gradient step: put the raw spline coefficients back on their constraint set.
-
-    The forward pass projects the slopes anyway (``LipschitzSpline.slopes`` clamps them),
-    but a raw slope left outside ``[lo, hi]`` gets no gradient through the clamp and stays
-    stuck at a bound; projecting after every optimiser step keeps every slope trainable.
-    """
-    for mod in reg.modules():
-        if hasattr(mod, "project_") and hasattr(mod, "slopes"):
-            mod.project_()
 
 
 def save_ridge(reg, args, info: dict, path: Path) -> dict:

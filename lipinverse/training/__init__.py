@@ -17,7 +17,7 @@ from .objectives import (
     psnr,
 )
 from .patches import PatchDataset, load_images
-from .trainer import TrainConfig, Trainer, seed_everything
+from .trainer import TrainConfig, Trainer, project_constraints, seed_everything
 
 __all__ = [
     "PatchDataset",
@@ -25,6 +25,7 @@ __all__ = [
     "Trainer",
     "TrainConfig",
     "seed_everything",
+    "project_constraints",
     "DenoisingLoss",
     "TStepDenoisingLoss",
     "DEQDenoisingLoss",

@@ -32,6 +32,23 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(int(seed))
 
 
+@torch.no_grad()
+def project_constraints(model: nn.Module) -> None:
+    r"""Projected gradient step: put every spline's raw coefficients back on its constraint set.
+
+    The forward pass projects the slopes anyway (:meth:`LipschitzSpline.slopes
+    <lipinverse.nn.LipschitzSpline.slopes>` clamps them), but a raw slope left outside
+    ``[lo, hi]`` gets no gradient through the clamp and stays stuck there; projecting after
+    every optimiser step keeps every slope trainable. Called by :class:`Trainer` after
+    each step.
+    """
+    from lipinverse.nn import LipschitzSpline
+
+    for mod in model.modules():
+        if isinstance(mod, LipschitzSpline) and not mod.frozen:
+            mod.project_()
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     r"""Every setting of a training run (frozen: one object, recorded in each checkpoint).
@@ -313,6 +330,7 @@ class Trainer:
             if c.grad_clip is not None:
                 nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
             self.optimizer.step()
+            project_constraints(self.model)
             self._check_weights()
             self.step += 1
             metrics = {"loss": float(loss.detach()), **metrics}

@@ -144,3 +144,21 @@ def test_config_and_trainer_errors():
     cfg = config()
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.lr = 1.0
+
+
+def test_training_keeps_every_raw_spline_slope_feasible():
+    # projected gradient: after each step the raw coefficients lie on the constraint set, so
+    # no slope sits outside [lo, hi] where the clamp would freeze it
+    ds, val = data()
+    tr = Trainer(ridge(WeakConvexRidge), TStepDenoisingLoss(t=3), config(lr=0.5, epochs=1),
+                 ds, val)
+    tr.fit()
+    from lipinverse.nn import LipschitzSpline
+
+    splines = [m for m in tr.model.modules() if isinstance(m, LipschitzSpline)]
+    assert len(splines) == 2
+    for s in splines:
+        raw = torch.diff(s.coefficients, dim=1) / s.spacing
+        lo, hi = s.slope_bounds
+        assert raw.min() >= lo - 1e-5 and raw.max() <= hi + 1e-5
+        torch.testing.assert_close(s.coefficients, s.projected_coefficients().detach())
