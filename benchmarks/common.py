@@ -148,5 +148,19 @@ def write(name: str, payload: dict, markdown):
     print(text)
 
 
+def save(name: str, payload: dict, markdown, merge_on: tuple[str, ...] | None = None) -> None:
+    """:func:`write` ``payload``, first merged (:func:`merge`) into the saved results of the
+    same setup if ``merge_on`` names the setup keys; under a file lock, so that benchmark
+    processes run side by side with ``--merge`` never lose each other's rows."""
+    import fcntl
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    with open(RESULTS / f".{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if merge_on:
+            payload = merge(name, payload, merge_on)
+        write(name, payload, markdown)
+
+
 def fmt(v, nd=2) -> str:
     return "–" if v is None else f"{v:.{nd}f}"

@@ -34,12 +34,11 @@ from common import (
     add_noise,
     fmt,
     load_images,
-    merge,
     psnr,
     require_data,
     rewrite,
+    save,
     tune,
-    write,
 )
 
 from operators import Blur
@@ -196,10 +195,8 @@ def main(argv=None):
                "boundary": "circular", "max_iter": args.max_iter, "tol": args.tol,
                "tuning": f"set12 crops {[n for n, _ in val]} x kernels {args.val_kernels}",
                "results": rec.summary(), "methods": meta}
-    if args.merge:
-        payload = merge("deblur_bsd68", payload,
-                        ("images", "kernels", "noises_x255", "max_iter", "tol"))
-    write("deblur_bsd68", payload, markdown)
+    save("deblur_bsd68", payload, markdown,
+         ("images", "kernels", "noises_x255", "max_iter", "tol") if args.merge else None)
 
 
 def _guarantee(meta) -> str:

@@ -25,12 +25,11 @@ from common import (
     add_noise,
     fmt,
     load_images,
-    merge,
     psnr,
     require_data,
     rewrite,
+    save,
     tune,
-    write,
 )
 
 SIGMAS = (5, 15, 25)
@@ -133,9 +132,7 @@ def main(argv=None):
                "images": [n for n, _ in images], "n_images": len(images),
                "noise_seed": "1000*sigma + image index (torch.Generator, CPU)",
                "results": summary, "methods": meta, "published": PUBLISHED}
-    if args.merge:
-        payload = merge("denoise_bsd68", payload, ("images", "sigmas"))
-    write("denoise_bsd68", payload, markdown)
+    save("denoise_bsd68", payload, markdown, ("images", "sigmas") if args.merge else None)
 
 
 def markdown(pl) -> str:
