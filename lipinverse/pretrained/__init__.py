@@ -25,11 +25,13 @@ Examples
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
 
-__all__ = ["load", "available", "certificate", "deblur_prior", "config", "REGISTRY"]
+__all__ = ["load", "available", "certificate", "deblur_prior", "deblur_factor", "config",
+           "REGISTRY"]
 
 HERE = Path(__file__).resolve().parent
 
@@ -134,16 +136,34 @@ def certificate(name: str, sigmas=(5 / 255, 15 / 255, 25 / 255)) -> dict:
             "averagedness": getattr(model, "averagedness", None)}
 
 
-def deblur_prior(model, noise: float, factor: float = 0.7):
+#: Deblurring operating points of the shipped ridge priors: ``(noise, factor)`` pairs tuned
+#: on a set12 crop by ``benchmarks/deblur_bsd68.py`` (grid 0.35 / 0.5 / 0.7 / 1).
+DEBLUR_FACTORS = ((2.55 / 255, 0.5), (7.65 / 255, 0.35))
+
+
+def deblur_factor(noise: float) -> float:
+    r"""The tuned factor of :data:`DEBLUR_FACTORS`, interpolated linearly in
+    :math:`\log(\text{noise})` between the tuned noise levels and constant outside them."""
+    noise = float(noise)
+    if not noise > 0:
+        raise ValueError(f"deblur_factor: expected a noise level > 0, got {noise}")
+    (n0, f0), (n1, f1) = DEBLUR_FACTORS
+    w = min(max((math.log(noise) - math.log(n0)) / (math.log(n1) - math.log(n0)), 0.0), 1.0)
+    return f0 + w * (f1 - f0)
+
+
+def deblur_prior(model, noise: float, factor: float | None = None):
     r"""A shipped regulariser as a fixed functional for :math:`\tfrac12\|Ax-y\|^2 + R(x)`.
 
     Returns ``(prior, lam)`` with ``prior = model.at_sigma(factor * noise)`` (the ridge
     regulariser at the conditioning level ``factor * noise``, ``noise`` the measurement
     noise standard deviation in [0, 1] units) and ``lam = 1``: an inverse problem with blur
     may need a prior of another strength than denoising at the same noise level, which
-    ``factor`` sets (the deblurring benchmark tuned it on set12: 0.7 at 2.55/255 and 0.5 at
-    7.65/255 for the shipped ``crr`` and ``wcrr``). For a denoiser, ``(model, 1.0)``.
+    ``factor`` sets. By default it is :func:`deblur_factor` ``(noise)``: 0.5 at 2.55/255 and
+    0.35 at 7.65/255, as tuned for the shipped ``crr`` and ``wcrr``. For a denoiser,
+    ``(model, 1.0)``.
     """
     if hasattr(model, "at_sigma"):
-        return model.at_sigma(float(factor) * float(noise)), 1.0
+        c = deblur_factor(noise) if factor is None else float(factor)
+        return model.at_sigma(c * float(noise)), 1.0
     return model, 1.0

@@ -154,3 +154,30 @@ def test_denoises_camera(name, camera_problem):
     """Whatever its rank against TV, every shipped prior removes a good part of the noise."""
     x, y, _ = camera_problem
     assert _psnr(_denoised(name, camera_problem), x) > _psnr(y, x) + 3.0
+
+
+def test_deblur_factor_interpolates_the_tuned_points():
+    import math
+
+    (n0, f0), (n1, f1) = pretrained.DEBLUR_FACTORS
+    assert pretrained.deblur_factor(n0) == pytest.approx(f0)
+    assert pretrained.deblur_factor(n1) == pytest.approx(f1)
+    mid = math.sqrt(n0 * n1)  # halfway in log(noise)
+    assert pretrained.deblur_factor(mid) == pytest.approx((f0 + f1) / 2)
+    assert pretrained.deblur_factor(n0 / 10) == pytest.approx(f0)
+    assert pretrained.deblur_factor(n1 * 10) == pytest.approx(f1)
+    with pytest.raises(ValueError, match="expected a noise level > 0, got 0.0"):
+        pretrained.deblur_factor(0.0)
+
+
+@pytest.mark.parametrize("name", [n for n in SHIPPED if n in ("crr", "wcrr")])
+def test_deblur_prior_defaults_to_the_tuned_factor(name):
+    model = pretrained.load(name)
+    noise = 5 / 255
+    prior, lam = pretrained.deblur_prior(model, noise)
+    want = model.at_sigma(pretrained.deblur_factor(noise) * noise)
+    x = torch.rand(1, 1, 12, 12)
+    assert lam == 1.0
+    torch.testing.assert_close(prior.grad(x), want.grad(x))
+    other, _ = pretrained.deblur_prior(model, noise, factor=1.0)
+    assert not torch.allclose(other.grad(x), prior.grad(x))
