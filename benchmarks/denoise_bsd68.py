@@ -36,7 +36,8 @@ SIGMAS = (5, 15, 25)
 GUARANTEE = {
     "crr": "exact minimiser of a strongly convex objective (certified ∇R Lipschitz bound)",
     "wcrr": "exact minimiser: ½‖x−y‖² + R_σ certified strongly convex (weak convexity < 1)",
-    "lipdenoiser": "certified 1-Lipschitz ResNet (20 gradient-step blocks of crr), one pass",
+    "lipdenoiser": ("certified 1-Lipschitz ResNet (20 gradient-step blocks of a t-step-trained "
+                    "crr), one pass"),
     "tv": "ROF prox certified by the duality gap",
     "dncnn": "none (unconstrained network)",
 }

@@ -138,8 +138,8 @@ def main(image: str | None = None, size: int = 256, max_iter: int = 300,
             print(f"guarantee [{name}]: {' '.join(str(guarantee).split())}")
     if "learned (crr)" in rows and rows["learned (crr)"][0] < rows["TV"][0]:
         print("NOTE: here the shipped crr does not beat TV. The weights are small and had "
-              "about 100 CPU minutes of training (lipinverse/pretrained/MODEL_CARD.md); the guarantee "
-              "holds regardless. Retrain them (lipinverse train) for quality.")
+              "about 100 CPU minutes of training (lipinverse/pretrained/MODEL_CARD.md); the "
+              "guarantee holds regardless. Retrain them (lipinverse train) for quality.")
     if out:
         panels = [("ground truth", truth),
                   (f"observation {rows['observation'][0]:.2f} dB", y)]

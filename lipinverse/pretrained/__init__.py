@@ -9,11 +9,12 @@ r"""Small pretrained priors shipped inside the package (safetensors weights + JS
 ``lipdenoiser``
     certified nonexpansive (1-Lipschitz) ResNet denoiser for plug-and-play, conditioned on
     the noise level (:class:`~lipinverse.denoisers.RidgeResNetDenoiser`: 20 unrolled
-    gradient-step blocks that share the ``crr`` weights).
+    gradient-step blocks that share the weights of a t-step-trained convex ridge).
 
 Training data, commands, wall times and results: ``MODEL_CARD.md`` next to this file. The
-shipped weights are small (about 7,300 parameters) and had 40 minutes of CPU training each:
-``crr`` is 0.1-0.3 dB above TV on BSD68 denoising, and well below the published CRR-NN.
+shipped weights are small (about 7,300 parameters) and had about 100 minutes of CPU
+training each: ``crr`` is 0.3-0.45 dB above TV on BSD68 denoising, and 0.15-0.3 dB below
+the published CRR-NN.
 
 Examples
 --------
