@@ -146,9 +146,11 @@ def deblur_factor(noise: float) -> float:
     r"""The tuned factor of :data:`DEBLUR_FACTORS`, interpolated linearly in
     :math:`\log(\text{noise})` between the tuned noise levels and constant outside them."""
     noise = float(noise)
-    if not noise > 0:
-        raise ValueError(f"deblur_factor: expected a noise level > 0, got {noise}")
+    if not noise >= 0:
+        raise ValueError(f"deblur_factor: expected a noise level >= 0, got {noise}")
     (n0, f0), (n1, f1) = DEBLUR_FACTORS
+    if noise <= n0:
+        return f0
     w = min(max((math.log(noise) - math.log(n0)) / (math.log(n1) - math.log(n0)), 0.0), 1.0)
     return f0 + w * (f1 - f0)
 

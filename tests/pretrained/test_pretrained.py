@@ -166,8 +166,10 @@ def test_deblur_factor_interpolates_the_tuned_points():
     assert pretrained.deblur_factor(mid) == pytest.approx((f0 + f1) / 2)
     assert pretrained.deblur_factor(n0 / 10) == pytest.approx(f0)
     assert pretrained.deblur_factor(n1 * 10) == pytest.approx(f1)
-    with pytest.raises(ValueError, match="expected a noise level > 0, got 0.0"):
-        pretrained.deblur_factor(0.0)
+    assert pretrained.deblur_factor(0.0) == pytest.approx(f0)  # noiseless data
+    for bad in (-0.01, float("nan")):
+        with pytest.raises(ValueError, match="expected a noise level >= 0"):
+            pretrained.deblur_factor(bad)
 
 
 @pytest.mark.parametrize("name", [n for n in SHIPPED if n in ("crr", "wcrr")])
