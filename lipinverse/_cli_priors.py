@@ -206,8 +206,10 @@ def _certificates(model) -> list[tuple[str, str]]:
         for s255 in (5, 15, 25):
             lo, hi = model.curvature_bounds(s255 / 255)
             lo, hi = float(lo), float(hi)
+            below = ("bounded below" if model.bounded_below(s255 / 255)
+                     else "NOT certified bounded below")
             pairs.append((f"sigma={s255}/255", f"grad Lipschitz {_fmt(max(-lo, hi))}, "
-                                                f"weak convexity {_fmt(max(0.0, -lo))}"))
+                                                f"weak convexity {_fmt(max(0.0, -lo))}, {below}"))
     elif hasattr(model, "grad_lipschitz"):
         gl = model.grad_lipschitz
         pairs.append(("grad Lipschitz", _fmt(gl() if callable(gl) else gl)))

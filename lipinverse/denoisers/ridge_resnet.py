@@ -64,7 +64,7 @@ class RidgeResNetDenoiser(nn.Module):
         name = type(self).__name__
         if isinstance(regularizer, dict):
             regularizer = ConvexRidge(**regularizer)
-        if not isinstance(regularizer, ConvexRidge) or regularizer.nonconvex_potential is not None:
+        if not isinstance(regularizer, ConvexRidge) or regularizer.concave_part is not None:
             raise TypeError(f"{name}: expected a ConvexRidge (convex, so that the unrolled "
                             f"network is certified nonexpansive), got "
                             f"{type(regularizer).__name__}")

@@ -121,7 +121,8 @@ def certificate(name: str, sigmas=(5 / 255, 15 / 255, 25 / 255)) -> dict:
 
     Ridge regularisers: ``convex``, and per noise level the certified curvature interval
     :math:`[m, M]` of :math:`\nabla^2 R_\sigma` (``grad_lipschitz = max(-m, M)``,
-    ``weak_convexity = max(0, -m)``). Denoisers: ``lipschitz_bound`` and ``averagedness``.
+    ``weak_convexity = max(0, -m)``) and ``bounded_below``. Denoisers: ``lipschitz_bound``
+    and ``averagedness``.
     """
     model = load(name)
     if hasattr(model, "curvature_bounds"):
@@ -130,7 +131,8 @@ def certificate(name: str, sigmas=(5 / 255, 15 / 255, 25 / 255)) -> dict:
             lo, hi = model.curvature_bounds(s)
             out["per_sigma"][f"{255 * s:g}"] = {
                 "grad_lipschitz": max(-lo, hi), "weak_convexity": max(0.0, -lo),
-                "convex": lo >= 0.0, "denoising_strongly_convex": 1.0 + lo > 0.0}
+                "convex": lo >= 0.0, "denoising_strongly_convex": 1.0 + lo > 0.0,
+                "bounded_below": model.bounded_below(s)}
         out["convex"] = all(v["convex"] for v in out["per_sigma"].values())
         return out
     return {"class": type(model).__name__, "lipschitz_bound": float(model.lipschitz_bound()),

@@ -185,9 +185,9 @@ def ridge_objective(args):
 def initial_ridge(args):
     """A fresh ridge regulariser, or the ``--init`` checkpoint (fine-tuning) with its record.
 
-    A weakly convex checkpoint whose nonconvex potentials are identically zero (trained
-    before ``EvenPotential`` got its nonconstant initialisation: no gradient ever reached
-    them) gets freshly initialised potentials, and the record says so.
+    ``--model wcrr`` may start from a convex (``crr``) checkpoint: the weakly convex ridge
+    is then :meth:`WeakConvexRidge.from_convex
+    <lipinverse.regularizers.WeakConvexRidge.from_convex>` of it, and the record says so.
     """
     if not args.init:
         return build_ridge(args), None
@@ -195,17 +195,15 @@ def initial_ridge(args):
     from lipinverse.training import load_checkpoint
 
     reg, info = load_checkpoint(args.init, return_metadata=True)
+    record = {"checkpoint": str(Path(args.init).name),
+              "training": info["metadata"].get("training")}
+    if args.model == "wcrr" and type(reg) is ConvexRidge:
+        reg = WeakConvexRidge.from_convex(reg)
+        record["from_convex"] = "WeakConvexRidge.from_convex (defaults)"
     want = ConvexRidge if args.model == "crr" else WeakConvexRidge
     if type(reg) is not want:
         raise ValueError(f"train: --init {args.init} holds a {type(reg).__name__}, expected a "
                          f"{want.__name__} for --model {args.model}")
-    record = {"checkpoint": str(Path(args.init).name),
-              "training": info["metadata"].get("training")}
-    pot = reg.nonconvex_potential
-    if pot is not None and bool((pot.spline.slopes() == 0).all()):
-        fresh = type(pot)(pot.num_channels, pot.spline.num_knots, pot.range)
-        pot.load_state_dict(fresh.state_dict())
-        record["potentials_reinitialised"] = "identically zero in the checkpoint (untrained)"
     return reg, record
 
 

@@ -35,10 +35,15 @@ class EvenPotential(nn.Module):
     init_slope : float in (0, 1], default 0.5
         Initial :math:`h(s) = \text{init\_slope}\cdot s`, i.e. :math:`\phi(t) =
         \text{init\_slope}\, t^2/2` on :math:`[-r, r]` (convex; training may bend it).
+    slope_bounds : (float, float), default (-1, 1)
+        Interval :math:`[lo, hi] \subset [-1, 1]` of the slopes of :math:`h`, with
+        ``lo <= 0 < hi``.  ``(0, 1)`` gives a *convex* :math:`\phi` (then
+        :math:`f = h - h(0)`, a nondecreasing spline, and :math:`\phi` is a
+        Huber-like potential, quadratic near 0 and linear beyond :math:`r`).
 
     Notes
     -----
-    :math:`h` is a :class:`~lipinverse.nn.LipschitzSpline` with slopes in :math:`[-1, 1]`.
+    :math:`h` is a :class:`~lipinverse.nn.LipschitzSpline` with slopes in :math:`[lo, hi]`.
     Then :math:`\phi'(t) = \operatorname{sign}(t)\,f(\min(|t|, r))` is odd,
     continuous, and :math:`\phi'' \in [\min(0, lo_h), \max(0, hi_h)] \subset
     [-1, 1]`, so :math:`\phi` is 1-weakly convex with a 1-Lipschitz derivative; and
@@ -58,18 +63,23 @@ class EvenPotential(nn.Module):
     (:math:`\phi`), ``slope_bounds``, ``derivative_bounds()``, ``tv2()``.
     """
 
-    slope_bounds = (-1.0, 1.0)
-
     def __init__(self, num_channels: int, num_knots: int = 21, knot_range: float = 1.0,
-                 init_slope: float = 0.5) -> None:
+                 init_slope: float = 0.5, slope_bounds: tuple[float, float] = (-1.0, 1.0)
+                 ) -> None:
         super().__init__()
         r = float(knot_range)
         if not r > 0:
             raise ValueError(f"EvenPotential: expected knot_range > 0, got {knot_range!r}")
-        if not 0 < float(init_slope) <= 1:
-            raise ValueError(f"EvenPotential: expected init_slope in (0, 1], got {init_slope!r}")
+        lo, hi = (float(v) for v in slope_bounds)
+        if not -1.0 <= lo <= 0.0 < hi <= 1.0:
+            raise ValueError("EvenPotential: expected slope_bounds (lo, hi) with "
+                             f"-1 <= lo <= 0 < hi <= 1, got {tuple(slope_bounds)!r}")
+        if not 0 < float(init_slope) <= hi:
+            raise ValueError(f"EvenPotential: expected init_slope in (0, {hi:g}], "
+                             f"got {init_slope!r}")
         self.range = r
-        self.spline = LipschitzSpline(num_channels, num_knots, (0.0, r), (-1.0, 1.0),
+        self.slope_bounds = (lo, hi)
+        self.spline = LipschitzSpline(num_channels, num_knots, (0.0, r), (lo, hi),
                                       init="identity")
         with torch.no_grad():
             self.spline.coefficients.mul_(float(init_slope))

@@ -2,24 +2,28 @@ r"""Learned ridge regularisers: convex (CRR-NN style) and weakly convex (WCRR-NN
 
 A ridge regulariser sums learned one-dimensional potentials of learned filter responses,
 
-.. math:: R_\sigma(x) = \frac{\lambda(\sigma)}{\mu(\sigma)} \sum_{c\in C_1}\sum_p
+.. math:: R_\sigma(x) = \frac{\lambda(\sigma)}{\mu(\sigma)} \sum_{c}\sum_p
           \psi_c\bigl(\mu(\sigma)(Wx)_{c,p}\bigr)
-          + \frac{\kappa(\sigma)}{\nu(\sigma)} \sum_{c\in C_2}\sum_p
+          - \frac{\kappa(\sigma)}{\nu(\sigma)} \sum_{c\in C_2}\sum_p
           \phi_c\bigl(\nu(\sigma)(Wx)_{c,p}\bigr),
 
 with :math:`W` a composition of convolutions normalised by its certified norm bound
-(:math:`\|W\|\le 1`), :math:`\psi_c' ` a learnable spline with slopes in :math:`[0, 1]`
-(convex part, channels :math:`C_1`) and :math:`\phi_c` an even, bounded-below
-potential with :math:`\phi_c'' \in [-1, 1]` (nonconvex part, channels :math:`C_2`, only
-for :class:`WeakConvexRidge`; see
+(:math:`\|W\|\le 1`), :math:`\psi_c'` a learnable spline with slopes in :math:`[0, 1]`
+(the convex part, every channel) and, only for :class:`WeakConvexRidge`, a subtracted
+concave part on the channels :math:`C_2`: :math:`\phi_c` even and convex, with
+:math:`\phi_c'' \in [0, 1]` and :math:`\phi_c'` constant beyond a range (see
 :class:`~lipinverse.regularizers.potentials.EvenPotential`).  The noise level
-:math:`\sigma` sets the strengths
-:math:`\lambda, \kappa` and the input scalings :math:`\mu, \nu` through learnable
-positive functions, and :math:`\kappa\nu \le \rho_{max} < 1` by construction.
+:math:`\sigma` sets the strengths :math:`\lambda, \kappa` and the input scalings
+:math:`\mu, \nu` through learnable positive functions, and :math:`\kappa\nu \le
+\rho_{max} < 1` by construction: the curvature of a channel of :math:`C_2` lies in
+:math:`[-\kappa\nu, \lambda\mu]`, so the concave part can bend a potential that the
+convex part makes as steep as it needs (a redescending :math:`\psi'`), while the weak
+convexity stays below 1.
 """
 
 from __future__ import annotations
 
+import math
 import numbers
 import warnings
 
@@ -37,6 +41,7 @@ from .ridge_parts import (
     RidgeScalings,
     SolveInfo,
     UnrolledRidgeDenoiser,
+    concave_strength,
     curvature_interval,
 )
 
@@ -126,7 +131,8 @@ class ConvexRidge(nn.Module):
                  for a, b in zip(channels[:-1], channels[1:], strict=True)]
         self.W = NormalizedChain(MultiConv(convs))
         c2 = int(_nonconvex_channels)
-        c1 = channels[-1] - c2
+        c1 = channels[-1]
+        self.num_convex_only = channels[-1] - c2
         clip = spline_init == "clip"
         self.convex_spline = LipschitzSpline(c1, num_knots, knot_range, self.convex_part_bounds,
                                              init="identity" if clip else spline_init)
@@ -141,11 +147,11 @@ class ConvexRidge(nn.Module):
         if c2:
             if not 0.0 < _rho_max < 1.0:
                 raise ValueError(f"{name}: expected rho_max in (0, 1), got {_rho_max}")
-            self.nonconvex_potential = EvenPotential(c2, num_knots, knot_range)
+            self.concave_part = EvenPotential(c2, num_knots, knot_range, slope_bounds=(0.0, 1.0))
             self.kappa_nu = SigmaFunction(lo_s, hi_s, num_sigma_nodes, power=0.0, scale=1.0)
             self.nu = SigmaFunction(lo_s, hi_s, num_sigma_nodes, power=-1.0, scale=1.0 / ref)
         else:
-            self.nonconvex_potential = None
+            self.concave_part = None
         self.rho_max = float(_rho_max)
         self.sigma = float(sigma)
 
@@ -166,48 +172,50 @@ class ConvexRidge(nn.Module):
         s = self.W.scale()
         lam, mu = self.lam(sig).reshape(shape), self.mu(sig).reshape(shape)
         kappa = nu = None
-        if self.nonconvex_potential is not None:
+        if self.concave_part is not None:
             nu = self.nu(sig).reshape(shape)
             kappa = self.rho_max * torch.sigmoid(self.kappa_nu.log(sig)).reshape(shape) / nu
+            kappa = concave_strength(self.convex_spline, self.concave_part, lam, kappa,
+                                     self.num_convex_only)
         return RidgeScalings(s, lam, mu, kappa, nu)
 
     def _filters(self, x: torch.Tensor, sc: RidgeScalings) -> torch.Tensor:
         return self.W.linear(x) * sc.s.to(x.dtype)
 
-    def _split(self, z: torch.Tensor):
-        c1 = self.convex_spline.num_channels
-        return z[:, :c1], z[:, c1:]
+    def _concave(self, z: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """``v`` on all channels, with ``0`` on the convex-only ones prepended."""
+        return torch.cat([torch.zeros_like(z[:, :self.num_convex_only]), v], dim=1)
 
     def _grad(self, x: torch.Tensor, sc: RidgeScalings) -> torch.Tensor:
         z = self._filters(x, sc)
-        z1, z2 = self._split(z)
         lam, mu = sc.lam.to(x.dtype), sc.mu.to(x.dtype)
-        out = lam * self.convex_spline(mu * z1)
-        if self.nonconvex_potential is not None:
+        out = lam * self.convex_spline(mu * z)
+        if self.concave_part is not None:
             kappa, nu = sc.kappa.to(x.dtype), sc.nu.to(x.dtype)
-            out = torch.cat([out, kappa * self.nonconvex_potential(nu * z2)], dim=1)
+            z2 = z[:, self.num_convex_only:]
+            out = out - self._concave(z, kappa * self.concave_part(nu * z2))
         return self.W.linear.transpose(out, input_size=tuple(x.shape[-2:])) * sc.s.to(x.dtype)
 
     def _value(self, x: torch.Tensor, sc: RidgeScalings) -> torch.Tensor:
         z = self._filters(x, sc)
-        z1, z2 = self._split(z)
         lam, mu = sc.lam.to(x.dtype), sc.mu.to(x.dtype)
-        val = (lam / mu * self.convex_spline.integrate(mu * z1)).flatten(1).sum(1)
-        if self.nonconvex_potential is not None:
+        val = (lam / mu * self.convex_spline.integrate(mu * z)).flatten(1).sum(1)
+        if self.concave_part is not None:
             kappa, nu = sc.kappa.to(x.dtype), sc.nu.to(x.dtype)
-            val = val + (kappa / nu * self.nonconvex_potential.integrate(nu * z2)).flatten(1).sum(1)
+            z2 = z[:, self.num_convex_only:]
+            val = val - (kappa / nu * self.concave_part.integrate(nu * z2)).flatten(1).sum(1)
         return val
 
     def _hvp(self, x: torch.Tensor, v: torch.Tensor, sc: RidgeScalings) -> torch.Tensor:
         r"""Hessian-vector product :math:`\nabla^2 R_\sigma(x)\,v` (a.e.)."""
-        z1, z2 = self._split(self._filters(x, sc))
-        u1, u2 = self._split(self._filters(v, sc))
+        z, u = self._filters(x, sc), self._filters(v, sc)
         lam, mu = sc.lam.to(x.dtype), sc.mu.to(x.dtype)
-        out = lam * mu * self.convex_spline.derivative(mu * z1) * u1
-        if self.nonconvex_potential is not None:
+        d2 = lam * mu * self.convex_spline.derivative(mu * z)
+        if self.concave_part is not None:
             kappa, nu = sc.kappa.to(x.dtype), sc.nu.to(x.dtype)
-            d2 = self.nonconvex_potential.derivative(nu * z2)
-            out = torch.cat([out, kappa * nu * d2 * u2], 1)
+            z2 = z[:, self.num_convex_only:]
+            d2 = d2 - self._concave(z, kappa * nu * self.concave_part.derivative(nu * z2))
+        out = d2 * u
         return self.W.linear.transpose(out, input_size=tuple(x.shape[-2:])) * sc.s.to(x.dtype)
 
     def _check_x(self, name: str, x) -> None:
@@ -238,8 +246,8 @@ class ConvexRidge(nn.Module):
     def tv2(self) -> torch.Tensor:
         """Second-order total variation of all splines (training penalty)."""
         out = self.convex_spline.tv2()
-        if self.nonconvex_potential is not None:
-            out = out + self.nonconvex_potential.tv2()
+        if self.concave_part is not None:
+            out = out + self.concave_part.tv2()
         return out
 
     # ------------------------------------------------------------------ certificates
@@ -250,8 +258,8 @@ class ConvexRidge(nn.Module):
         :math:`m \le 0 \le M`; computed in float64 from the current spline slopes.
         """
         sc = self.scalings(sigma, 1, torch.float64)
-        b2 = ((0.0, 0.0) if self.nonconvex_potential is None
-              else self.nonconvex_potential.derivative_bounds())
+        b2 = ((0.0, 0.0) if self.concave_part is None
+              else self.concave_part.derivative_bounds())
         lo, hi = curvature_interval(sc, self.convex_spline.derivative_bounds(), b2)
         # sW has norm <= 1: the interval of D bounds the one of (sW)^T D (sW)
         return float(lo), float(hi)
@@ -271,6 +279,37 @@ class ConvexRidge(nn.Module):
     def convex(self) -> bool:
         """Whether :math:`R_\\sigma` is certified convex (``weak_convexity == 0``)."""
         return self.weak_convexity == 0.0
+
+    @torch.no_grad()
+    def bounded_below(self, sigma=None) -> bool:
+        r"""Whether :math:`R_\sigma` is certified bounded below (a sufficient test).
+
+        :math:`R_\sigma` is a sum of one-dimensional potentials :math:`p_c` of the filter
+        responses; it is bounded below when every :math:`p_c` is.  Each :math:`p_c` is
+        continuous and, outside the spline grids, has an affine derivative: beyond the
+        last knot :math:`p_c'(t) = \lambda\psi_c'(\mu t) - \kappa f_c(r)` (the last
+        term on :math:`C_2` only, :math:`f_c(r)` the final value of :math:`\phi_c'`), and
+        symmetrically on the left.  So :math:`p_c` is bounded below iff, on the right,
+        the last slope of :math:`\psi_c'` is positive or the limit of :math:`p_c'` is
+        :math:`\ge 0`, and on the left, the first slope is positive or the limit is
+        :math:`\le 0`.  Computed in float64 at ``sigma`` (default ``self.sigma``).
+        For a :class:`WeakConvexRidge` the cap of the concave part makes this the test of
+        the convex part alone.
+        """
+        sc = self.scalings(sigma, 1, torch.float64)
+        spline = self.convex_spline
+        c = spline.projected_coefficients().to(torch.float64)
+        slopes = spline.slopes().to(torch.float64)
+        lam = sc.lam.reshape(())
+        right, left = lam * c[:, -1], lam * c[:, 0]
+        if self.concave_part is not None:
+            h = self.concave_part.spline.projected_coefficients().to(torch.float64)
+            drop = sc.kappa.reshape(-1) * (h[:, -1] - h[:, 0]).clamp(min=0.0)
+            k = self.num_convex_only
+            right = torch.cat([right[:k], right[k:] - drop])
+            left = torch.cat([left[:k], left[k:] + drop])
+        ok = ((slopes[:, -1] > 0) | (right >= 0)) & ((slopes[:, 0] > 0) | (left <= 0))
+        return bool(ok.all())
 
     def at_sigma(self, sigma: float) -> RidgeAtSigma:
         """A view of this regulariser at a fixed noise level (shares the weights)."""
@@ -326,8 +365,8 @@ class ConvexRidge(nn.Module):
                 raise ValueError(f"{name}: expected tau > 0, got {tau_t.tolist()}")
             sc = self.scalings(sigma, B, y.dtype, y.device)
             sc64 = self.scalings(sigma, B, torch.float64, y.device)
-            b2 = ((0.0, 0.0) if self.nonconvex_potential is None
-                  else self.nonconvex_potential.derivative_bounds())
+            b2 = ((0.0, 0.0) if self.concave_part is None
+                  else self.concave_part.derivative_bounds())
             lo, hi = curvature_interval(sc64, self.convex_spline.derivative_bounds(), b2)
             m = 1.0 + tau_t * lo
             L = 1.0 + tau_t * hi
@@ -395,8 +434,8 @@ class ConvexRidge(nn.Module):
         r"""Per-sample step :math:`h = \mathrm{step}\cdot 2/(1 + M_c)` of the unrolled
         denoiser, :math:`M_c` from the spline *constraint* intervals (as in
         :class:`~lipinverse.nn.GradientStepBlock`), rounded down to float32."""
-        b2 = ((0.0, 0.0) if self.nonconvex_potential is None
-              else self.nonconvex_potential.slope_bounds)
+        b2 = ((0.0, 0.0) if self.concave_part is None
+              else self.concave_part.slope_bounds)
         _, hi = curvature_interval(sc, self.convex_spline.slope_bounds, b2)
         return round_down_f32(step * 2.0 / (1.0 + hi.to(torch.float64)))
 
@@ -413,7 +452,7 @@ class ConvexRidge(nn.Module):
 
     def activation_at(self, sigma: float) -> RidgeActivation:
         """The :class:`RidgeActivation` at a scalar noise level."""
-        return RidgeActivation(self.convex_spline, self.nonconvex_potential,
+        return RidgeActivation(self.convex_spline, self.concave_part,
                                self.scalings(sigma, 1))
 
     def unrolled_denoiser(self, t: int, sigma: float, step: float = 0.5) -> nn.Module:
@@ -444,25 +483,45 @@ class WeakConvexRidge(ConvexRidge):
     spline_init :
         As for :class:`ConvexRidge`.
     nonconvex_channels : int, default half of ``channels[-1]``
-        Number of filter channels whose potentials :math:`\phi_c` may be nonconvex.
+        Number of filter channels :math:`C_2` (the last ones) that carry the subtracted
+        concave part.
     rho_max : float in (0, 1), default 0.9
         Cap on the weak convexity: :math:`\kappa(\sigma)\nu(\sigma) =
         \rho_{max}\,\mathrm{sigmoid}(a(\sigma))`.
 
     Notes
     -----
-    The potentials :math:`\phi_c` of the nonconvex channels are
-    :class:`~lipinverse.regularizers.potentials.EvenPotential` s: even, nondecreasing in
-    :math:`|t|` (so :math:`R_\sigma \ge` its convex part, bounded below when that part
-    is), with :math:`\phi_c'' \in [-1, 1]`.  With :math:`\|sW\|\le1`
+    Every channel has the convex potential :math:`\frac\lambda\mu\psi_c(\mu\,\cdot)` of
+    :class:`ConvexRidge`; the channels :math:`C_2` also have the subtracted
+    :math:`\frac\kappa\nu\phi_c(\nu\,\cdot)`, with :math:`\phi_c` an
+    :class:`~lipinverse.regularizers.potentials.EvenPotential` with slopes in
+    :math:`[0, 1]`: even, convex, :math:`\phi_c'' \in [0, 1]`, quadratic near 0 and
+    linear beyond its range.  With :math:`\|sW\|\le1`
 
-    .. math:: -\kappa\nu\, I \preceq \nabla^2 R_\sigma \preceq
-              \max(\lambda\mu, \kappa\nu)\, I,
+    .. math:: \min(0, -\kappa\nu)\, I \preceq \nabla^2 R_\sigma \preceq \lambda\mu\, I,
 
     i.e. ``weak_convexity`` :math:`\rho \le \kappa\nu \le \rho_{max} < 1`: the denoising
     objective :math:`\tfrac12\|x-y\|^2 + R_\sigma(x)` is :math:`(1-\rho)`-strongly
     convex for every σ, its minimiser is unique and :meth:`denoise` converges.  The
     certificates use the current slopes (tighter than the constraints).
+
+    Why a *difference*: in WCRR-NN the potential of a channel is steep near 0 and then
+    bends down (a redescending :math:`\psi'`, which spares large filter responses,
+    i.e. edges).  The steep part needs a curvature :math:`\lambda\mu` of tens while the
+    bend must stay above :math:`-\rho_{max}`; a single potential whose curvature is
+    capped by :math:`\rho_{max}` in *both* directions cannot be steep, and then
+    contributes almost nothing (the previous form of this class learned
+    :math:`\kappa\nu\phi''\approx 0.2` against :math:`\lambda\mu \approx 16`-:math:`49`).
+    Here the convex part supplies the steepness and the concave part the bend.
+
+    Bounded below: the concave part grows linearly beyond its range.  Where the convex
+    part of a channel ends flat (a constant :math:`\psi_c'`, TV-like), the strength of
+    that channel is capped, :math:`\kappa_c = \min(\kappa, \lambda P_c/f_c(r))` (see
+    :func:`~lipinverse.regularizers.ridge_parts.concave_strength`), so that the concave
+    part never outgrows it: :math:`R_\sigma` is bounded below whenever its convex part
+    is, which keeps problems with a non-injective forward operator well posed.
+    :meth:`~ConvexRidge.bounded_below` certifies it.  ``kappa`` of :meth:`scalings` is
+    this per-channel :math:`\kappa_c`.
 
     References
     ----------
@@ -490,6 +549,36 @@ class WeakConvexRidge(ConvexRidge):
                          num_sigma_nodes, sigma, spline_init,
                          _nonconvex_channels=c2, _rho_max=rho_max)
         self._kwargs.update(nonconvex_channels=c2, rho_max=float(rho_max))
+
+
+    @classmethod
+    def from_convex(cls, convex: ConvexRidge, nonconvex_channels: int | None = None,
+                    rho_max: float = 0.9, nu_ratio: float = 1.0 / 32) -> WeakConvexRidge:
+        r"""A weakly convex ridge that starts from a trained :class:`ConvexRidge`.
+
+        It shares nothing with ``convex`` (a deep copy of its filters, splines and
+        :math:`\lambda, \mu`).  The concave part starts at its default (slope 0.5,
+        :math:`\kappa\nu = \rho_{max}/2`), so the curvature of each channel of
+        :math:`C_2` is lowered by :math:`\rho_{max}/4` near 0, and
+        :math:`\nu(\sigma) = \nu_{ratio}\,\mu(\sigma)`: the concave part acts on
+        responses up to :math:`1/\nu` (its knot range :math:`r = 1`), i.e. up to
+        :math:`\mu z = 1/\nu_{ratio}`.  Used to fine-tune a WCRR from a CRR.
+        """
+        if type(convex) is not ConvexRidge:
+            raise TypeError(f"{cls.__name__}.from_convex: expected a ConvexRidge, "
+                            f"got {type(convex).__name__}")
+        if not nu_ratio > 0:
+            raise ValueError(f"{cls.__name__}.from_convex: expected nu_ratio > 0, got {nu_ratio}")
+        reg = cls(**convex.config(), nonconvex_channels=nonconvex_channels, rho_max=rho_max)
+        reg = reg.to(convex.lam.values.device)
+        missing, unexpected = reg.load_state_dict(convex.state_dict(), strict=False)
+        new = ("concave_part.", "kappa_nu.", "nu.")
+        if unexpected or any(not k.startswith(new) for k in missing):
+            raise RuntimeError(f"{cls.__name__}.from_convex: state mismatch "
+                               f"(missing {missing}, unexpected {unexpected})")
+        with torch.no_grad():
+            reg.nu.values.copy_(convex.mu.values + math.log(nu_ratio))
+        return reg
 
 
 class RidgeAtSigma:

@@ -78,8 +78,10 @@ class NormalizedChain(Constrained):
 
 
 class RidgeScalings(NamedTuple):
-    """Per-sample strengths at a noise level: ``lam, mu, kappa, nu`` of shape ``(B, 1, 1, 1)``
-    (``kappa``/``nu`` are ``None`` without a nonconvex part) and the filter scale ``s``."""
+    """Per-sample strengths at a noise level: ``lam, mu, nu`` of shape ``(B, 1, 1, 1)``,
+    ``kappa`` of shape ``(B, C_2, 1, 1)`` (per channel of the concave part, see
+    :func:`concave_strength`; ``kappa``/``nu`` are ``None`` without a concave part) and the
+    filter scale ``s``."""
 
     s: torch.Tensor
     lam: torch.Tensor
@@ -103,51 +105,89 @@ class SolveInfo:
     error_bound: torch.Tensor
 
 
+def concave_strength(convex_spline, concave_part, lam: torch.Tensor, kappa: torch.Tensor,
+                     first: int) -> torch.Tensor:
+    r"""Per-channel strength :math:`\kappa_c = \min(\kappa, \lambda P_c / f_c(r))` of the
+    concave part, shape ``(B, C_2, 1, 1)``, which keeps every potential bounded below.
+
+    Beyond the spline grids the concave part of channel :math:`c` lowers the derivative
+    :math:`\lambda\psi_c'` of the convex part by the constant :math:`\kappa f_c(r)` (the
+    final value of :math:`\phi_c'`).  Where :math:`\psi_c'` ends flat (last, resp. first,
+    slope 0) at the plateau :math:`\psi_c' = c_K`, resp. :math:`c_0`, the potential stays
+    bounded below iff :math:`\lambda c_K \ge \kappa_c f_c(r)`, resp.
+    :math:`-\lambda c_0 \ge \kappa_c f_c(r)`; a rising end needs no cap.  With
+    :math:`P_c = \max(0, \min(c_K, -c_0))` over the flat ends (:math:`+\infty` if none),
+    :math:`\kappa_c` is the largest strength :math:`\le \kappa` that keeps both.  Channels
+    ``first:`` of ``convex_spline`` are those of the concave part.  (The cap is taken
+    :math:`10^{-6}` below the bound, a margin over rounding.)
+    """
+    c = convex_spline.projected_coefficients()[first:].to(kappa.dtype)
+    slopes = convex_spline.slopes()[first:].to(kappa.dtype)
+    inf = torch.full_like(c[:, 0], float("inf"))
+    plateau = torch.minimum(torch.where(slopes[:, -1] > 0, inf, c[:, -1]),
+                            torch.where(slopes[:, 0] > 0, inf, -c[:, 0])).clamp(min=0.0)
+    h = concave_part.spline.projected_coefficients().to(kappa.dtype)
+    top = (h[:, -1] - h[:, 0]).clamp(min=0.0)
+    capped = torch.isfinite(plateau) & (top > 0)
+    ratio = torch.where(capped, plateau, torch.zeros_like(plateau)) / torch.where(
+        capped, top, torch.ones_like(top))
+    lam2 = lam.reshape(-1, 1).to(ratio.dtype)
+    # 1 - 1e-6: a margin over rounding, so that bounded_below certifies the capped channels
+    cap = torch.where(capped, (1 - 1e-6) * lam2 * ratio,
+                      torch.full_like(lam2 * ratio, float("inf")))
+    kap = kappa.reshape(-1, 1).to(ratio.dtype)
+    return torch.minimum(kap, cap).to(kappa.dtype)[:, :, None, None]
+
+
 def curvature_interval(sc: RidgeScalings, b1, b2) -> tuple[torch.Tensor, torch.Tensor]:
-    r"""Per-sample :math:`(lo, hi)` of the curvatures :math:`\lambda\mu\psi''` and
-    :math:`\kappa\nu\phi''` (and 0)."""
+    r"""Per-sample :math:`(lo, hi)` containing 0 and every curvature of the potentials.
+
+    ``b1`` bounds :math:`\psi''` (every channel), ``b2`` bounds :math:`\phi''` of the
+    subtracted concave part (channels :math:`C_2`), whose curvatures are
+    :math:`\lambda\mu\psi'' - \kappa\nu\phi''`.
+    """
     w1 = (sc.lam * sc.mu).reshape(-1)
     lo = torch.clamp(w1 * b1[0], max=0.0)
     hi = torch.clamp(w1 * b1[1], min=0.0)
     if sc.kappa is not None:
-        w2 = (sc.kappa * sc.nu).reshape(-1)
-        lo = torch.minimum(lo, w2 * b2[0])
-        hi = torch.maximum(hi, w2 * b2[1])
+        w2 = (sc.kappa * sc.nu).flatten(1).amax(1)
+        lo = torch.minimum(lo, w1 * b1[0] - w2 * b2[1])
+        hi = torch.maximum(hi, w1 * b1[1] - w2 * b2[0])
     return lo, hi
 
 
 class RidgeActivation(nn.Module):
-    r"""The activation :math:`z\mapsto(\lambda\psi'(\mu z_1),\ \kappa\phi'(\nu z_2))` at one σ.
+    r"""The activation :math:`z\mapsto\lambda\psi'(\mu z) - (0,\ \kappa\phi'(\nu z_2))` at one σ.
 
     Used to express a gradient step on :math:`\tfrac12\|x-y\|^2 + R_\sigma(x)` as a
     :class:`~lipinverse.nn.GradientStepBlock` (the splines are shared with the
     regulariser; the scalars are fixed when it is built).  ``slope_bounds`` is the
-    interval :math:`[\min(0,\lambda\mu lo_1,\kappa\nu lo_2), \max(0,\lambda\mu hi_1,
-    \kappa\nu hi_2)]` of the spline constraints; ``derivative_bounds`` the same with the
-    current slopes.
+    interval of :func:`curvature_interval` for the spline constraints;
+    ``derivative_bounds`` the same with the current slopes.
     """
 
-    def __init__(self, convex_spline: LipschitzSpline, nonconvex_potential, sc: RidgeScalings):
+    def __init__(self, convex_spline: LipschitzSpline, concave_part, sc: RidgeScalings):
         super().__init__()
         if sc.lam.numel() != 1:
             raise ValueError("RidgeActivation: expected scalings of a single noise level, "
                              f"got {sc.lam.numel()}")
         self.convex_spline = convex_spline
-        self.nonconvex_potential = nonconvex_potential
-        self.c1 = convex_spline.num_channels
+        self.concave_part = concave_part
+        self.c1 = convex_spline.num_channels - (
+            0 if concave_part is None else concave_part.num_channels)
         self.lam, self.mu = sc.lam.detach().reshape(()), sc.mu.detach().reshape(())
-        self.kappa = None if sc.kappa is None else sc.kappa.detach().reshape(())
+        self.kappa = None if sc.kappa is None else sc.kappa.detach()
         self.nu = None if sc.nu is None else sc.nu.detach().reshape(())
         self._sc = RidgeScalings(sc.s, self.lam.reshape(1), self.mu.reshape(1),
-                                 None if self.kappa is None else self.kappa.reshape(1),
+                                 self.kappa,
                                  None if self.nu is None else self.nu.reshape(1))
 
     def _bounds(self, which: str):
         b1 = getattr(self.convex_spline, which)
         b1 = b1() if callable(b1) else b1
         b2 = (0.0, 0.0)
-        if self.nonconvex_potential is not None:
-            b2 = getattr(self.nonconvex_potential, which)
+        if self.concave_part is not None:
+            b2 = getattr(self.concave_part, which)
             b2 = b2() if callable(b2) else b2
         lo, hi = curvature_interval(self._sc, b1, b2)
         return lo.reshape(()), hi.reshape(())
@@ -161,22 +201,26 @@ class RidgeActivation(nn.Module):
         lo, hi = self._bounds("derivative_bounds")
         return float(lo), float(hi)
 
+    def _kappa(self, z: torch.Tensor) -> torch.Tensor:
+        """Per-channel strengths of the concave part, shaped to broadcast with ``z``."""
+        return self.kappa.to(z.dtype).reshape([1, -1] + [1] * (z.dim() - 2))
+
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        out = self.lam.to(z.dtype) * self.convex_spline(self.mu.to(z.dtype) * z[:, :self.c1])
-        if self.nonconvex_potential is None:
+        out = self.lam.to(z.dtype) * self.convex_spline(self.mu.to(z.dtype) * z)
+        if self.concave_part is None:
             return out
         nu = self.nu.to(z.dtype)
-        part = self.kappa.to(z.dtype) * self.nonconvex_potential(nu * z[:, self.c1:])
-        return torch.cat([out, part], dim=1)
+        part = self._kappa(z) * self.concave_part(nu * z[:, self.c1:])
+        return out - torch.cat([torch.zeros_like(z[:, :self.c1]), part], dim=1)
 
     def integrate(self, z: torch.Tensor) -> torch.Tensor:
         lam, mu = self.lam.to(z.dtype), self.mu.to(z.dtype)
-        out = (lam / mu) * self.convex_spline.integrate(mu * z[:, :self.c1])
-        if self.nonconvex_potential is None:
+        out = (lam / mu) * self.convex_spline.integrate(mu * z)
+        if self.concave_part is None:
             return out
-        kappa, nu = self.kappa.to(z.dtype), self.nu.to(z.dtype)
-        part = (kappa / nu) * self.nonconvex_potential.integrate(nu * z[:, self.c1:])
-        return torch.cat([out, part], dim=1)
+        kappa, nu = self._kappa(z), self.nu.to(z.dtype)
+        part = (kappa / nu) * self.concave_part.integrate(nu * z[:, self.c1:])
+        return out - torch.cat([torch.zeros_like(z[:, :self.c1]), part], dim=1)
 
 
 class UnrolledRidgeDenoiser(nn.Module):

@@ -95,10 +95,7 @@ def test_ridge_prox_denoiser_certificates():
     assert D.lipschitz_bound() == 1.0 and D.averagedness == 0.5
     x = torch.rand(1, 1, 6, 6)
     torch.testing.assert_close(D(x), R.denoise(x, 0.1, tol=1e-10))
-    W = WeakConvexRidge(channels=(1, 3, 6), kernel_size=3)
-    with torch.no_grad():
-        W.nonconvex_potential.spline.coefficients.copy_(
-            (0.5 - (torch.linspace(0, 1, 21) - 0.5).abs()).repeat(3, 1))
+    W = WeakConvexRidge(channels=(1, 3, 6), kernel_size=3, spline_init="clip")
     DW = RidgeProxDenoiser(W, 0.1)
     rho = W.curvature_bounds(0.1)[0]
     assert rho < 0 and DW.averagedness is None

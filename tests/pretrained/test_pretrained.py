@@ -119,6 +119,7 @@ def test_ridge_curvature_certificate_is_exact_upper_bound(name, sigma):
         assert float(ev.max()) <= hi + 1e-9
     assert math.isfinite(model.at_sigma(sigma).grad_lipschitz)
     cert = pretrained.certificate(name)
+    assert all(v["bounded_below"] for v in cert["per_sigma"].values())
     if name == "crr":
         assert cert["convex"] and lo == 0.0
     else:  # weakly convex: the denoising objective stays strongly convex

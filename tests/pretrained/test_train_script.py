@@ -35,25 +35,20 @@ def test_init_restarts_from_the_checkpoint_and_records_it(tmp_path):
 
 
 def test_init_of_the_wrong_class_is_refused(tmp_path):
-    save_checkpoint(ConvexRidge(channels=(1, 4), kernel_size=3), tmp_path / "c", metadata={})
-    args = train.parse(["--model", "wcrr", "--init", str(tmp_path / "c")])
-    with pytest.raises(ValueError, match="holds a ConvexRidge, expected a WeakConvexRidge"):
+    from lipinverse.regularizers import WeakConvexRidge
+
+    save_checkpoint(WeakConvexRidge(channels=(1, 4), kernel_size=3), tmp_path / "w", metadata={})
+    args = train.parse(["--model", "crr", "--init", str(tmp_path / "w")])
+    with pytest.raises(ValueError, match="holds a WeakConvexRidge, expected a ConvexRidge"):
         train.initial_ridge(args)
 
 
-def test_untrained_zero_potentials_are_reinitialised(tmp_path):
+def test_wcrr_may_start_from_a_convex_checkpoint(tmp_path):
     from lipinverse.regularizers import WeakConvexRidge
 
-    reg = WeakConvexRidge(channels=(1, 4), kernel_size=3, num_knots=11)
-    with torch.no_grad():
-        reg.nonconvex_potential.spline.coefficients.zero_()  # the old, dead initialisation
-    save_checkpoint(reg, tmp_path / "w", metadata={})
+    crr = ConvexRidge(channels=(1, 4), kernel_size=3, num_knots=11)
+    save_checkpoint(crr, tmp_path / "c", metadata={"training": {"steps": 3}})
     got, init = train.initial_ridge(train.parse(["--model", "wcrr", "--init",
-                                                 str(tmp_path / "w")]))
-    assert "potentials_reinitialised" in init
-    assert torch.allclose(got.nonconvex_potential.spline.slopes(), torch.tensor(0.5))
-    # a trained (nonzero) potential is kept as it is
-    save_checkpoint(got, tmp_path / "w2", metadata={})
-    again, init = train.initial_ridge(train.parse(["--model", "wcrr", "--init",
-                                                   str(tmp_path / "w2")]))
-    assert "potentials_reinitialised" not in init
+                                                 str(tmp_path / "c")]))
+    assert type(got) is WeakConvexRidge and "from_convex" in init
+    assert torch.equal(got.convex_spline.coefficients, crr.convex_spline.coefficients)

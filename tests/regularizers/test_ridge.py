@@ -102,11 +102,89 @@ def test_certificates_bound_the_dense_hessian(cls, stage):
 def test_weak_convexity_is_reached_and_capped():
     R = perturb(small(WeakConvexRidge, rho_max=0.8), 2.0, seed=3)
     with torch.no_grad():  # steepest possible concave spline and a large cap factor
-        R.nonconvex_potential.spline.coefficients.copy_(
+        R.concave_part.spline.coefficients.copy_(
             torch.tensor([0.0, 1, 2, 3, 2, 1, 0, -1, -2, -3, -4]).repeat(3, 1) * 0.1)
         R.kappa_nu.values.fill_(6.0)
     assert 0.79 < R.weak_convexity <= 0.8
     assert not R.convex
+
+
+def test_channels_of_the_concave_part_can_redescend():
+    """Steep convex part, concave part bending it down: psi' rises, then falls."""
+    R = small(WeakConvexRidge, rho_max=0.9, spline_init="clip")
+    with torch.no_grad():
+        R.kappa_nu.values.fill_(6.0)
+        R.lam.values.add_(5.0)              # a convex part 150x steeper than at its init
+    act = R.activation_at(SIGMA)
+    mu = float(act.mu)
+    t = torch.linspace(0, 3.0 / mu, 301).view(1, 1, -1).expand(1, 6, -1).contiguous()
+    d = act(t)[0, -1]                       # a channel of C2
+    rise, top = d[:20].diff(), int(d.argmax())
+    assert (rise > 0).all() and 0 < top < 300 and d[-1] < d[top] - 1e-3
+    lo, hi = R.curvature_bounds(SIGMA)
+    assert -0.9 <= lo < -0.4 and hi > 50    # and yet only 0.9-weakly convex
+
+
+def test_from_convex_keeps_the_convex_part():
+    C = perturb(small(ConvexRidge), 0.3)
+    W = WeakConvexRidge.from_convex(C, nonconvex_channels=2)
+    assert W.convex_spline is not C.convex_spline
+    x = torch.rand(2, 1, 9, 9)
+    concave = W.value(x, SIGMA) - C.value(x, SIGMA)
+    assert (concave < 0).all()              # the subtracted part, and only it
+    with torch.no_grad():                   # slopes 0: phi = 0, the two coincide
+        W.concave_part.spline.coefficients.zero_()
+    torch.testing.assert_close(W.grad(x, SIGMA), C.grad(x, SIGMA), rtol=0, atol=1e-14)
+    torch.testing.assert_close(W.nu(torch.tensor([SIGMA])), C.mu(torch.tensor([SIGMA])) / 32)
+    with pytest.raises(TypeError, match="expected a ConvexRidge, got WeakConvexRidge"):
+        WeakConvexRidge.from_convex(W)
+
+
+def _tail_increments(R, sigma, T):
+    """p_c(2T) - p_c(T) and p_c(-2T) - p_c(-T) for every channel potential p_c."""
+    act = R.activation_at(sigma)
+    z = torch.tensor([T, 2 * T, -T, -2 * T]).view(1, 1, -1).expand(1, R.channels[-1], -1)
+    p = act.integrate(z.contiguous())[0]
+    return p[:, 1] - p[:, 0], p[:, 3] - p[:, 2]
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_bounded_below_certificate_matches_the_tails(seed):
+    cls = (ConvexRidge, WeakConvexRidge)[seed % 2]
+    R = perturb(small(cls, spline_init="clip"), 0.05, seed=seed)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():                   # flat ends, random end levels: either outcome
+        sp = R.convex_spline
+        sp.coefficients[:, :2] = sp.coefficients[:, :2].mean() + torch.randn(1, generator=g)
+        sp.coefficients[:, -2:] = sp.coefficients[:, -2:].mean() + torch.randn(1, generator=g)
+        if R.concave_part is not None:
+            R.kappa_nu.values.fill_(float(3 * torch.randn(1, generator=g)))
+    with torch.no_grad():                   # far beyond both grids (mu z, nu z >> 1)
+        sc = R.scalings(SIGMA)
+        T = 1e3 / float(sc.mu) / (1.0 if sc.nu is None else min(1.0, float(sc.nu / sc.mu)))
+    right, left = _tail_increments(R, SIGMA, T)
+    tails_ok = bool((right >= -1e-9 * T).all() and (left >= -1e-9 * T).all())
+    assert R.bounded_below(SIGMA) == tails_ok
+
+
+def test_bounded_below_both_outcomes_occur():
+    R = small(ConvexRidge, spline_init="clip")
+    assert R.bounded_below(SIGMA)           # Huber potentials
+    with torch.no_grad():                   # psi' = 1 everywhere: linear, unbounded
+        R.convex_spline.coefficients.fill_(1.0)
+    assert not R.bounded_below(SIGMA)
+    W = small(WeakConvexRidge, spline_init="clip")
+    with torch.no_grad():                   # a concave part larger than the convex plateau
+        W.kappa_nu.values.fill_(8.0)
+        W.nu.values.fill_(-8.0)
+        W.concave_part.spline.coefficients.copy_(torch.linspace(0, 1, 11).repeat(3, 1))
+    sc = W.scalings(SIGMA)                  # is capped at the plateau: bounded below
+    top = 1.0                               # f(r) of the concave splines above
+    torch.testing.assert_close(sc.kappa.flatten() * top, sc.lam.flatten() * 0.5 * torch.ones(3))
+    assert W.bounded_below(SIGMA)
+    with torch.no_grad():                   # unless the convex part itself is not
+        W.convex_spline.coefficients[0].fill_(1.0)
+    assert not W.bounded_below(SIGMA)
 
 
 @pytest.mark.parametrize("cls", [ConvexRidge, WeakConvexRidge])
