@@ -14,6 +14,7 @@ Usage (from the repository root)::
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
 import numpy as np
@@ -21,6 +22,7 @@ import torch
 from common import (
     DATA,
     PUBLISHED,
+    RESULTS,
     Record,
     add_noise,
     fmt,
@@ -102,15 +104,29 @@ def main(argv=None):
     p.add_argument("--methods", nargs="+", default=["crr", "wcrr", "lipdenoiser", "tv", "dncnn"])
     p.add_argument("--sigmas", nargs="+", type=int, default=list(SIGMAS))
     p.add_argument("--tv-val", type=int, default=4, help="set12 images used to tune TV")
+    p.add_argument("--shard", type=int, nargs=2, metavar=("I", "N"), default=None,
+                   help="run only the images i with i %% N == I and keep their raw rows "
+                        "(results/.NAME.shard-I-N.json); then --gather N")
+    p.add_argument("--name", default="denoise_bsd68",
+                   help="results name (another name for a subset, e.g. with --quick)")
+    p.add_argument("--gather", type=int, metavar="N", default=None,
+                   help="assemble the N shards of the same --methods into the results")
     args = p.parse_args(argv)
     if args.rewrite:
-        return rewrite("denoise_bsd68", markdown)
+        return rewrite(args.name, markdown)
     root = require_data(__import__("pathlib").Path(args.data))
     step = max(1, 68 // args.quick) if args.quick else 1
     images = load_images(require_data(root / "bsd68"), limit=args.quick, step=step,
                          dtype=torch.float32)
-    rec, meta = Record(), {}
-    for m in args.methods:
+    rec, meta, raw_rows = Record(), {}, []
+    shard_file = RESULTS / f".{args.name}.shard-{{}}-{{}}.json"
+    if args.gather:
+        raw = [json.loads(shard_file.format(i, args.gather).read_text())
+               for i in range(args.gather)]
+        meta = raw[0]["methods"]
+        for row in sorted((r for part in raw for r in part["rows"]), key=lambda r: r[0]):
+            rec.add(*row[1:])
+    for m in [] if args.gather else args.methods:
         t0 = time.perf_counter()
         if m == "tv":
             val = load_images(root / "set12", limit=args.tv_val, dtype=torch.float32)
@@ -123,17 +139,23 @@ def main(argv=None):
         meta[m]["guarantee"] = GUARANTEE.get(m, "")
         for s in args.sigmas:
             for i, (_, x) in enumerate(images):
+                if args.shard and i % args.shard[1] != args.shard[0]:
+                    continue
                 y = add_noise(x, s / 255, 1000 * s + i)
                 t = time.perf_counter()
                 xh, it = run(y, s)
                 rec.add(m, str(s), psnr(xh, x), time.perf_counter() - t, it)
+                raw_rows.append((i, m, str(s), *rec.rows[m][str(s)][-1]))
             print(m, s, rec.summary()[m][str(s)], flush=True)
+    if args.shard:
+        shard_file.format(*args.shard).write_text(json.dumps({"rows": raw_rows, "methods": meta}))
+        return
     summary = rec.summary()
     payload = {"task": "denoise_bsd68", "sigmas": args.sigmas,
                "images": [n for n, _ in images], "n_images": len(images),
                "noise_seed": "1000*sigma + image index (torch.Generator, CPU)",
                "results": summary, "methods": meta, "published": PUBLISHED}
-    save("denoise_bsd68", payload, markdown, ("images", "sigmas") if args.merge else None)
+    save(args.name, payload, markdown, ("images", "sigmas") if args.merge else None)
 
 
 def markdown(pl) -> str:

@@ -306,13 +306,16 @@ def tune_ridge(reg, args, sigmas=(5, 15, 25), grid=(0.25, 0.35, 0.5, 0.7, 1.0, 1
     :math:`\arg\min_x \tfrac12\|x-y\|^2 + c R_\sigma(x)` on the validation crops is
     found; :math:`\log c` is interpolated linearly in :math:`\log\sigma` (constant outside)
     and added to the nodes of :math:`\log\lambda`. Only the validation folder is read.
+    For a weakly convex ridge only factors with :math:`c\rho_\sigma < 1` are tried (the
+    denoising objective must stay strongly convex).
     """
     val = torch.cat([_crop(x, args.val_crop) for x in load_folder(args.val)])
     found = {}
     for s in sigmas:
         y = val + (s / 255) * torch.randn(val.shape, generator=torch.Generator().manual_seed(s))
         scores = {}
-        for c in grid:
+        rho = max(0.0, -reg.curvature_bounds(s / 255)[0])
+        for c in (c for c in grid if c * rho < 1.0):
             xh, _ = reg.solve(y, c, s / 255, tol=1e-4, max_iter=500)
             scores[c] = float(np.mean([psnr(xh[i].clamp(0, 1), val[i])
                                        for i in range(len(val))]))
