@@ -119,9 +119,11 @@ def main(argv=None):
     images = load_images(require_data(root / "bsd68"), limit=args.quick, step=step,
                          dtype=torch.float32)
     rec, meta, raw_rows = Record(), {}, []
-    shard_file = RESULTS / f".{args.name}.shard-{{}}-{{}}.json"
+    def shard_file(i, n):
+        return RESULTS / f".{args.name}.shard-{i}-{n}.json"
+
     if args.gather:
-        raw = [json.loads(shard_file.format(i, args.gather).read_text())
+        raw = [json.loads(shard_file(i, args.gather).read_text())
                for i in range(args.gather)]
         meta = raw[0]["methods"]
         for row in sorted((r for part in raw for r in part["rows"]), key=lambda r: r[0]):
@@ -148,7 +150,7 @@ def main(argv=None):
                 raw_rows.append((i, m, str(s), *rec.rows[m][str(s)][-1]))
             print(m, s, rec.summary()[m][str(s)], flush=True)
     if args.shard:
-        shard_file.format(*args.shard).write_text(json.dumps({"rows": raw_rows, "methods": meta}))
+        shard_file(*args.shard).write_text(json.dumps({"rows": raw_rows, "methods": meta}))
         return
     summary = rec.summary()
     payload = {"task": "denoise_bsd68", "sigmas": args.sigmas,

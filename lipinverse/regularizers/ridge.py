@@ -42,6 +42,7 @@ from .ridge_parts import (
     SolveInfo,
     UnrolledRidgeDenoiser,
     concave_strength,
+    concave_top,
     curvature_interval,
 )
 
@@ -131,8 +132,8 @@ class ConvexRidge(nn.Module):
                  for a, b in zip(channels[:-1], channels[1:], strict=True)]
         self.W = NormalizedChain(MultiConv(convs))
         c2 = int(_nonconvex_channels)
-        c1 = channels[-1]
-        self.num_convex_only = channels[-1] - c2
+        c1 = channels[-1]  # the convex part covers every channel
+        self.num_convex_only = c1 - c2
         clip = spline_init == "clip"
         self.convex_spline = LipschitzSpline(c1, num_knots, knot_range, self.convex_part_bounds,
                                              init="identity" if clip else spline_init)
@@ -303,8 +304,7 @@ class ConvexRidge(nn.Module):
         lam = sc.lam.reshape(())
         right, left = lam * c[:, -1], lam * c[:, 0]
         if self.concave_part is not None:
-            h = self.concave_part.spline.projected_coefficients().to(torch.float64)
-            drop = sc.kappa.reshape(-1) * (h[:, -1] - h[:, 0]).clamp(min=0.0)
+            drop = sc.kappa.reshape(-1) * concave_top(self.concave_part, torch.float64)
             k = self.num_convex_only
             right = torch.cat([right[:k], right[k:] - drop])
             left = torch.cat([left[:k], left[k:] + drop])
@@ -549,7 +549,6 @@ class WeakConvexRidge(ConvexRidge):
                          num_sigma_nodes, sigma, spline_init,
                          _nonconvex_channels=c2, _rho_max=rho_max)
         self._kwargs.update(nonconvex_channels=c2, rho_max=float(rho_max))
-
 
     @classmethod
     def from_convex(cls, convex: ConvexRidge, nonconvex_channels: int | None = None,

@@ -105,6 +105,13 @@ class SolveInfo:
     error_bound: torch.Tensor
 
 
+def concave_top(concave_part, dtype) -> torch.Tensor:
+    r""":math:`f_c(r)`, the final value of :math:`\phi_c'` (constant beyond the range),
+    per channel of the concave part."""
+    h = concave_part.spline.projected_coefficients().to(dtype)
+    return (h[:, -1] - h[:, 0]).clamp(min=0.0)
+
+
 def concave_strength(convex_spline, concave_part, lam: torch.Tensor, kappa: torch.Tensor,
                      first: int) -> torch.Tensor:
     r"""Per-channel strength :math:`\kappa_c = \min(\kappa, \lambda P_c / f_c(r))` of the
@@ -126,8 +133,7 @@ def concave_strength(convex_spline, concave_part, lam: torch.Tensor, kappa: torc
     inf = torch.full_like(c[:, 0], float("inf"))
     plateau = torch.minimum(torch.where(slopes[:, -1] > 0, inf, c[:, -1]),
                             torch.where(slopes[:, 0] > 0, inf, -c[:, 0])).clamp(min=0.0)
-    h = concave_part.spline.projected_coefficients().to(kappa.dtype)
-    top = (h[:, -1] - h[:, 0]).clamp(min=0.0)
+    top = concave_top(concave_part, kappa.dtype)
     capped = torch.isfinite(plateau) & (top > 0)
     ratio = torch.where(capped, plateau, torch.zeros_like(plateau)) / torch.where(
         capped, top, torch.ones_like(top))
