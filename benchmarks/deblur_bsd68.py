@@ -47,7 +47,7 @@ NOISES = (2.55, 7.65)
 METHODS = ("crr", "wcrr", "lipdenoiser", "tv", "wiener", "rl", "dncnn")
 GUARANTEE = {
     "crr": "gradient scheme of PGD on a certified convex smooth objective",
-    "wcrr": "gradient scheme of PGD (FISTA where certified convex, else plain descent)",
+    "wcrr": "gradient scheme of PGD (FISTA where certified convex, else monotone APG)",
     "lipdenoiser": "PnP-FBS, Krasnoselskii-Mann relaxed, certified nonexpansive denoiser",
     "tv": "PGD with certified TV prox: converges to the minimiser",
     "wiener": "closed form",
@@ -114,9 +114,9 @@ class Methods:
             solver = PGD(f, model, lam=param * noise / 255, accelerate=True)
         elif hasattr(model, "at_sigma"):
             prior, lam = deblur_prior(model, noise / 255, param)
-            # FISTA for the convex prior; plain gradient descent for the weakly convex one,
-            # whose objective is nonconvex (momentum would void the guarantee)
-            solver = PGD(f, prior, lam=lam, scheme="grad", accelerate=bool(prior.convex))
+            # FISTA for the convex prior; monotone APG (momentum kept only on sufficient
+            # decrease) for the weakly convex one, whose objective is nonconvex
+            solver = PGD(f, prior, lam=lam, scheme="grad", accelerate=True)
         else:
             solver = PGD(f, model, sigma=param * noise / 255)
         with torch.no_grad():

@@ -122,7 +122,7 @@ def main(image: str | None = None, size: int = 256, max_iter: int = 300,
         prior, lam = deblur_prior(model, noise)
         t0 = time.perf_counter()
         with torch.no_grad():
-            res = PGD(f, prior, lam=lam, scheme="grad", accelerate=bool(prior.convex)).solve(
+            res = PGD(f, prior, lam=lam, scheme="grad", accelerate=True).solve(
                 max_iter=max_iter, tol=tol, progress=progress, track_objective=False)
         rows["learned (crr)"] = image_metrics(res.x, truth) + (
             res.iterations, time.perf_counter() - t0, res.guarantee)

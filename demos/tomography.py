@@ -137,7 +137,7 @@ def main(size: int = 128, n_angles: int = 60, max_iter: int = 200,
         t0 = time.perf_counter()
         with torch.no_grad():
             res = PGD(f, prior, lam=LEARNED_LAM, scheme="grad",
-                      accelerate=bool(prior.convex)).solve(
+                      accelerate=True).solve(
                 x0=x_fbp, max_iter=max_iter, tol=tol, progress=progress,
                 track_objective=False)
         rows["learned (crr)"] = image_metrics(res.x, truth) + (

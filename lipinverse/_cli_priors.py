@@ -122,8 +122,9 @@ def make_solver(A, y, name: str, prior, *, solver: str = "pgd", lam: float | Non
       :math:`\lambda` = :func:`tv_lam` by default;
     * a ridge regulariser (``crr``, ``wcrr``): taken at its deblurring operating point
       (:func:`lipinverse.pretrained.deblur_prior`); ``pgd`` runs the gradient scheme on
-      :math:`\tfrac12\|Ax-y\|^2 + \lambda R`, accelerated when :math:`R` is certified
-      convex (a weakly convex :math:`R` keeps plain gradient descent, which has a theorem);
+      :math:`\tfrac12\|Ax-y\|^2 + \lambda R`, accelerated: FISTA when :math:`R` is
+      certified convex, monotone APG (Li & Lin 2015) when it is weakly convex, both with a
+      theorem (see :class:`~lipinverse.solvers.PGD`);
       ``admm`` uses the regulariser's prox;
     * a denoiser (``lipdenoiser``): PnP-FBS (``pgd``, Krasnoselskii-Mann relaxed when the
       denoiser is only nonexpansive) or PnP-ADMM with the firmly nonexpansive
@@ -150,7 +151,7 @@ def make_solver(A, y, name: str, prior, *, solver: str = "pgd", lam: float | Non
     lam = default_lam if lam is None else lam
     if solver == "admm":
         return Solver(f, fixed, lam=lam)
-    return Solver(f, fixed, lam=lam, scheme="grad", accelerate=bool(fixed.convex))
+    return Solver(f, fixed, lam=lam, scheme="grad", accelerate=True)
 
 
 def reconstruct(A, y, name: str, prior, *, solver: str = "pgd", lam: float | None = None,

@@ -185,16 +185,22 @@ class LipschitzSpline(nn.Module):
         intercept = c[:, :-1] - s * self.knots()[:-1]
         return torch.stack([intercept, s], dim=-1).reshape(-1, 2)
 
-    def _interval(self, x: torch.Tensor) -> torch.Tensor:
-        """Flat index ``channel * (K-1) + k`` of the (extended) interval of each element."""
+    def _lookup(self, table: torch.Tensor, x: torch.Tensor) -> list[torch.Tensor]:
+        """The row of ``table`` (``(C * (K-1), m)``, one row per channel and interval) at the
+        (extended) interval of each element of ``x``: ``m`` tensors shaped like ``x``.
+
+        One :func:`torch.gather` per column along the interval axis: several times faster
+        on the CPU than indexing the flat table with a per-element row index.
+        """
         a, _ = self.knot_range
         # NaN would become INT64_MIN under .long(): map it to interval 0 (the output is NaN
         # there anyway, as x is), so that NaN propagates instead of an opaque IndexError
         k = torch.floor((x - a) / self.spacing).clamp_(0, self.num_knots - 2).nan_to_num_(0.0)
-        k = k.long()
-        shape = [1, self.num_channels] + [1] * (x.dim() - 2)
-        offset = torch.arange(self.num_channels, device=x.device).view(shape) * (self.num_knots - 1)
-        return k + offset
+        b, c = x.shape[:2]
+        idx = k.long().reshape(b, c, -1)
+        tab = table.to(x.dtype).reshape(c, self.num_knots - 1, -1)
+        return [torch.gather(tab[..., j].expand(b, c, -1), 2, idx).view(x.shape)
+                for j in range(tab.shape[-1])]
 
     def _check_input(self, name: str, x: torch.Tensor) -> None:
         if not isinstance(x, torch.Tensor):
@@ -209,13 +215,13 @@ class LipschitzSpline(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         r"""Evaluate :math:`\sigma` elementwise along channel dimension 1."""
         self._check_input("forward", x)
-        pair = self._table().to(x.dtype)[self._interval(x)]
-        return pair[..., 0] + pair[..., 1] * x
+        intercept, slope = self._lookup(self._table(), x)
+        return intercept + slope * x
 
     def derivative(self, x: torch.Tensor) -> torch.Tensor:
         r"""Elementwise derivative :math:`\sigma'(x)` (right derivative at knots)."""
         self._check_input("derivative", x)
-        return self._table().to(x.dtype)[self._interval(x)][..., 1]
+        return self._lookup(self._table()[:, 1:], x)[0]
 
     def integrate(self, x: torch.Tensor) -> torch.Tensor:
         r"""Exact antiderivative :math:`\Psi(x) = \int_0^x \sigma(t)\,dt`, elementwise.
@@ -241,9 +247,9 @@ class LipschitzSpline(nn.Module):
         table = torch.stack([cum[:, :-1], c[:, :-1], s, t[:-1].expand_as(s)], -1).reshape(-1, 4)
 
         def primitive(z: torch.Tensor) -> torch.Tensor:
-            q = table[self._interval(z)]
-            d = z - q[..., 3]
-            return q[..., 0] + d * (q[..., 1] + 0.5 * q[..., 2] * d)
+            p0, ck, sk, tk = self._lookup(table, z)
+            d = z - tk
+            return p0 + d * (ck + 0.5 * sk * d)
 
         zero = torch.zeros([1, self.num_channels] + [1] * (x.dim() - 2), dtype=x.dtype,
                            device=x.device)

@@ -117,10 +117,9 @@ class EvenPotential(nn.Module):
         s = t.abs()
         u = s.clamp(max=self.range)
         k = torch.floor(u / sp.spacing).clamp(0, sp.num_knots - 2).long()
-        C = self.num_channels
-        offset = torch.arange(C, device=t.device).view([1, C] + [1] * (t.dim() - 2))
-        flat = k + offset * sp.num_knots
-        dk, pk = d.reshape(-1)[flat], prefix.reshape(-1)[flat]
+        b, c = t.shape[:2]
+        idx = k.reshape(b, c, -1)
+        dk, pk = (torch.gather(v.expand(b, c, -1), 2, idx).view(t.shape) for v in (d, prefix))
         length = u - k.to(t.dtype) * delta
         partial = _relu_segment(dk, self._d(u), length)
         tail = self._view(t, d[:, -1].clamp(min=0.0)) * (s - self.range).clamp(min=0.0)

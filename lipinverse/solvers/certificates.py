@@ -33,6 +33,7 @@ BT09 = "Beck & Teboulle 2009, Thm 4.4"
 OC15 = "O'Donoghue & Candes 2015"
 ABS13 = "Attouch, Bolte & Svaiter 2013"
 NES18 = "Nesterov 2018, Lectures on Convex Optimization, Sec. 1.2.3"
+LL15 = "Li & Lin 2015, monotone APG, Alg. 1 and Thm 1"
 CY15 = "Combettes & Yamada 2015, Prop. 2.4"
 BC17_KM = "Krasnoselskii-Mann; Bauschke & Combettes 2017, Prop. 5.16"
 BC17_KM_NE = "Krasnoselskii 1955, Mann 1953; Bauschke & Combettes 2017, Thm 5.15"
@@ -188,12 +189,19 @@ def pgd_grad_guarantee(*, lf, lr, convex_f, convex_g, rho, lam, tau, accelerate,
         cond = cond or f"tau = {_fmt(tau)} < 2/L = {_fmt(2 / big_l)}"
         return (f"Gradient descent: F = f + lam R convex and L-smooth, {cond} => F(x_k) "
                 f"decreases and x_k converges to a minimiser when one exists ({CW05})")
-    if accelerate:
-        return "none: accelerated gradient on a nonconvex objective has no convergence theorem"
+    if accelerate and backtracking:
+        return ("none: accelerated gradient with backtracking on a nonconvex objective has no "
+                "convergence theorem here (pass step_size, or accelerate=False)")
     if cond is None and tau >= 2 / big_l:
-        return (f"none: gradient descent needs tau < 2/L = {_fmt(2 / big_l)}, got tau = "
+        method = "monotone accelerated gradient" if accelerate else "gradient descent"
+        return (f"none: {method} needs tau < 2/L = {_fmt(2 / big_l)}, got tau = "
                 f"{_fmt(tau)}")
     cond = cond or f"tau = {_fmt(tau)} < 2/L = {_fmt(2 / big_l)}"
+    if accelerate:
+        return (f"Monotone accelerated gradient (nonconvex R): F L-smooth, {cond}; the "
+                f"momentum step is kept only on sufficient decrease, else the better of it "
+                f"and a gradient step => F(x_k) decreases and min_(j<=k) |grad F(x_j)|^2 = "
+                f"O(1/k) if F is bounded below ({LL15})")
     return (f"Gradient descent (nonconvex R): F L-smooth, {cond} => F(x_k) decreases and "
             f"grad F(x_k) -> 0 if F is bounded below ({NES18})")
 

@@ -56,7 +56,10 @@ class PGD(IterativeSolver):
         ``guarantee`` says whether the theorem still applies.
     accelerate : bool
         FISTA / Nesterov momentum with adaptive (gradient) restart: a sample's momentum is
-        reset when :math:`\langle y_k - x_{k+1}, x_{k+1} - x_k\rangle > 0`.
+        reset when :math:`\langle y_k - x_{k+1}, x_{k+1} - x_k\rangle > 0`. On a
+        nonconvex objective (grad scheme, :math:`f` or :math:`R` not certified convex) the
+        momentum step is kept only when it decreases :math:`F` enough (monotone APG, see
+        Notes), so that the guarantee of gradient descent still holds.
     backtracking : bool
         Shrink the step (halving) until the sufficient-decrease condition
         :math:`f(x^+) \le f(y) + \langle\nabla f(y), x^+ - y\rangle + \|x^+ - y\|^2/(2\tau)`
@@ -92,6 +95,21 @@ class PGD(IterativeSolver):
       :math:`\tau\lambda\rho < 1` (Attouch, Bolte & Svaiter 2013);
     * grad: :math:`\tau < 2/(L_f + \lambda L_R)`; convex :math:`R` gives a minimiser,
       otherwise :math:`\nabla F(x_k) \to 0`;
+    * grad, nonconvex, ``accelerate=True``: monotone accelerated gradient (Li & Lin 2015,
+      Alg. 1 with its sufficient-descent monitor). From the extrapolated point
+      :math:`y_k = x_k + \tfrac{t_{k-1}}{t_k}(z_k - x_k) + \tfrac{t_{k-1}-1}{t_k}(x_k -
+      x_{k-1})` it tries :math:`z_{k+1} = y_k - \tau\nabla F(y_k)` and keeps it when
+      :math:`F(z_{k+1}) \le F(x_k) - \delta\|z_{k+1} - y_k\|^2`
+      (:math:`\delta = 10^{-2}/\tau`); otherwise it also takes the gradient step
+      :math:`v_{k+1} = x_k - \tau\nabla F(x_k)` and keeps the better of the two. Either
+      way :math:`F(x_{k+1}) \le F(x_k) - c\,\|\nabla F(p_k)\|^2` with :math:`p_k = y_k`
+      or :math:`x_k` and :math:`c > 0` for :math:`\tau < 2/L`, and
+      :math:`\|\nabla F(x_{k+1})\| \le (1 + L\tau)\|\nabla F(y_k)\|`; so when
+      :math:`F` is bounded below, :math:`\min_{j \le k+1}\|\nabla F(x_j)\|^2 \le
+      C\,(F(x_0) - \inf F)/k`, the rate of gradient descent, at most two gradients per
+      iteration. The momentum restarts (:math:`t = 1`, :math:`z = x_{k-1} = x_k`) on the
+      gradient test above or when :math:`z_{k+1}` is refused; the argument does not depend
+      on :math:`y_k`, so restarts keep it;
     * pnp: :math:`D` :math:`\alpha`-averaged with :math:`\alpha < 1` and :math:`\tau <
       2/L_f` makes :math:`T = D(I - \tau\nabla f)` averaged (Combettes & Yamada 2015),
       and the Krasnoselskii-Mann iteration converges to a fixed point when one exists;
@@ -190,6 +208,12 @@ class PGD(IterativeSolver):
         if not self.guarantee.startswith("none:"):
             self.guarantee += cert.inexact_prox_note(prior)
         self._finish_guarantee()
+        # monotone APG where FISTA has no theorem: a nonconvex smooth objective
+        self._monotone = bool(accelerate and self.scheme == "grad" and not backtracking
+                              and not (self.convex_f and cert.prior_convexity(prior)[0]))
+        if self._monotone and not (callable(fidelity) and callable(prior)):
+            raise TypeError(f"{name}: accelerate=True on a nonconvex objective needs the "
+                            "values fidelity(x) and prior(x) (the monotone step compares F)")
 
     # ------------------------------------------------------------ pieces
     def _denoise(self, v):
@@ -267,6 +291,10 @@ class PGD(IterativeSolver):
     def _init_state(self, x0):
         self.step_size = self._step0  # backtracking only shrinks within one solve
         state = {"x": x0}
+        if self._monotone:  # Li & Lin 2015: z_1 = x_1 = x_0, t_1 = 1, t_0 = 0
+            one = torch.ones(x0.shape[0], dtype=x0.dtype, device=x0.device)
+            return {"x": x0, "x_prev": x0, "z": x0, "t": one, "t_prev": torch.zeros_like(one),
+                    "F": self._smooth_value(x0)}
         if self.accelerate:
             state["y"] = x0
             state["t"] = torch.ones(x0.shape[0], dtype=x0.dtype, device=x0.device)
@@ -274,6 +302,8 @@ class PGD(IterativeSolver):
 
     def _step(self, state, k, active):
         x = state["x"]
+        if self._monotone:
+            return self._monotone_step(state, active)
         if not self.accelerate:
             x_new = self._forward_backward(x, active)
             return {"x": x_new}, _norm(x_new - x)
@@ -284,6 +314,32 @@ class PGD(IterativeSolver):
         t_new = 0.5 * (1.0 + torch.sqrt(1.0 + 4.0 * t * t))
         y_new = x_new + _bcast((t - 1.0) / t_new, x_new) * (x_new - x)
         return {"x": x_new, "y": y_new, "t": t_new}, _norm(x_new - x)
+
+    def _monotone_step(self, state, active):
+        """One iteration of monotone APG (see the class Notes)."""
+        x, t, tp = state["x"], state["t"], state["t_prev"]
+        tau = self.step_size
+        y = (x + _bcast(tp / t, x) * (state["z"] - x)
+             + _bcast((tp - 1.0) / t, x) * (x - state["x_prev"]))
+        z = self._map(y, self._total_grad(y), tau)
+        fz = self._smooth_value(z)
+        keep = fz <= state["F"] - (1e-2 / tau) * _dot(z - y, z - y)
+        x_new, f_new = z, fz
+        if not bool((keep | ~active).all()):
+            v = self._map(x, self._total_grad(x), tau)
+            fv = self._smooth_value(v)
+            use_v = ~keep & (fv < fz)
+            x_new = torch.where(_bcast(use_v, x), v, z)
+            f_new = torch.where(use_v, fv, fz)
+        # adaptive restart (O'Donoghue & Candes 2015), also where the monitor refused z:
+        # the extrapolation does not enter the descent argument, so any restart is allowed
+        restart = ~keep | (_dot(y - x_new, x_new - x) > 0)
+        r = _bcast(restart, x)
+        t_next = 0.5 * (1.0 + torch.sqrt(1.0 + 4.0 * t * t))
+        state = {"x": x_new, "x_prev": torch.where(r, x_new, x), "z": torch.where(r, x_new, z),
+                 "t": torch.where(restart, torch.ones_like(t), t_next),
+                 "t_prev": torch.where(restart, torch.zeros_like(t), t), "F": f_new}
+        return state, _norm(x_new - x)
 
     def _objective(self, state):
         if self.scheme == "pnp" or not callable(self.fidelity) or not callable(self.prior):

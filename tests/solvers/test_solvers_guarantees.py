@@ -45,7 +45,12 @@ def test_grad_scheme_limits(problem):
     assert PGD(f, convex, 0.5, step_size=2.0 / big_l).guarantee.startswith("none:")
     wc = PGD(f, log_prior(), 0.5)
     assert wc.guarantee.startswith("Gradient descent (nonconvex R)")
-    assert PGD(f, log_prior(), 0.5, accelerate=True).guarantee.startswith("none:")
+    acc = PGD(f, log_prior(), 0.5, accelerate=True).guarantee
+    assert acc.startswith("Monotone accelerated gradient (nonconvex R)") and "Li & Lin" in acc
+    too_big = PGD(f, log_prior(), 0.5, accelerate=True, step_size=2.0 / big_l).guarantee
+    assert too_big.startswith("none: monotone accelerated gradient needs tau < 2/L")
+    bt = PGD(f, log_prior(), 0.5, accelerate=True, backtracking=True).guarantee
+    assert bt.startswith("none: accelerated gradient with backtracking")
     unknown = SmoothPrior(lambda x: x.sum(), lambda x: x, None, True)
     s = PGD(f, unknown, 0.5)
     assert s.backtracking and s.guarantee.startswith("none:") and "Lipschitz" in s.guarantee
