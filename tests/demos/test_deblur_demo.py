@@ -36,11 +36,13 @@ def test_demo_main_small(demo, tmp_path, capsys):
     assert tv["psnr"] > rows["observation"]["psnr"] + 0.5
     assert 1 <= tv["iterations"] <= 40 and tv["seconds"] > 0
     assert not tv["guarantee"].startswith("none")
-    if "learned (crr)" in rows:
-        learned = rows["learned (crr)"]
-        assert learned["psnr"] > rows["observation"]["psnr"]
-        assert not learned["guarantee"].startswith("none")
-    else:
+    learned = [n for n in rows if n.startswith("learned")]
+    for name in learned:
+        assert rows[name]["psnr"] > rows["observation"]["psnr"]
+        assert not rows[name]["guarantee"].startswith("none")
+    if "learned (wcrr)" in rows:
+        assert rows["learned (wcrr)"]["guarantee"].startswith("Monotone accelerated gradient")
+    if not learned:
         assert "showing TV only" in text
     fig = skimage.io.imread(out)
     assert fig.ndim == 3 and fig.shape[1] > 2 * fig.shape[0]  # panels side by side
