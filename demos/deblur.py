@@ -119,7 +119,7 @@ def main(image: str | None = None, size: int = 256, max_iter: int = 300,
             print(f"NOTE: the shipped learned prior {name!r} is not available in this "
                   f"installation ({why}); not shown.")
             continue
-        from lipinverse.pretrained import deblur_prior
+        from lipinverse.pretrained import deblur_prior  # only once a prior has loaded
 
         # R at its deblurring operating point; gradient scheme on 1/2||Ax-y||^2 + lam R,
         # accelerated (FISTA for the convex crr, monotone APG for the weakly convex wcrr),

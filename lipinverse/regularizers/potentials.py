@@ -116,12 +116,11 @@ class EvenPotential(nn.Module):
         prefix = torch.cat([torch.zeros_like(d[:, :1]), torch.cumsum(pieces, 1)], dim=1)
         s = t.abs()
         u = s.clamp(max=self.range)
-        k = torch.floor(u / sp.spacing).clamp(0, sp.num_knots - 2).long()
-        b, c = t.shape[:2]
-        idx = k.reshape(b, c, -1)
-        dk, pk = (torch.gather(v.expand(b, c, -1), 2, idx).view(t.shape) for v in (d, prefix))
-        length = u - k.to(t.dtype) * delta
-        partial = _relu_segment(dk, self._d(u), length)
+        # per interval k of the spline's knots t_k: (h(t_k) - h(0), prefix integral, t_k)
+        knots = sp.knots().to(t.dtype)[:-1].expand_as(d[:, :-1])
+        table = torch.stack([d[:, :-1], prefix[:, :-1], knots], -1).reshape(-1, 3)
+        dk, pk, tk = sp._lookup(table, u)
+        partial = _relu_segment(dk, self._d(u), u - tk)
         tail = self._view(t, d[:, -1].clamp(min=0.0)) * (s - self.range).clamp(min=0.0)
         return pk + partial + tail
 

@@ -181,6 +181,7 @@ class PGD(IterativeSolver):
         self._fused_step = (not backtracking and self.scheme != "grad"
                             and callable(getattr(fidelity, "grad_step", None)))
 
+        self._convex = False  # certified convex f + lam g (set below for prox / grad)
         if self.scheme == "pnp":
             lip_d, alpha_d = cert.denoiser_certificates(name, prior)
             self.lip_d, self.alpha_d = lip_d, alpha_d
@@ -199,6 +200,7 @@ class PGD(IterativeSolver):
         else:
             self.relaxation = None
             convex_g, rho = cert.prior_convexity(prior)
+            self._convex = self.convex_f and convex_g
             common = dict(convex_f=self.convex_f, convex_g=convex_g, rho=rho, lam=self.lam,
                           tau=self.step_size, accelerate=accelerate, backtracking=backtracking)
             if self.scheme == "prox":
@@ -210,7 +212,7 @@ class PGD(IterativeSolver):
         self._finish_guarantee()
         # monotone APG where FISTA has no theorem: a nonconvex smooth objective
         self._monotone = bool(accelerate and self.scheme == "grad" and not backtracking
-                              and not (self.convex_f and cert.prior_convexity(prior)[0]))
+                              and not self._convex)
         if self._monotone and not (callable(fidelity) and callable(prior)):
             raise TypeError(f"{name}: accelerate=True on a nonconvex objective needs the "
                             "values fidelity(x) and prior(x) (the monotone step compares F)")
