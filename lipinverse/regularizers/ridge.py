@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
+import weakref
 
 import torch
 from torch import nn
@@ -35,6 +36,7 @@ from lipinverse.nn.norms import round_down_f32
 
 from ._sigma import SigmaFunction, as_sigma
 from .potentials import EvenPotential
+from .ridge_solve import anderson, fista
 from .ridge_parts import (
     NormalizedChain,
     RidgeActivation,
@@ -47,6 +49,10 @@ from .ridge_parts import (
 )
 
 __all__ = ["ConvexRidge", "WeakConvexRidge", "RidgeAtSigma"]
+
+# compiled elementwise functions of the ridges that asked for them (ConvexRidge.compile);
+# kept outside the modules so that copying or saving a model never carries them
+_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 class ConvexRidge(nn.Module):
@@ -187,14 +193,53 @@ class ConvexRidge(nn.Module):
         """``v`` on all channels, with ``0`` on the convex-only ones prepended."""
         return torch.cat([torch.zeros_like(z[:, :self.num_convex_only]), v], dim=1)
 
-    def _grad(self, x: torch.Tensor, sc: RidgeScalings) -> torch.Tensor:
-        z = self._filters(x, sc)
-        lam, mu = sc.lam.to(x.dtype), sc.mu.to(x.dtype)
+    def _activation(self, z: torch.Tensor, sc: RidgeScalings) -> torch.Tensor:
+        r"""Elementwise :math:`\lambda\psi'(\mu z) - (0,\ \kappa\phi'(\nu z_2))` of the
+        filter responses ``z`` (the derivative of the potentials)."""
+        lam, mu = sc.lam.to(z.dtype), sc.mu.to(z.dtype)
         out = lam * self.convex_spline(mu * z)
         if self.concave_part is not None:
-            kappa, nu = sc.kappa.to(x.dtype), sc.nu.to(x.dtype)
+            kappa, nu = sc.kappa.to(z.dtype), sc.nu.to(z.dtype)
             z2 = z[:, self.num_convex_only:]
             out = out - self._concave(z, kappa * self.concave_part(nu * z2))
+        return out
+
+    def _curvature(self, z: torch.Tensor, sc: RidgeScalings) -> torch.Tensor:
+        r"""Elementwise second derivative of the potentials at the responses ``z``,
+        :math:`\lambda\mu\psi''(\mu z) - (0,\ \kappa\nu\phi''(\nu z_2))` (a.e.)."""
+        lam, mu = sc.lam.to(z.dtype), sc.mu.to(z.dtype)
+        d2 = lam * mu * self.convex_spline.derivative(mu * z)
+        if self.concave_part is not None:
+            kappa, nu = sc.kappa.to(z.dtype), sc.nu.to(z.dtype)
+            z2 = z[:, self.num_convex_only:]
+            d2 = d2 - self._concave(z, kappa * nu * self.concave_part.derivative(nu * z2))
+        return d2
+
+    def _fn(self, name: str):
+        """``self._activation`` / ``self._curvature``, compiled if :meth:`compile` asked."""
+        compiled = _COMPILED.get(self)
+        return getattr(self, name) if compiled is None else compiled[name]
+
+    def compile(self, enabled: bool = True) -> ConvexRidge:
+        r"""Run the elementwise potentials through :func:`torch.compile` (or back to eager).
+
+        The spline lookups, the scalings and the concave part then run as one fused
+        loop per call instead of about ten passes over the filter responses: several
+        times faster on the CPU for training batches and large images. The first call
+        for each new input shape compiles (seconds); values equal the eager ones up to
+        float rounding. Returns ``self``.
+        """
+        if not enabled:
+            _COMPILED.pop(self, None)
+            return self
+        _COMPILED[self] = {
+            name: torch.compile(getattr(self, name), dynamic=None)
+            for name in ("_activation", "_curvature")}
+        return self
+
+    def _grad(self, x: torch.Tensor, sc: RidgeScalings) -> torch.Tensor:
+        z = self._filters(x, sc)
+        out = self._fn("_activation")(z, sc)
         return self.W.linear.transpose(out, input_size=tuple(x.shape[-2:])) * sc.s.to(x.dtype)
 
     def _value(self, x: torch.Tensor, sc: RidgeScalings) -> torch.Tensor:
@@ -207,17 +252,23 @@ class ConvexRidge(nn.Module):
             val = val - (kappa / nu * self.concave_part.integrate(nu * z2)).flatten(1).sum(1)
         return val
 
+    def hessian_at(self, x: torch.Tensor, sc: RidgeScalings):
+        r"""The map :math:`v \mapsto \nabla^2 R_\sigma(x)\,v = (sW)^\top D\,(sW)v` at a
+        fixed ``x``, with the curvatures :math:`D` computed once (for conjugate
+        gradients: one filter pass and one transposed pass per product)."""
+        s = sc.s.to(x.dtype)
+        d2 = self._fn("_curvature")(self._filters(x, sc), sc) * (s * s)
+        size = tuple(x.shape[-2:])
+        lin = self.W.linear
+
+        def apply(v: torch.Tensor) -> torch.Tensor:
+            return lin.transpose(d2 * lin(v), input_size=size)
+
+        return apply
+
     def _hvp(self, x: torch.Tensor, v: torch.Tensor, sc: RidgeScalings) -> torch.Tensor:
         r"""Hessian-vector product :math:`\nabla^2 R_\sigma(x)\,v` (a.e.)."""
-        z, u = self._filters(x, sc), self._filters(v, sc)
-        lam, mu = sc.lam.to(x.dtype), sc.mu.to(x.dtype)
-        d2 = lam * mu * self.convex_spline.derivative(mu * z)
-        if self.concave_part is not None:
-            kappa, nu = sc.kappa.to(x.dtype), sc.nu.to(x.dtype)
-            z2 = z[:, self.num_convex_only:]
-            d2 = d2 - self._concave(z, kappa * nu * self.concave_part.derivative(nu * z2))
-        out = d2 * u
-        return self.W.linear.transpose(out, input_size=tuple(x.shape[-2:])) * sc.s.to(x.dtype)
+        return self.hessian_at(x, sc)(v)
 
     def _check_x(self, name: str, x) -> None:
         if not isinstance(x, torch.Tensor):
@@ -317,8 +368,8 @@ class ConvexRidge(nn.Module):
 
     # ------------------------------------------------------------------ inner solver
     def solve(self, y: torch.Tensor, tau=1.0, sigma=None, *, tol: float = 1e-4,
-              max_iter: int = 1000, x0: torch.Tensor | None = None
-              ) -> tuple[torch.Tensor, SolveInfo]:
+              max_iter: int = 1000, x0: torch.Tensor | None = None,
+              method: str = "fista") -> tuple[torch.Tensor, SolveInfo]:
         r"""Solve :math:`\min_x \tfrac12\|x-y\|^2 + \tau R_\sigma(x)` (no gradient tracking).
 
         Parameters
@@ -332,6 +383,11 @@ class ConvexRidge(nn.Module):
         max_iter : int
         x0 : tensor, optional
             Starting point (default ``y``).
+        method : {"fista", "anderson"}
+            :func:`~lipinverse.regularizers.ridge_solve.fista` (a convergence rate) or
+            :func:`~lipinverse.regularizers.ridge_solve.anderson` (about half the
+            gradients on trained priors, no rate; the training default). Both stop on
+            the same certified test, so ``tol`` means the same for both.
 
         Returns
         -------
@@ -358,6 +414,8 @@ class ConvexRidge(nn.Module):
                             f"{type(tol).__name__}, {type(max_iter).__name__}")
         if not tol > 0 or max_iter < 1:
             raise ValueError(f"{name}: expected tol > 0 and max_iter >= 1, got {tol}, {max_iter}")
+        if method not in ("fista", "anderson"):
+            raise ValueError(f"{name}: expected method 'fista' or 'anderson', got {method!r}")
         B = y.shape[0]
         with torch.no_grad():
             tau_t = as_sigma(f"{name} (tau)", tau, B, torch.float64, y.device)
@@ -373,38 +431,13 @@ class ConvexRidge(nn.Module):
             if bool((m <= 0).any()):
                 raise ValueError(f"{name}: 1/2||x-y||^2 + tau R is not strongly convex "
                                  f"(tau * rho = {(-tau_t * lo).max().item():.3g} >= 1)")
-            view = (-1, 1, 1, 1)
-            tau_x = tau_t.to(y.dtype).reshape(view)
-            Linv = (1.0 / L).to(y.dtype).reshape(view)
-            target = tol * y.flatten(1).norm(dim=1).clamp_min(1e-12).to(torch.float64) * m
-            x = (y if x0 is None else x0).clone()
-            z = x.clone()
-            t = torch.ones(B, dtype=torch.float64, device=y.device)
-            its = torch.zeros(B, dtype=torch.long, device=y.device)
-            err = torch.full((B,), float("inf"), dtype=torch.float64, device=y.device)
-            active = torch.arange(B, device=y.device)
-            for _ in range(int(max_iter)):
-                za, xa, ya = z[active], x[active], y[active]
-                g = za - ya + tau_x[active] * self._grad(za, sc.select(active))
-                gn = g.flatten(1).norm(dim=1).to(torch.float64)
-                err[active] = gn / m[active]
-                its[active] += 1
-                x_new = za - Linv[active] * g
-                done = gn <= target[active]
-                restart = (g * (x_new - xa)).flatten(1).sum(1) > 0
-                ta = t[active]
-                t_new = torch.where(restart, torch.ones_like(ta),
-                                    0.5 * (1.0 + torch.sqrt(1.0 + 4.0 * ta * ta)))
-                beta = torch.where(restart, torch.zeros_like(ta), (ta - 1.0) / t_new)
-                z_new = x_new + beta.to(y.dtype).reshape(view) * (x_new - xa)
-                x[active] = x_new
-                z[active] = torch.where(done.reshape(view), x_new, z_new)
-                t[active] = t_new
-                active = active[~done]
-                if active.numel() == 0:
-                    break
-            converged = torch.ones(B, dtype=torch.bool, device=y.device)
-            converged[active] = False
+            tau_x = tau_t.to(y.dtype).reshape(-1, 1, 1, 1)
+
+            def grad(z: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+                return z - y[idx] + tau_x[idx] * self._grad(z, sc.select(idx))
+
+            run = fista if method == "fista" else anderson
+            x, its, converged, err = run(grad, y, m, L, tol=tol, max_iter=max_iter, x0=x0)
         return x, SolveInfo(its, converged, err)
 
     def prox(self, x: torch.Tensor, tau=1.0, sigma=None, *, tol: float = 1e-4,

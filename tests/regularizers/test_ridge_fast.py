@@ -1,0 +1,120 @@
+"""The fast paths of the ridge priors: Anderson solves, the cached Hessian, compiled potentials."""
+
+import pytest
+import torch
+
+from lipinverse.regularizers import ConvexRidge, WeakConvexRidge
+from lipinverse.regularizers.ridge_solve import anderson, fista
+
+
+def trained_like(cls, seed=0):
+    """A small ridge prior with strong, varied potentials (ill-conditioned like trained ones)."""
+    torch.manual_seed(seed)
+    R = cls(channels=(1, 4, 8), kernel_size=3, num_knots=11).double()
+    g = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for p in R.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=g, dtype=p.dtype))
+        R.lam.values.add_(4.0)  # strength x e^4: curvature bounds in the tens
+    return R
+
+
+def noisy_batch(seed=0, n=5, size=16):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 1, size, size, generator=g, dtype=torch.float64)
+    sigma = torch.linspace(2, 30, n, dtype=torch.float64) / 255
+    return x + sigma.view(-1, 1, 1, 1) * torch.randn(x.shape, generator=g, dtype=x.dtype), sigma
+
+
+@pytest.mark.parametrize("cls", [ConvexRidge, WeakConvexRidge])
+def test_anderson_meets_the_certified_tolerance(cls):
+    R = trained_like(cls)
+    y, sigma = noisy_batch()
+    ref, info_ref = R.solve(y, 1.0, sigma, tol=1e-12, max_iter=20000)
+    assert bool(info_ref.converged.all())
+    for tol in (1e-3, 1e-6):
+        x, info = R.solve(y, 1.0, sigma, tol=tol, max_iter=5000, method="anderson")
+        assert bool(info.converged.all())
+        dist = (x - ref).flatten(1).norm(dim=1) / y.flatten(1).norm(dim=1)
+        # the certificate bounds the distance of the point that met the test; the
+        # returned gradient step from it is no farther
+        assert bool((dist <= tol * (1 + 1e-6)).all()), (dist, tol)
+        assert bool((info.error_bound <= tol * y.flatten(1).norm(dim=1)).all())
+
+
+def test_anderson_needs_fewer_gradients_than_fista_when_ill_conditioned():
+    R = trained_like(WeakConvexRidge, seed=3)
+    y, sigma = noisy_batch(seed=3)
+    _, a = R.solve(y, 1.0, sigma, tol=1e-5, max_iter=5000, method="anderson")
+    _, f = R.solve(y, 1.0, sigma, tol=1e-5, max_iter=5000, method="fista")
+    assert a.iterations.sum() < 0.8 * f.iterations.sum(), (a.iterations, f.iterations)
+
+
+def test_anderson_restart_safeguard_recovers_from_a_bad_extrapolation():
+    """A gradient whose norm jumps (a discontinuous 'F') triggers restarts, never a NaN."""
+    y = torch.ones(3, 1, 4, 4, dtype=torch.float64)
+    m = torch.ones(3, dtype=torch.float64)
+    L = torch.full((3,), 2.0, dtype=torch.float64)
+    calls = []
+
+    def grad(z, idx):
+        calls.append(1)
+        g = z - 2.0 * y[idx]
+        if len(calls) == 3:  # one wild gradient: 1e6 times too large
+            return g * 1e6
+        return g
+
+    x, its, conv, err = anderson(grad, y, m, L, tol=1e-8, max_iter=200, restart=10.0)
+    assert bool(conv.all()) and torch.isfinite(x).all()
+    assert torch.allclose(x, 2.0 * y, atol=1e-7)
+    x2, *_ = fista(lambda z, idx: z - 2.0 * y[idx], y, m, L, tol=1e-8, max_iter=200)
+    assert torch.allclose(x, x2, atol=1e-7)
+
+
+def test_solve_rejects_an_unknown_method():
+    R = trained_like(ConvexRidge)
+    y, sigma = noisy_batch(n=1)
+    with pytest.raises(ValueError, match="method 'fista' or 'anderson'"):
+        R.solve(y, 1.0, sigma, method="newton")
+
+
+@pytest.mark.parametrize("cls", [ConvexRidge, WeakConvexRidge])
+def test_cached_hessian_equals_autograd(cls):
+    R = trained_like(cls)
+    y, sigma = noisy_batch(n=2, size=10)
+    sc = R.scalings(sigma, 2, torch.float64)
+    v = torch.randn_like(y)
+    x = y.clone().requires_grad_(True)
+    (hv,) = torch.autograd.grad((R._grad(x, sc) * v).sum(), x)
+    assert torch.allclose(R.hessian_at(y, sc)(v), hv, atol=1e-10)
+    assert torch.allclose(R._hvp(y, v, sc), hv, atol=1e-10)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cls", [ConvexRidge, WeakConvexRidge])
+def test_compiled_potentials_equal_eager(cls):
+    """torch.compile of the potentials: same values, gradients and solves (float32)."""
+    R = trained_like(cls).float()
+    y, sigma = noisy_batch(n=3)
+    y, sigma = y.float(), sigma.float()
+    sc = R.scalings(sigma, 3, torch.float32)
+    eager = R._grad(y, sc)
+    x_e, _ = R.solve(y, 1.0, sigma, tol=1e-4)
+    R.compile()
+    try:
+        compiled = R._grad(y, sc)
+        assert torch.allclose(compiled, eager, rtol=1e-5, atol=1e-6)
+        x_c, _ = R.solve(y, 1.0, sigma, tol=1e-4)
+        assert torch.allclose(x_c, x_e, atol=1e-4)
+        # gradients w.r.t. the parameters through the compiled potentials
+        R.zero_grad()
+        R._grad(y, R.scalings(sigma, 3, torch.float32)).pow(2).sum().backward()
+        g_c = [p.grad.clone() for p in R.parameters() if p.grad is not None]
+    finally:
+        R.compile(False)
+    R.zero_grad()
+    R._grad(y, R.scalings(sigma, 3, torch.float32)).pow(2).sum().backward()
+    g_e = [p.grad.clone() for p in R.parameters() if p.grad is not None]
+    assert len(g_c) == len(g_e)
+    for a, b in zip(g_c, g_e, strict=True):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
