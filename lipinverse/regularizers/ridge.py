@@ -36,7 +36,6 @@ from lipinverse.nn.norms import round_down_f32
 
 from ._sigma import SigmaFunction, as_sigma
 from .potentials import EvenPotential
-from .ridge_solve import anderson, fista
 from .ridge_parts import (
     NormalizedChain,
     RidgeActivation,
@@ -47,6 +46,7 @@ from .ridge_parts import (
     concave_top,
     curvature_interval,
 )
+from .ridge_solve import anderson, fista
 
 __all__ = ["ConvexRidge", "WeakConvexRidge", "RidgeAtSigma"]
 
