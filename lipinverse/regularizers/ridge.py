@@ -34,6 +34,7 @@ from torch import nn
 from lipinverse.nn import ConvMap, GradientStepBlock, LipschitzSpline, MultiConv
 from lipinverse.nn.norms import round_down_f32
 
+from . import ridge_fused
 from ._sigma import SigmaFunction, as_sigma
 from .potentials import EvenPotential
 from .ridge_parts import (
@@ -50,8 +51,8 @@ from .ridge_solve import anderson, fista
 
 __all__ = ["ConvexRidge", "WeakConvexRidge", "RidgeAtSigma"]
 
-# compiled elementwise functions of the ridges that asked for them (ConvexRidge.compile);
-# kept outside the modules so that copying or saving a model never carries them
+# the ridges whose potentials run compiled (ConvexRidge.compile_potentials); kept outside
+# the modules so that copying or saving a model never carries the flag
 _COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -215,26 +216,45 @@ class ConvexRidge(nn.Module):
             d2 = d2 - self._concave(z, kappa * nu * self.concave_part.derivative(nu * z2))
         return d2
 
-    def _fn(self, name: str):
-        """``self._activation`` / ``self._curvature``, compiled if :meth:`compile` asked."""
-        compiled = _COMPILED.get(self)
-        return getattr(self, name) if compiled is None else compiled[name]
+    def _fused_args(self, z: torch.Tensor, sc: RidgeScalings) -> tuple:
+        """Arguments of :mod:`~lipinverse.regularizers.ridge_fused` (tables in ``z.dtype``)."""
+        def tables(spline):
+            tab = spline._table().to(z.dtype).reshape(spline.num_channels,
+                                                      spline.num_knots - 1, 2)
+            return tab, (float(spline.knot_range[0]), float(spline.spacing),
+                         spline.num_knots - 2)
 
-    def compile(self, enabled: bool = True) -> ConvexRidge:
+        table, grid = tables(self.convex_spline)
+        concave = None
+        if self.concave_part is not None:
+            h = self.concave_part.spline
+            htab, hgrid = tables(h)
+            h0 = h.projected_coefficients()[:, 0].to(z.dtype).view(1, -1, 1, 1)
+            concave = (sc.kappa.to(z.dtype), sc.nu.to(z.dtype), htab, h0, hgrid,
+                       float(self.concave_part.range), self.num_convex_only)
+        return sc.lam.to(z.dtype), sc.mu.to(z.dtype), table, grid, concave
+
+    def _fn(self, name: str):
+        """``self._activation`` / ``self._curvature``, or their compiled pure forms
+        (:mod:`~lipinverse.regularizers.ridge_fused`) after :meth:`compile_potentials`."""
+        if self not in _COMPILED:
+            return getattr(self, name)
+        fused = ridge_fused.compiled(name.lstrip("_"))
+        return lambda z, sc: fused(z, *self._fused_args(z, sc))
+
+    def compile_potentials(self, enabled: bool = True) -> ConvexRidge:
         r"""Run the elementwise potentials through :func:`torch.compile` (or back to eager).
 
         The spline lookups, the scalings and the concave part then run as one fused
-        loop per call instead of about ten passes over the filter responses: several
-        times faster on the CPU for training batches and large images. The first call
-        for each new input shape compiles (seconds); values equal the eager ones up to
-        float rounding. Returns ``self``.
+        loop per call instead of about ten passes over the filter responses (the
+        compiled code is shared by every ridge prior in the process). The first calls
+        compile (tens of seconds, then cached on disk by torch); values equal the eager
+        ones up to float rounding. Returns ``self``.
         """
-        if not enabled:
+        if enabled:
+            _COMPILED[self] = True
+        else:
             _COMPILED.pop(self, None)
-            return self
-        _COMPILED[self] = {
-            name: torch.compile(getattr(self, name), dynamic=None)
-            for name in ("_activation", "_curvature")}
         return self
 
     def _grad(self, x: torch.Tensor, sc: RidgeScalings) -> torch.Tensor:

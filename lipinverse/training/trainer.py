@@ -3,6 +3,7 @@ resume, and data-parallel training with ``torch.distributed`` (launch with ``tor
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import math
 import os
@@ -86,6 +87,19 @@ class TrainConfig:
         Show a tqdm progress bar (rank 0 only).
     device : str, optional
         Default: the model's device (``cuda:LOCAL_RANK`` under torchrun with CUDA).
+    lr_factors : dict or tuple of (str, float) pairs
+        Learning-rate multipliers by parameter-name prefix (first match wins, default
+        1), e.g. ``{"convex_spline.": 2.0}``: one Adam parameter group per multiplier.
+    minutes : float, optional
+        Wall-time budget of one :meth:`Trainer.fit` call: it stops at the first step
+        boundary past it and saves ``last`` (resume continues from there).
+    save_every_minutes : float
+        Also save ``last`` (the full state) this often within an epoch.
+    val_crop : int, optional
+        Centre-crop the validation images to this size (faster validation).
+    compile : bool
+        Fuse the model's elementwise potentials with :func:`torch.compile` (models with
+        ``compile_potentials``, e.g. the ridge priors); same objective, faster steps.
     """
 
     epochs: int = 10
@@ -108,6 +122,11 @@ class TrainConfig:
     checkpoint_every: int = 1
     progress: bool = True
     device: str | None = None
+    lr_factors: tuple = ()
+    minutes: float | None = None
+    save_every_minutes: float = 5.0
+    val_crop: int | None = None
+    compile: bool = False
 
     def __post_init__(self) -> None:
         name = "TrainConfig"
@@ -130,8 +149,20 @@ class TrainConfig:
 
         for field in ("epochs", "batch_size", "checkpoint_every", "patch_size"):
             positive_int(field, getattr(self, field))
-        for field in ("steps_per_epoch", "patch_stride", "val_limit"):
+        for field in ("steps_per_epoch", "patch_stride", "val_limit", "val_crop"):
             positive_int(field, getattr(self, field), allow_none=True)
+        finite("minutes", self.minutes, strict=True, allow_none=True)
+        finite("save_every_minutes", self.save_every_minutes, strict=True)
+        factors = self.lr_factors.items() if isinstance(self.lr_factors, dict) \
+            else self.lr_factors
+        try:
+            factors = tuple((str(k), float(v)) for k, v in factors)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{name}: expected lr_factors a dict or (prefix, factor) pairs, "
+                             f"got {self.lr_factors!r}") from err
+        for k, v in factors:
+            finite(f"lr_factors[{k!r}]", v, strict=True)
+        object.__setattr__(self, "lr_factors", factors)
         finite("lr", self.lr, strict=True)
         finite("weight_decay", self.weight_decay)
         finite("grad_clip", self.grad_clip, strict=True, allow_none=True)
@@ -162,6 +193,23 @@ def _world() -> tuple[int, int]:
     return 0, 1
 
 
+def _step_seed(seed: int, step: int) -> int:
+    """Seed of the data (augmentation, noise levels, noise) of one global step."""
+    return (int(seed) * 1_000_003 + 7_919 * int(step) + 17) % (2 ** 63)
+
+
+class _Objective(nn.Module):
+    """``objective.loss(model, ...)`` as a module, so that DistributedDataParallel (which
+    hooks the module's forward) wraps the whole training loss."""
+
+    def __init__(self, model: nn.Module, objective) -> None:
+        super().__init__()
+        self.model, self.objective = model, objective
+
+    def forward(self, clean, noisy, sigma):
+        return self.objective.loss(self.model, clean, noisy, sigma)
+
+
 class Trainer:
     r"""Train a model with an objective (see :mod:`lipinverse.training.objectives`).
 
@@ -180,18 +228,28 @@ class Trainer:
 
     Notes
     -----
-    Each epoch visits a permutation of the patches drawn from a generator seeded by
-    ``(seed, epoch)``; per step, the global batch, its augmentation, noise levels
-    :math:`\sigma_b \sim U(\sigma_{min}, \sigma_{max})` and noise are drawn from it, so
-    the data depend only on the seed and the step, not on the number of processes.
+    **Data.** Epoch :math:`e` visits a permutation of the patches drawn from a generator
+    seeded by ``(seed, e)``; global step :math:`k` takes its slice of it, and draws the
+    augmentation, the noise levels :math:`\sigma_b \sim U(\sigma_{min}, \sigma_{max})`
+    and the noise from a generator seeded by ``(seed, k)``.  The data therefore depend
+    only on the seed and the step: not on the number of processes, nor on where a run
+    was interrupted.
+
+    **Checkpoints and resume.** ``last`` holds the full state: weights, Adam state,
+    step, history, the partial sums of the current epoch and torch's global RNG state.
+    It is written atomically at the end of every ``checkpoint_every`` epochs, every
+    ``save_every_minutes`` and when the ``minutes`` budget stops :meth:`fit`;
+    :meth:`resume` then continues bit for bit (same machine, threads and settings).
+    ``history.csv`` beside it has one line per epoch.
 
     **Distributed.** Under ``torchrun`` (``WORLD_SIZE > 1``) the process group is
-    initialised (``nccl`` on CUDA, else ``gloo``) unless it already is; rank 0's
-    weights are broadcast; rank :math:`r` of :math:`P` takes samples
-    :math:`r, r+P, \dots` of each global batch, its loss is weighted by its share of
-    the batch and the gradients are summed with ``all_reduce``: the update is that of
-    one process on the whole batch (up to floating-point summation order).  Only rank
-    0 writes checkpoints and shows progress.
+    initialised (``nccl`` on CUDA, else ``gloo``) unless it already is, and the loss
+    is wrapped in :class:`torch.nn.parallel.DistributedDataParallel` (rank 0's weights
+    broadcast; gradients all-reduced in buckets during the backward pass).  Rank
+    :math:`r` of :math:`P` takes samples :math:`r, r+P, \dots` of each global batch;
+    DDP averages the equal-sized local gradients, so the update is that of one process
+    on the whole batch (up to floating-point summation order).  Only rank 0 writes
+    checkpoints and shows progress.
     """
 
     def __init__(self, model: nn.Module, objective, config: TrainConfig, train_data=None,
@@ -211,9 +269,18 @@ class Trainer:
                              f"number of processes {self.world}")
         self.device = self._pick_device(model)
         self.model = model.to(self.device)
+        if config.compile:
+            if not callable(getattr(self.model, "compile_potentials", None)):
+                raise ValueError(f"Trainer: compile=True needs a model with "
+                                 f"compile_potentials(), got {type(model).__name__}")
+            self.model.compile_potentials()
+        self._loss = _Objective(self.model, objective)
         if self.world > 1:
-            for t in list(self.model.parameters()) + list(self.model.buffers()):
-                dist.broadcast(t.data, src=0)
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self._loss = DistributedDataParallel(self._loss, device_ids=ids,
+                                                 find_unused_parameters=True)
         if train_data is None:
             if config.train_images is None:
                 raise ValueError("Trainer: give train_data or TrainConfig.train_images")
@@ -234,14 +301,31 @@ class Trainer:
             val_data = load_images(config.val_images, limit=config.val_limit)
         if isinstance(val_data, torch.Tensor):
             val_data = list(val_data)
+        if val_data and config.val_crop is not None:
+            val_data = [_centre_crop(img, config.val_crop) for img in val_data]
         self.val_data = val_data
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+        self.optimizer = torch.optim.Adam(self._param_groups(), lr=config.lr,
+                                          weight_decay=config.weight_decay)
         self.epoch, self.step = 0, 0
         self.history: list[dict] = []
         self.best_psnr = -math.inf
+        self.train_seconds = 0.0
+        self._sums: dict[str, float] = {}
+        self._epoch_seconds = 0.0
+        self._perm: tuple[int, torch.Tensor] | None = None
 
     # ------------------------------------------------------------------ setup
+    def _param_groups(self) -> list[dict]:
+        groups: dict[float, list] = {}
+        for name, p in self.model.named_parameters():
+            if not p.requires_grad:
+                continue
+            factor = next((f for prefix, f in self.config.lr_factors
+                           if name.startswith(prefix)), 1.0)
+            groups.setdefault(factor, []).append(p)
+        return [{"params": ps, "lr": self.config.lr * f, "lr_factor": f}
+                for f, ps in groups.items()]
+
     @staticmethod
     def _init_distributed() -> None:
         if int(os.environ.get("WORLD_SIZE", "1")) > 1 and dist.is_available() \
@@ -275,11 +359,15 @@ class Trainer:
         cap = self.config.steps_per_epoch
         return n if cap is None else min(n, cap)
 
+    @property
+    def total_steps(self) -> int:
+        return self.config.epochs * self.steps_per_epoch
+
     def _lr(self, step: int) -> float:
         c = self.config
         if c.lr_schedule == "constant":
             return c.lr
-        total = max(c.epochs * self.steps_per_epoch, 1)
+        total = max(self.total_steps, 1)
         return 0.5 * c.lr * (1.0 + math.cos(math.pi * min(step, total) / total))
 
     def _dtype(self) -> torch.dtype:
@@ -297,51 +385,78 @@ class Trainer:
     def _local(self, t: torch.Tensor) -> torch.Tensor:
         return t[self.rank::self.world]
 
+    def batch_at(self, step: int):
+        """``(clean, noisy, sigma)`` of global step ``step`` (whole batch, float64 noise)."""
+        c = self.config
+        epoch, i = divmod(int(step), self.steps_per_epoch)
+        if self._perm is None or self._perm[0] != epoch:
+            g = torch.Generator().manual_seed(c.seed * 1_000_003 + epoch)
+            self._perm = (epoch, torch.randperm(len(self.train_data), generator=g))
+        idx = self._perm[1][i * c.batch_size:(i + 1) * c.batch_size]
+        g = torch.Generator().manual_seed(_step_seed(c.seed, step))
+        clean = self.train_data.batch(idx, generator=g)
+        sigma, noisy = self._draw(g, clean)
+        return clean, noisy, sigma
+
     # ------------------------------------------------------------------ training
-    def train_epoch(self) -> dict:
-        """Run one epoch; returns the mean training metrics."""
+    def train_step(self) -> dict:
+        """One optimiser step on the batch of ``self.step``; returns its metrics."""
         c = self.config
         self.model.train()
-        g = torch.Generator().manual_seed(c.seed * 1_000_003 + self.epoch)
-        perm = torch.randperm(len(self.train_data), generator=g)
         dtype = self._dtype()
-        sums: dict[str, float] = {}
-        n_steps = self.steps_per_epoch
+        clean, noisy, sigma = (self._local(t).to(self.device, dtype)
+                               for t in self.batch_at(self.step))
+        for group in self.optimizer.param_groups:
+            group["lr"] = self._lr(self.step) * group.get("lr_factor", 1.0)
+        self.optimizer.zero_grad(set_to_none=False)
+        loss, metrics = self._loss(clean, noisy, sigma)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"Trainer: non-finite loss {float(loss.detach())} at "
+                                     f"step {self.step}")
+        loss.backward()
+        if c.grad_clip is not None:
+            nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
+        self.optimizer.step()
+        project_constraints(self.model)
+        self._check_weights()
+        self.step += 1
+        return {"loss": float(loss.detach()), **metrics}
+
+    def train_epoch(self) -> dict:
+        """Run the rest of the current epoch; returns its mean training metrics."""
+        spe = self.steps_per_epoch
+        end = (self.step // spe + 1) * spe
         bar = None
-        if c.progress and self.rank == 0:
+        if self.config.progress and self.rank == 0:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=n_steps, desc=f"epoch {self.epoch + 1}/{c.epochs}", leave=False)
-        for i in range(n_steps):
-            idx = perm[i * c.batch_size:(i + 1) * c.batch_size]
-            clean = self.train_data.batch(idx, generator=g)
-            sigma, noisy = self._draw(g, clean)
-            clean, noisy, sigma = (self._local(t).to(self.device, dtype)
-                                   for t in (clean, noisy, sigma))
-            for group in self.optimizer.param_groups:
-                group["lr"] = self._lr(self.step)
-            self.optimizer.zero_grad(set_to_none=False)
-            loss, metrics = self.objective.loss(self.model, clean, noisy, sigma)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"Trainer: non-finite loss {float(loss.detach())} at "
-                                         f"step {self.step}")
-            (loss * (clean.shape[0] / c.batch_size)).backward()
-            self._reduce_gradients(clean.shape[0])
-            if c.grad_clip is not None:
-                nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
-            self.optimizer.step()
-            project_constraints(self.model)
-            self._check_weights()
-            self.step += 1
-            metrics = {"loss": float(loss.detach()), **metrics}
-            for k, v in metrics.items():
-                sums[k] = sums.get(k, 0.0) + v
+            bar = tqdm(total=spe, initial=self.step % spe, leave=False,
+                       desc=f"epoch {self.epoch + 1}/{self.config.epochs}")
+        while self.step < end:
+            self._accumulate(self._timed_step())
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(loss=f"{metrics['loss']:.3e}")
+                bar.set_postfix(loss=f"{self._sums.get('loss', 0.0) / self._sums['_n']:.3e}")
         if bar is not None:
             bar.close()
-        return {f"train_{k}": v / max(n_steps, 1) for k, v in sums.items()}
+        return self._epoch_means()
+
+    def _timed_step(self) -> dict:
+        t0 = time.perf_counter()
+        metrics = self.train_step()
+        dt = time.perf_counter() - t0
+        self.train_seconds += dt
+        self._epoch_seconds += dt
+        return metrics
+
+    def _accumulate(self, metrics: dict) -> None:
+        for k, v in metrics.items():
+            self._sums[k] = self._sums.get(k, 0.0) + v
+        self._sums["_n"] = self._sums.get("_n", 0.0) + 1
+
+    def _epoch_means(self) -> dict:
+        n = max(self._sums.get("_n", 0.0), 1.0)
+        return {f"train_{k}": v / n for k, v in self._sums.items() if k != "_n"}
 
     def _check_weights(self) -> None:
         """Stop (``FloatingPointError``) as soon as an update makes a weight NaN / Inf, so that
@@ -353,16 +468,6 @@ class Trainer:
             raise FloatingPointError(f"Trainer: non-finite weights {bad[:3]} after step "
                                      f"{self.step} (lr {self._lr(self.step):g}); lower lr or set "
                                      "grad_clip")
-
-    def _reduce_gradients(self, local_n: int) -> None:
-        if self.world == 1:
-            return
-        # each rank back-propagated (local_n / batch) * its mean loss: summing gives the
-        # gradient of the global mean
-        for p in self.model.parameters():
-            if p.grad is None:
-                p.grad = torch.zeros_like(p)
-            dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
 
     @torch.no_grad()
     def validate(self) -> dict:
@@ -394,37 +499,85 @@ class Trainer:
         return out
 
     def fit(self) -> list[dict]:
-        """Train until ``config.epochs``; returns the per-epoch history."""
+        """Train until ``config.epochs`` (or the ``minutes`` budget); returns the history.
+
+        Sets :attr:`finished` (all epochs done) and :attr:`stopped_early` (the budget
+        stopped it; ``last`` was saved if there is a ``checkpoint_dir``).
+        """
         c = self.config
-        if not self.history and self.epoch == 0:
-            record = {"epoch": 0, **self.validate()}
-            self.history.append(record)
-        while self.epoch < c.epochs:
-            t0 = time.perf_counter()
-            record = self.train_epoch()
-            self.epoch += 1
-            record = {"epoch": self.epoch, "step": self.step,
-                      "seconds": time.perf_counter() - t0, **record, **self.validate()}
-            self.history.append(record)
-            if c.checkpoint_dir is not None and self.rank == 0:
-                if self.epoch % c.checkpoint_every == 0 or self.epoch == c.epochs:
-                    self.save(Path(c.checkpoint_dir) / "last")
-                if record.get("val_psnr", -math.inf) > self.best_psnr:
-                    self.best_psnr = record["val_psnr"]
-                    self.save(Path(c.checkpoint_dir) / "best", with_optimizer=False)
+        start = last_save = time.perf_counter()
+        self.stopped_early = False
+        if not self.history and self.step == 0:
+            self.history.append({"epoch": 0, **self.validate()})
+        spe = self.steps_per_epoch
+        bar = None
+        while self.step < self.total_steps:
+            now = time.perf_counter()
+            if c.minutes is not None and now - start >= 60.0 * c.minutes:
+                self.stopped_early = True
+                break
+            if bar is None and c.progress and self.rank == 0:
+                from tqdm.auto import tqdm
+
+                bar = tqdm(total=spe, initial=self.step % spe, leave=False,
+                           desc=f"epoch {self.epoch + 1}/{c.epochs}")
+            self._accumulate(self._timed_step())
+            if bar is not None:
+                bar.update(1)
+            if self.step % spe == 0:
+                if bar is not None:
+                    bar.close()
+                    bar = None
+                self._end_epoch()
+                last_save = time.perf_counter()
+            elif (c.checkpoint_dir is not None and self.rank == 0
+                  and time.perf_counter() - last_save >= 60.0 * c.save_every_minutes):
+                self.save(Path(c.checkpoint_dir) / "last")
+                last_save = time.perf_counter()
+        if bar is not None:
+            bar.close()
+        if self.stopped_early and c.checkpoint_dir is not None and self.rank == 0:
+            self.save(Path(c.checkpoint_dir) / "last")
         return self.history
+
+    @property
+    def finished(self) -> bool:
+        return self.step >= self.total_steps
+
+    def _end_epoch(self) -> None:
+        c = self.config
+        self.epoch = self.step // self.steps_per_epoch
+        record = {"epoch": self.epoch, "step": self.step, "seconds": self._epoch_seconds,
+                  **self._epoch_means(), **self.validate()}
+        self.history.append(record)
+        self._sums, self._epoch_seconds = {}, 0.0
+        if c.checkpoint_dir is None or self.rank != 0:
+            return
+        if self.epoch % c.checkpoint_every == 0 or self.epoch == c.epochs:
+            self.save(Path(c.checkpoint_dir) / "last")
+        if record.get("val_psnr", -math.inf) > self.best_psnr:
+            self.best_psnr = record["val_psnr"]
+            self.save(Path(c.checkpoint_dir) / "best", with_optimizer=False)
 
     # ------------------------------------------------------------------ checkpoints
     def save(self, path, with_optimizer: bool = True) -> Path:
-        """Write a checkpoint (model, optimiser, config, epoch, step, history)."""
+        """Write a checkpoint: model, optimiser, config, step, history, the current epoch's
+        partial sums and torch's RNG state (the full state :meth:`resume` needs); and
+        ``history.csv`` beside it."""
         meta = {"train_config": self.config.to_dict(), "epoch": self.epoch, "step": self.step,
-                "history": self.history, "best_psnr": self.best_psnr}
-        return save_checkpoint(self.model, path,
-                               optimizer=self.optimizer if with_optimizer else None,
-                               metadata=meta)
+                "history": self.history, "best_psnr": self.best_psnr,
+                "train_seconds": self.train_seconds, "threads": torch.get_num_threads(),
+                "epoch_sums": self._sums, "epoch_seconds": self._epoch_seconds,
+                "rng_state": base64.b64encode(
+                    torch.get_rng_state().numpy().tobytes()).decode("ascii")}
+        out = save_checkpoint(self.model, path,
+                              optimizer=self.optimizer if with_optimizer else None,
+                              metadata=meta)
+        write_history_csv(self.history, Path(path).parent / "history.csv")
+        return out
 
     def resume(self, path) -> Trainer:
-        """Restore weights, optimiser, epoch, step and history from a checkpoint.
+        """Restore the full state from a checkpoint written by :meth:`save`.
 
         If the checkpoint is incomplete (a save interrupted between its file
         replacements: hashes do not match) and the previous generation ``<stem>.prev``
@@ -453,4 +606,32 @@ class Trainer:
         self.epoch, self.step = int(meta.get("epoch", 0)), int(meta.get("step", 0))
         self.history = list(meta.get("history", []))
         self.best_psnr = float(meta.get("best_psnr", -math.inf))
+        self.train_seconds = float(meta.get("train_seconds", 0.0))
+        self._sums = {k: float(v) for k, v in meta.get("epoch_sums", {}).items()}
+        self._epoch_seconds = float(meta.get("epoch_seconds", 0.0))
+        if "rng_state" in meta:
+            raw = base64.b64decode(meta["rng_state"])
+            torch.set_rng_state(torch.frombuffer(bytearray(raw), dtype=torch.uint8))
         return self
+
+
+def _centre_crop(img: torch.Tensor, size: int) -> torch.Tensor:
+    h, w = img.shape[-2:]
+    if h < size or w < size:
+        raise ValueError(f"Trainer: val_crop {size} is larger than a validation image "
+                         f"({h}x{w})")
+    r, c = (h - size) // 2, (w - size) // 2
+    return img[..., r:r + size, c:c + size]
+
+
+def write_history_csv(history: list[dict], path) -> None:
+    """The per-epoch history as CSV (one row per epoch, every metric a column), atomically."""
+    from .checkpoint import _atomic_write
+
+    keys: list[str] = []
+    for rec in history:
+        keys += [k for k in rec if k not in keys]
+    lines = [",".join(keys)]
+    for rec in history:
+        lines.append(",".join("" if rec.get(k) is None else f"{rec[k]}" for k in keys))
+    _atomic_write(Path(path), ("\n".join(lines) + "\n").encode())

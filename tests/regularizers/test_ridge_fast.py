@@ -100,7 +100,7 @@ def test_compiled_potentials_equal_eager(cls):
     sc = R.scalings(sigma, 3, torch.float32)
     eager = R._grad(y, sc)
     x_e, _ = R.solve(y, 1.0, sigma, tol=1e-4)
-    R.compile()
+    R.compile_potentials()
     try:
         compiled = R._grad(y, sc)
         assert torch.allclose(compiled, eager, rtol=1e-5, atol=1e-6)
@@ -111,7 +111,7 @@ def test_compiled_potentials_equal_eager(cls):
         R._grad(y, R.scalings(sigma, 3, torch.float32)).pow(2).sum().backward()
         g_c = [p.grad.clone() for p in R.parameters() if p.grad is not None]
     finally:
-        R.compile(False)
+        R.compile_potentials(False)
     R.zero_grad()
     R._grad(y, R.scalings(sigma, 3, torch.float32)).pow(2).sum().backward()
     g_e = [p.grad.clone() for p in R.parameters() if p.grad is not None]

@@ -162,3 +162,55 @@ def test_training_keeps_every_raw_spline_slope_feasible():
         lo, hi = s.slope_bounds
         assert raw.min() >= lo - 1e-5 and raw.max() <= hi + 1e-5
         torch.testing.assert_close(s.coefficients, s.projected_coefficients().detach())
+
+
+def test_resume_mid_epoch_is_bit_for_bit(tmp_path):
+    """Stopped anywhere (here after 3 of 4 steps of an epoch), saved, resumed in a new
+    Trainer: the same weights, Adam state and history as the run that never stopped."""
+    ds, val = data()
+    full = Trainer(ridge(), TStepDenoisingLoss(t=3), config(epochs=2), ds, val)
+    full.fit()
+    part = Trainer(ridge(), TStepDenoisingLoss(t=3), config(epochs=2), ds, val)
+    part.history.append({"epoch": 0, **part.validate()})
+    for _ in range(3):
+        part._accumulate(part._timed_step())
+    part.save(tmp_path / "last")
+    torch.manual_seed(99)  # resume restores torch's RNG state too
+    rest = Trainer(ridge(), TStepDenoisingLoss(t=3), config(epochs=2), ds, val)
+    rest.resume(tmp_path / "last")
+    assert rest.step == 3
+    rest.fit()
+    assert torch.equal(weights(rest.model), weights(full.model))
+    for pa, pb in zip(rest.model.parameters(), full.model.parameters(), strict=True):
+        sa, sb = rest.optimizer.state[pa], full.optimizer.state[pb]
+        assert torch.equal(sa["exp_avg_sq"], sb["exp_avg_sq"]) and torch.equal(sa["step"],
+                                                                                sb["step"])
+    strip = [{k: v for k, v in h.items() if k != "seconds"} for h in full.history]
+    assert [{k: v for k, v in h.items() if k != "seconds"} for h in rest.history] == strip
+    csv = (tmp_path / "history.csv").read_text().splitlines()
+    assert csv[0].startswith("epoch,") and len(csv) == 2  # header + epoch 0 at the save
+
+
+def test_wall_time_budget_stops_and_saves(tmp_path):
+    ds, val = data()
+    tr = Trainer(ridge(), TStepDenoisingLoss(t=3), config(
+        epochs=2, minutes=1e-7, checkpoint_dir=str(tmp_path)), ds, val)
+    tr.fit()
+    assert tr.stopped_early and not tr.finished and tr.step < tr.total_steps
+    meta = load_checkpoint(tmp_path / "last", return_metadata=True)[1]["metadata"]
+    assert meta["step"] == tr.step and "rng_state" in meta
+
+
+def test_lr_factors_make_parameter_groups():
+    ds, val = data()
+    cfg = config(lr=1e-2, lr_factors={"convex_spline.": 3.0, "lam.": 0.5})
+    tr = Trainer(ridge(), TStepDenoisingLoss(t=3), cfg, ds, val)
+    by_factor = {g["lr_factor"]: g for g in tr.optimizer.param_groups}
+    assert set(by_factor) == {1.0, 3.0, 0.5}
+    spline = tr.model.convex_spline.coefficients
+    assert any(p is spline for p in by_factor[3.0]["params"])
+    tr.train_step()
+    assert by_factor[3.0]["lr"] == pytest.approx(3e-2)
+    assert by_factor[0.5]["lr"] == pytest.approx(5e-3)
+    with pytest.raises(ValueError, match="lr_factors"):
+        config(lr_factors={"W.": -1.0})
