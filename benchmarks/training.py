@@ -27,10 +27,8 @@ import sys
 import time
 
 import torch
-
-from common import DATA, fmt, require_data, save  # noqa: I001  (benchmarks/ on sys.path)
-
 import training_5893d31 as frozen
+from common import DATA, fmt, require_data, save  # noqa: I001  (benchmarks/ on sys.path)
 
 
 def batch(n=128, patch=40, seed=1):

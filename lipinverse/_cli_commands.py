@@ -239,8 +239,22 @@ def run_denoise(args) -> None:
 # ------------------------------------------------------------------------- train
 def run_train(args) -> None:
     """``lipinverse train``: train a prior on patches of a folder of images."""
-    from ._cli_train import train
+    from ._cli_train import train, train_recipe
 
+    run_dir = args.resume if isinstance(args.resume, str) else None
+    if args.recipe is not None or run_dir is not None:
+        if args.minutes is not None and not (math.isfinite(args.minutes) and args.minutes > 0):
+            raise ValueError(f"--minutes: expected a finite value > 0, got {args.minutes}")
+        if run_dir is None and (args.images is None or args.out is None):
+            raise ValueError("--recipe: expected --images DIR and --out RUN_DIR")
+        if run_dir is not None and args.recipe is not None:
+            raise ValueError("--resume RUN_DIR continues a run with its own recipe: drop "
+                             "--recipe")
+        train_recipe(args, resolve_device(args.device))
+        return
+    if args.images is None or args.out is None:
+        raise ValueError("expected --images DIR and --out CHECKPOINT_DIR (or --recipe, or "
+                         "--resume RUN_DIR)")
     folder = Path(args.images)
     if not folder.exists():
         raise FileNotFoundError(f"--images: no such folder: '{folder}'")

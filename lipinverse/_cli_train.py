@@ -27,7 +27,7 @@ import torch
 
 from ._cli_priors import certificate_lines, require
 
-__all__ = ["train", "build_model"]
+__all__ = ["train", "train_recipe", "build_model"]
 
 #: Smoothing of the splines (weight of their second-order total variation) for ridge models.
 TV2_WEIGHT = 1e-4
@@ -100,3 +100,30 @@ def train(args, device: torch.device) -> None:
     print(f"wrote           {last}.safetensors, {last}.json")
     for line in certificate_lines(trainer.model):
         print(line)
+
+
+def train_recipe(args, device: torch.device) -> None:
+    """``--recipe`` / ``--resume RUN_DIR``: a staged, resumable run (see
+    :mod:`lipinverse.training.recipes`)."""
+    from lipinverse.training import recipes
+
+    progress = not args.quiet and sys.stderr.isatty()
+    dev = None if device.type == "cpu" else str(device)
+    if isinstance(args.resume, str):
+        out = Path(args.resume)
+        print(f"resuming {out} ({recipes.core_hours(out):.2f} core-hours so far)")
+        run = recipes.resume_run(out, minutes=args.minutes, device=dev, progress=progress)
+    else:
+        out = Path(args.out)
+        run = recipes.run_recipe(args.recipe, args.images, out, val=args.val,
+                                 minutes=args.minutes, device=dev, progress=progress)
+    hours = run["core_seconds"] / 3600
+    if run.get("done"):
+        print(f"run complete ({hours:.2f} core-hours): {out / 'final.json'}")
+        from lipinverse.training import load_checkpoint
+
+        for line in certificate_lines(load_checkpoint(out / "final")):
+            print(line)
+    else:
+        print(f"stopped at stage {run['stage']} ({hours:.2f} core-hours so far); continue "
+              f"with: lipinverse train --resume {out} --minutes N")

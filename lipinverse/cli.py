@@ -167,13 +167,30 @@ def build_parser() -> argparse.ArgumentParser:
                "levels drawn in [0, --sigma-max]/255. Writes safetensors + JSON checkpoints to "
                "--out; 'lipinverse certify' prints their certificates. For several processes "
                "or GPUs, launch with torchrun, e.g. torchrun --nproc_per_node=4 -m "
-               "lipinverse.cli train ..."))
-    p.add_argument("--images", required=True, metavar="DIR", help="folder of training images")
+               "lipinverse.cli train ...\n\n"
+               "With --recipe (a shipped prior's name, e.g. 'wcrr', or a TOML file) the run "
+               "follows the recipe's stages (t-step, then exact minimiser) and keeps its full "
+               "state in --out, saved every few minutes; --minutes bounds the wall time of "
+               "this call, and 'lipinverse train --resume DIR --minutes N' continues it bit "
+               "for bit:\n\n"
+               "  lipinverse train --recipe wcrr --images ../shared/data/train400 \\\n"
+               "      --val ../shared/data/set12 --out runs/wcrr --minutes 60\n"
+               "  lipinverse train --resume runs/wcrr --minutes 60"))
+    p.add_argument("--images", metavar="DIR", help="folder of training images (required "
+                   "unless --resume continues a recipe run)")
+    p.add_argument("--recipe", metavar="NAME|FILE.toml", default=None,
+                   help="train by a recipe: a shipped one ('crr', 'wcrr') or a TOML file")
+    p.add_argument("--val", metavar="DIR", default=None,
+                   help="--recipe: validation images (monitoring and the final tuning of "
+                        "lambda(sigma))")
+    p.add_argument("--minutes", type=float, default=None, metavar="M",
+                   help="wall-time budget of this call: save the full state and stop after "
+                        "M minutes (default: until the run ends)")
     p.add_argument("--model", choices=("crr", "wcrr", "lipresnet"), default="crr",
                    help="what to train (default: crr)")
     p.add_argument("--epochs", type=int, default=10, metavar="N",
                    help="passes over the patches (default: 10)")
-    p.add_argument("--out", "-o", required=True, metavar="CHECKPOINT_DIR",
+    p.add_argument("--out", "-o", default=None, metavar="CHECKPOINT_DIR",
                    help="folder for the checkpoints (created if needed)")
     p.add_argument("--patch-size", type=int, default=40, metavar="P",
                    help="side of the square training patches (default: 40)")
@@ -189,8 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="'cpu' (default), 'cuda' or 'cuda:K'")
     p.add_argument("--seed", type=int, default=0, metavar="S",
                    help="seed of patch sampling, noise and initialisation (default: 0)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue from the last checkpoint in --out")
+    p.add_argument("--resume", nargs="?", const=True, default=None, metavar="RUN_DIR",
+                   help="continue a recipe run folder (--resume RUN_DIR), or, without a "
+                        "value, the last checkpoint in --out")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 
     # --------------------------------------------------------------- certify

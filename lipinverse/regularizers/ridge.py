@@ -275,14 +275,16 @@ class ConvexRidge(nn.Module):
     def hessian_at(self, x: torch.Tensor, sc: RidgeScalings):
         r"""The map :math:`v \mapsto \nabla^2 R_\sigma(x)\,v = (sW)^\top D\,(sW)v` at a
         fixed ``x``, with the curvatures :math:`D` computed once (for conjugate
-        gradients: one filter pass and one transposed pass per product)."""
+        gradients: one filter pass and one transposed pass per product). Called as
+        ``apply(v)``, or ``apply(v, idx)`` for ``v`` holding only the samples ``idx``."""
         s = sc.s.to(x.dtype)
         d2 = self._fn("_curvature")(self._filters(x, sc), sc) * (s * s)
         size = tuple(x.shape[-2:])
         lin = self.W.linear
 
-        def apply(v: torch.Tensor) -> torch.Tensor:
-            return lin.transpose(d2 * lin(v), input_size=size)
+        def apply(v: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
+            d = d2 if idx is None or idx.numel() == d2.shape[0] else d2[idx]
+            return lin.transpose(d * lin(v), input_size=size)
 
         return apply
 

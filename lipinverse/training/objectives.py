@@ -120,12 +120,16 @@ class TStepDenoisingLoss:
         return model.gradient_steps(noisy, sigma, self.t, self.step)
 
 
-def conjugate_gradient(apply_A, b: torch.Tensor, *, tol: float = 1e-6, max_iter: int = 100
-                       ) -> tuple[torch.Tensor, int]:
+def conjugate_gradient(apply_A, b: torch.Tensor, *, tol: float = 1e-6, max_iter: int = 100,
+                       batched: bool = False) -> tuple[torch.Tensor, int]:
     r"""Batched conjugate gradients for SPD systems :math:`A v = b`, one system per sample.
 
-    Stops when every sample has :math:`\|r\| \le \mathrm{tol}\,\|b\|`.  Returns the
-    solution and the number of iterations.
+    A sample stops once :math:`\|r\| \le \mathrm{tol}\,\|b\|`.  With ``batched=True``,
+    ``apply_A(p, idx)`` is called on the samples ``idx`` that have not stopped only (the
+    systems are independent, so this is the same computation for each sample, with less
+    work once some have converged); otherwise ``apply_A(p)`` on the whole batch, and a
+    converged sample is still updated (by steps of size zero or near it).  Returns the
+    solution and the number of iterations of the slowest sample.
     """
     x = torch.zeros_like(b)
     r = b.clone()
@@ -133,20 +137,28 @@ def conjugate_gradient(apply_A, b: torch.Tensor, *, tol: float = 1e-6, max_iter:
     rs = r.flatten(1).pow(2).sum(1)
     target = (tol ** 2) * rs
     shape = (-1,) + (1,) * (b.dim() - 1)
+    active = torch.arange(b.shape[0], device=b.device)
     it = 0
     for it in range(1, int(max_iter) + 1):
-        if bool((rs <= target).all()):
+        if batched:
+            active = active[rs[active] > target[active]]
+            if active.numel() == 0:
+                it -= 1
+                break
+        elif bool((rs <= target).all()):
             it -= 1
             break
-        Ap = apply_A(p)
-        pAp = (p * Ap).flatten(1).sum(1)
-        alpha = torch.where(pAp > 0, rs / pAp.clamp_min(1e-300), torch.zeros_like(rs))
-        x = x + alpha.reshape(shape) * p
-        r = r - alpha.reshape(shape) * Ap
-        rs_new = r.flatten(1).pow(2).sum(1)
-        beta = torch.where(rs > 0, rs_new / rs.clamp_min(1e-300), torch.zeros_like(rs))
-        p = r + beta.reshape(shape) * p
-        rs = rs_new
+        pa, rsa = p[active], rs[active]
+        Ap = apply_A(pa, active) if batched else apply_A(pa)
+        pAp = (pa * Ap).flatten(1).sum(1)
+        alpha = torch.where(pAp > 0, rsa / pAp.clamp_min(1e-300), torch.zeros_like(rsa))
+        x[active] = x[active] + alpha.reshape(shape) * pa
+        ra = r[active] - alpha.reshape(shape) * Ap
+        rs_new = ra.flatten(1).pow(2).sum(1)
+        beta = torch.where(rsa > 0, rs_new / rsa.clamp_min(1e-300), torch.zeros_like(rsa))
+        r[active] = ra
+        p[active] = ra + beta.reshape(shape) * pa
+        rs[active] = rs_new
     return x, it
 
 
@@ -217,8 +229,8 @@ class DEQDenoisingLoss:
         with torch.no_grad():
             sc0 = model.scalings(sigma, noisy.shape[0], noisy.dtype, noisy.device)
             hess = model.hessian_at(x_star, sc0)
-            v, its = conjugate_gradient(lambda u: u + hess(u), g,
-                                        tol=self.cg_tol, max_iter=self.cg_max_iter)
+            v, its = conjugate_gradient(lambda u, idx: u + hess(u, idx), g, tol=self.cg_tol,
+                                        max_iter=self.cg_max_iter, batched=True)
         extra["cg_iterations"] = float(its)
         surrogate = -(v * model._grad(x_star, sc)).sum()
         value = per_sample.detach().mean()

@@ -128,6 +128,31 @@ def test_conjugate_gradient_solves_spd_systems():
     assert its <= 6
 
 
+def test_batched_conjugate_gradient_stops_each_sample_on_its_own():
+    """Per-sample stopping: a well-conditioned sample stops early (its products are no
+    longer computed), every sample still meets the tolerance."""
+    g = torch.Generator().manual_seed(1)
+    n = 30
+    M = torch.randn(3, n, n, generator=g, dtype=torch.float64)
+    A = M @ M.transpose(1, 2) + torch.eye(n, dtype=torch.float64)
+    A[0] = 2.0 * torch.eye(n, dtype=torch.float64)  # one CG step solves it
+    b = torch.randn(3, n, generator=g, dtype=torch.float64)
+    seen = []
+
+    def apply(v, idx):
+        seen.append(idx.tolist())
+        return (A[idx] @ v.unsqueeze(-1)).squeeze(-1)
+
+    x, its = conjugate_gradient(apply, b, tol=1e-10, max_iter=200, batched=True)
+    r = b - (A @ x.unsqueeze(-1)).squeeze(-1)
+    assert bool((r.norm(dim=1) <= 1e-10 * b.norm(dim=1) * (1 + 1e-6)).all())
+    assert seen[0] == [0, 1, 2] and seen[-1] == [1, 2] or seen[-1] == [2] or seen[-1] == [1]
+    assert sum(0 in s for s in seen) == 1 and its == len(seen)
+    full, _ = conjugate_gradient(lambda v: (A @ v.unsqueeze(-1)).squeeze(-1), b, tol=1e-10,
+                                 max_iter=200)
+    torch.testing.assert_close(x, full, rtol=1e-8, atol=1e-8)
+
+
 def test_config_and_trainer_errors():
     with pytest.raises(ValueError, match="TrainConfig: expected epochs"):
         TrainConfig(epochs=0)

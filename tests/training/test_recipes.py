@@ -1,0 +1,94 @@
+"""Recipes: staged runs in a folder, stopped and resumed anywhere, bit for bit."""
+
+import json
+
+import pytest
+import torch
+
+from lipinverse.training import load_checkpoint, recipes
+
+TINY = {
+    "name": "tiny", "seed": 1,
+    "model": {"class": "WeakConvexRidge", "channels": [1, 3, 6], "kernel_size": 3,
+              "num_knots": 11},
+    "data": {"patch_size": 16, "patch_stride": 8, "sigma_max": 30.0},
+    "stage": [
+        {"objective": "tstep", "t": 3, "batch_size": 8, "epochs": 2, "steps_per_epoch": 3,
+         "lr": 1e-2, "val_crop": 32, "lr_factors": {"convex_spline.": 2.0}},
+        {"objective": "deq", "batch_size": 8, "epochs": 1, "steps_per_epoch": 3, "lr": 1e-3},
+    ],
+    "tune": {"sigmas": [15, 25], "grid": [0.5, 1.0], "crop": 32},
+}
+
+
+@pytest.fixture
+def images(tmp_path):
+    import numpy as np
+    from skimage.io import imsave
+
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(3):
+        imsave(folder / f"im{i}.png",
+               (np.kron(rng.random((6, 6)), np.ones((8, 8))) * 255).astype(np.uint8))
+    return folder
+
+
+def test_shipped_recipes_load_and_name_their_models():
+    assert {"crr", "wcrr"} <= set(recipes.available_recipes())
+    for name, cls in (("crr", "ConvexRidge"), ("wcrr", "WeakConvexRidge")):
+        r = recipes.load_recipe(name)
+        assert r["model"]["class"] == cls and [s["objective"] for s in r["stage"]] == [
+            "tstep", "deq"]
+
+
+def test_bad_recipes_are_refused_with_the_field_named(tmp_path):
+    bad = dict(TINY, stage=[dict(TINY["stage"][0], objective="adversarial")])
+    with pytest.raises(ValueError, match="objective 'tstep' or 'deq'"):
+        recipes.check_recipe(bad)
+    with pytest.raises(ValueError, match="unknown keys"):
+        recipes.check_recipe(dict(TINY, stage=[dict(TINY["stage"][0], lr_warmup=3)]))
+    with pytest.raises(ValueError, match="unknown model class"):
+        recipes.check_recipe(dict(TINY, model={"class": "Nope"}))
+    with pytest.raises(ValueError, match="shipped recipe"):
+        recipes.load_recipe("no-such-recipe")
+    (tmp_path / "x.toml").write_text("name = [")
+    with pytest.raises(ValueError, match="not valid TOML"):
+        recipes.load_recipe(tmp_path / "x.toml")
+
+
+def test_interrupted_run_ends_bit_for_bit_like_a_straight_one(tmp_path, images, monkeypatch):
+    quiet = {"log": lambda *a: None}
+    straight = recipes.run_recipe(TINY, images, tmp_path / "a", val=images, **quiet)
+    assert straight["done"]
+    # a clock that moves 20 s per reading: the 2-minute budget stops each session
+    # after a step or two, mid-stage
+    from lipinverse.training import trainer as trainer_mod
+
+    clock = iter(range(0, 10_000_000, 20))
+    monkeypatch.setattr(trainer_mod.time, "perf_counter", lambda: float(next(clock)))
+    run = recipes.run_recipe(TINY, images, tmp_path / "b", val=images, minutes=2, **quiet)
+    sessions = 1
+    while not run["done"]:
+        run = recipes.resume_run(tmp_path / "b", minutes=2, **quiet)
+        sessions += 1
+        assert sessions < 50
+    assert sessions > 3
+    a = load_checkpoint(tmp_path / "a" / "final")
+    b = load_checkpoint(tmp_path / "b" / "final")
+    for (name, p), q in zip(a.named_parameters(), b.parameters(), strict=True):
+        assert torch.equal(p, q), name
+    rec = json.loads((tmp_path / "b" / "run.json").read_text())
+    assert sum(s["steps"] for s in rec["sessions"]) == 9 and rec["core_seconds"] > 0
+    meta = json.loads((tmp_path / "a" / "final.json").read_text())["metadata"]
+    assert set(meta["tuning"]["psnr_after"]) == {"15", "25"}
+    assert "certificates" in meta
+
+
+def test_a_run_folder_is_not_overwritten(tmp_path, images):
+    recipes.run_recipe(TINY, images, tmp_path / "a", log=lambda *a: None)
+    with pytest.raises(ValueError, match="already holds a run"):
+        recipes.run_recipe(TINY, images, tmp_path / "a", log=lambda *a: None)
+    with pytest.raises(FileNotFoundError, match="no run.json"):
+        recipes.resume_run(tmp_path / "nothing")
