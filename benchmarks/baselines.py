@@ -1,7 +1,7 @@
 r"""Baselines the benchmarks compare the certified priors with.
 
 * :class:`DnCNN`: an *unconstrained* noise-conditioned residual CNN (conv + ReLU), trained by
-  ``python -m lipinverse.pretrained.train --model dncnn`` on the same train400 patches as the
+  ``benchmarks/train_dncnn.py`` (the library's Trainer) on the same train400 patches as the
   certified priors. Nothing bounds its Lipschitz constant, so plug-and-play iterations with it
   carry no convergence certificate: it measures the price of the guarantee.
 * :func:`pnp_hqs`: half-quadratic-splitting plug-and-play with any denoiser (no guarantee).

@@ -38,10 +38,10 @@ def require_data(folder: Path) -> Path:
 def load_images(folder: Path, limit: int | None = None, step: int = 1,
                 crop: int | None = None, dtype=torch.float64) -> list[tuple[str, torch.Tensor]]:
     """``[(name, (1, 1, H, W) tensor in [0, 1])]``: every ``step``-th PNG, centre-cropped."""
-    from lipinverse.pretrained.train import load_folder
+    from lipinverse.training import load_images as read_folder
 
     files = sorted(p.name for p in folder.iterdir() if p.suffix.lower() == ".png")
-    ims = load_folder(folder, dtype=dtype)
+    ims = [im[None] for im in read_folder(folder, dtype=dtype)]
     pairs = list(zip(files, ims, strict=True))[::step]
     if limit is not None:
         pairs = pairs[:limit]

@@ -28,11 +28,13 @@ def _to_gray_float(img: np.ndarray, name: str) -> np.ndarray:
     return np.asarray(img, dtype=np.float64)
 
 
-def load_images(folder, *, limit: int | None = None) -> list[torch.Tensor]:
+def load_images(folder, *, limit: int | None = None,
+                dtype: torch.dtype = torch.float32) -> list[torch.Tensor]:
     r"""Load every image of ``folder`` (sorted by name) as a ``(1, H, W)`` tensor in [0, 1].
 
     Colour images are converted to grayscale (ITU-R 601 luma, ``skimage.color.rgb2gray``);
-    integer images are scaled by their dtype range.  ``limit`` keeps the first ones.
+    integer images are scaled by their dtype range.  ``limit`` keeps the first ones;
+    ``dtype`` is that of the returned tensors (converted from float64).
 
     Raises
     ------
@@ -52,7 +54,7 @@ def load_images(folder, *, limit: int | None = None) -> list[torch.Tensor]:
     out = []
     for f in files:
         arr = _to_gray_float(imread(f), f"load_images ({f.name})")
-        out.append(torch.from_numpy(arr).float().unsqueeze(0))
+        out.append(torch.from_numpy(arr).to(dtype).unsqueeze(0))
     return out
 
 

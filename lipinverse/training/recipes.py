@@ -227,23 +227,26 @@ def resume_run(out, *, minutes=None, device=None, progress=False, log=print) -> 
 
 
 def _stage_model(recipe: dict, run: dict, out: Path, i: int):
-    """The model a stage starts from: fresh (seeded) for stage 1, else the previous
-    stage's final weights."""
-    if i == 1:
-        seed_everything(int(recipe.get("seed", 0)))
-        m = recipe["model"]
-        cls = registered_models()[m["class"]]
-        model = cls(**{k: v for k, v in m.items() if k != "class"})
-        init = recipe.get("init")
-        if init:
-            from_ckpt = load_checkpoint(init)
-            convert = getattr(cls, "from_convex", None)
-            if type(from_ckpt) is not cls and convert is not None:
-                from_ckpt = convert(from_ckpt)
-            model.load_state_dict(from_ckpt.state_dict())
-        return model
-    prev = recipe["stage"][i - 2]
-    return load_checkpoint(out / _stage_dir(i - 1, prev) / "final")
+    """The model a stage starts from: for stage 1 a fresh (seeded) model of the recipe, or
+    the recipe's ``init`` checkpoint (a convex ridge converts to a weakly convex one by
+    ``WeakConvexRidge.from_convex``); for a later stage the previous stage's final weights."""
+    if i > 1:
+        prev = recipe["stage"][i - 2]
+        return load_checkpoint(out / _stage_dir(i - 1, prev) / "final")
+    seed_everything(int(recipe.get("seed", 0)))
+    m = recipe["model"]
+    cls = registered_models()[m["class"]]
+    init = recipe.get("init")
+    if not init:
+        return cls(**{k: v for k, v in m.items() if k != "class"})
+    start = load_checkpoint(init)
+    if type(start) is cls:
+        return start
+    if cls.__name__ == "WeakConvexRidge" and type(start).__name__ == "ConvexRidge":
+        return cls.from_convex(start)
+    raise ValueError(f"recipe init '{init}': holds a {type(start).__name__}, expected a "
+                     f"{cls.__name__}" + (" (or a ConvexRidge)"
+                                           if cls.__name__ == "WeakConvexRidge" else ""))
 
 
 def _finish(recipe: dict, run: dict, out: Path, log) -> None:

@@ -92,3 +92,26 @@ def test_a_run_folder_is_not_overwritten(tmp_path, images):
         recipes.run_recipe(TINY, images, tmp_path / "a", log=lambda *a: None)
     with pytest.raises(FileNotFoundError, match="no run.json"):
         recipes.resume_run(tmp_path / "nothing")
+
+
+def test_init_starts_from_a_checkpoint_and_converts_convex_to_weakly_convex(tmp_path):
+    from lipinverse.regularizers import ConvexRidge, WeakConvexRidge
+    from lipinverse.training import save_checkpoint
+
+    torch.manual_seed(0)
+    crr = ConvexRidge(channels=(1, 3, 6), kernel_size=3, num_knots=11)
+    save_checkpoint(crr, tmp_path / "c", metadata={})
+    recipe = dict(TINY, init=str(tmp_path / "c"))
+    got = recipes._stage_model(recipe, {}, tmp_path, 1)
+    assert type(got) is WeakConvexRidge
+    assert torch.equal(got.convex_spline.coefficients, crr.convex_spline.coefficients)
+    same = recipes._stage_model(dict(recipe, model=dict(TINY["model"], **{
+        "class": "ConvexRidge"})), {}, tmp_path, 1)
+    for a, b in zip(same.parameters(), crr.parameters(), strict=True):
+        assert torch.equal(a, b)
+    save_checkpoint(WeakConvexRidge(channels=(1, 3), kernel_size=3), tmp_path / "w",
+                    metadata={})
+    bad = dict(TINY, model=dict(TINY["model"], **{"class": "ConvexRidge"}),
+               init=str(tmp_path / "w"))
+    with pytest.raises(ValueError, match="holds a WeakConvexRidge, expected a ConvexRidge"):
+        recipes._stage_model(bad, {}, tmp_path, 1)
