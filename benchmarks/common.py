@@ -39,6 +39,7 @@ def load_images(folder: Path, limit: int | None = None, step: int = 1,
                 crop: int | None = None, dtype=torch.float64) -> list[tuple[str, torch.Tensor]]:
     """``[(name, (1, 1, H, W) tensor in [0, 1])]``: every ``step``-th PNG, centre-cropped."""
     from lipinverse.training import load_images as read_folder
+    from lipinverse.training.tuning import centre_crop
 
     files = sorted(p.name for p in folder.iterdir() if p.suffix.lower() == ".png")
     ims = [im[None] for im in read_folder(folder, dtype=dtype)]
@@ -48,14 +49,6 @@ def load_images(folder: Path, limit: int | None = None, step: int = 1,
     if crop is not None:
         pairs = [(n, centre_crop(x, crop)) for n, x in pairs]
     return pairs
-
-
-def centre_crop(x: torch.Tensor, size: int) -> torch.Tensor:
-    h, w = x.shape[-2:]
-    if h < size or w < size:
-        raise ValueError(f"centre_crop: expected an image at least {size}x{size}, got {h}x{w}")
-    r, c = (h - size) // 2, (w - size) // 2
-    return x[..., r:r + size, c:c + size].contiguous()
 
 
 def add_noise(x: torch.Tensor, sigma: float, seed: int) -> torch.Tensor:

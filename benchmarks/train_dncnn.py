@@ -15,7 +15,6 @@ import json
 import sys
 import time
 
-import torch
 from baselines import WEIGHTS, DnCNN
 from common import DATA, require_data
 

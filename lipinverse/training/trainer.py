@@ -24,6 +24,7 @@ from .checkpoint import (
 )
 from .objectives import psnr
 from .patches import PatchDataset, load_images
+from .tuning import centre_crop
 
 __all__ = ["TrainConfig", "Trainer", "seed_everything"]
 
@@ -302,7 +303,7 @@ class Trainer:
         if isinstance(val_data, torch.Tensor):
             val_data = list(val_data)
         if val_data and config.val_crop is not None:
-            val_data = [_centre_crop(img, config.val_crop) for img in val_data]
+            val_data = [centre_crop(img, config.val_crop) for img in val_data]
         self.val_data = val_data
         self.optimizer = torch.optim.Adam(self._param_groups(), lr=config.lr,
                                           weight_decay=config.weight_decay)
@@ -613,15 +614,6 @@ class Trainer:
             raw = base64.b64decode(meta["rng_state"])
             torch.set_rng_state(torch.frombuffer(bytearray(raw), dtype=torch.uint8))
         return self
-
-
-def _centre_crop(img: torch.Tensor, size: int) -> torch.Tensor:
-    h, w = img.shape[-2:]
-    if h < size or w < size:
-        raise ValueError(f"Trainer: val_crop {size} is larger than a validation image "
-                         f"({h}x{w})")
-    r, c = (h - size) // 2, (w - size) // 2
-    return img[..., r:r + size, c:c + size]
 
 
 def write_history_csv(history: list[dict], path) -> None:
