@@ -135,6 +135,20 @@ def _pair(name: str, v) -> tuple[int, int]:
     return a, b
 
 
+def _transposed(y, w, stride, padding, output_padding, groups):
+    r"""``conv_transpose2d``; for stride 1 and one group, as the ``conv2d`` of the flipped,
+    transposed kernel with padding :math:`k - 1 - p` (the same map; PyTorch's CPU
+    ``conv2d`` is the faster kernel, 1.2-2x on the ridge filters)."""
+    if stride == (1, 1) and groups == 1 and output_padding == (0, 0):
+        kh, kw = w.shape[-2:]
+        ph, pw = padding
+        if ph <= kh - 1 and pw <= kw - 1:
+            return F.conv2d(y, w.flip(-2, -1).transpose(0, 1),
+                            padding=(kh - 1 - ph, kw - 1 - pw))
+    return F.conv_transpose2d(y, w, stride=stride, padding=padding,
+                              output_padding=output_padding, groups=groups)
+
+
 class ConvMap(LinearMap):
     r"""Multichannel 2-D convolution (no bias) with exact transpose and certified norm.
 
@@ -241,10 +255,8 @@ class ConvMap(LinearMap):
                 f"{tuple(y.shape[-2:])} (stride {self.stride})"
             )
         if self.padding == "zero" or not pad:
-            return F.conv_transpose2d(y, w, stride=self.stride, padding=(ph, pw),
-                                      output_padding=(oph, opw), groups=self.groups)
-        z = F.conv_transpose2d(y, w, stride=self.stride, output_padding=(oph, opw),
-                               groups=self.groups)
+            return _transposed(y, w, self.stride, (ph, pw), (oph, opw), self.groups)
+        z = _transposed(y, w, self.stride, (0, 0), (oph, opw), self.groups)
         # adjoint of circular padding: fold the border back (rows, then columns)
         out = z[..., ph:ph + H, :].clone()
         if ph:

@@ -39,6 +39,7 @@ from ._sigma import SigmaFunction, as_sigma
 from .potentials import EvenPotential
 from .ridge_parts import (
     NormalizedChain,
+    composed_kernel,
     RidgeActivation,
     RidgeScalings,
     SolveInfo,
@@ -272,11 +273,21 @@ class ConvexRidge(nn.Module):
             val = val - (kappa / nu * self.concave_part.integrate(nu * z2)).flatten(1).sum(1)
         return val
 
-    def hessian_at(self, x: torch.Tensor, sc: RidgeScalings):
+    def hessian_at(self, x: torch.Tensor, sc: RidgeScalings, *, preconditioner: bool = False):
         r"""The map :math:`v \mapsto \nabla^2 R_\sigma(x)\,v = (sW)^\top D\,(sW)v` at a
         fixed ``x``, with the curvatures :math:`D` computed once (for conjugate
         gradients: one filter pass and one transposed pass per product). Called as
-        ``apply(v)``, or ``apply(v, idx)`` for ``v`` holding only the samples ``idx``."""
+        ``apply(v)``, or ``apply(v, idx)`` for ``v`` holding only the samples ``idx``.
+
+        With ``preconditioner=True`` also returns ``solve(r, idx)``, an SPD approximation
+        of :math:`(I + \nabla^2 R_\sigma(x))^{-1}` for preconditioned CG: the curvatures
+        of each channel replaced by their mean :math:`\bar d_c` over the image, so that
+        :math:`I + \sum_c \bar d_c W_c^\top W_c` is diagonalised by the FFT (periodic on
+        a grid padded by the filter support, then cropped: :math:`C P^{-1} C^\top`,
+        symmetric positive definite whenever :math:`1 + \sum_c \bar d_c|\hat K_c|^2 > 0`;
+        a channel mean is clamped at 0 from below, so it always is). It only changes the
+        number of CG iterations, not what CG converges to.
+        """
         s = sc.s.to(x.dtype)
         d2 = self._fn("_curvature")(self._filters(x, sc), sc) * (s * s)
         size = tuple(x.shape[-2:])
@@ -286,7 +297,21 @@ class ConvexRidge(nn.Module):
             d = d2 if idx is None or idx.numel() == d2.shape[0] else d2[idx]
             return lin.transpose(d * lin(v), input_size=size)
 
-        return apply
+        if not preconditioner:
+            return apply
+        with torch.no_grad():
+            k = composed_kernel(list(lin.convs)).detach().to(x.dtype)   # (C, 1, kh, kw)
+            grid = (size[0] + k.shape[-2] - 1, size[1] + k.shape[-1] - 1)
+            kh = torch.fft.rfft2(k[:, 0], s=grid)
+            p_hat = 1.0 + torch.einsum("bc,cuv->buv", d2.mean((-2, -1)).clamp(min=0.0),
+                                       kh.real.square() + kh.imag.square())
+
+        def solve(r: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
+            p = p_hat if idx is None or idx.numel() == p_hat.shape[0] else p_hat[idx]
+            z = torch.fft.irfft2(torch.fft.rfft2(r, s=grid) / p.unsqueeze(1), s=grid)
+            return z[..., :size[0], :size[1]]
+
+        return apply, solve
 
     def _hvp(self, x: torch.Tensor, v: torch.Tensor, sc: RidgeScalings) -> torch.Tensor:
         r"""Hessian-vector product :math:`\nabla^2 R_\sigma(x)\,v` (a.e.)."""

@@ -121,7 +121,7 @@ class TStepDenoisingLoss:
 
 
 def conjugate_gradient(apply_A, b: torch.Tensor, *, tol: float = 1e-6, max_iter: int = 100,
-                       batched: bool = False) -> tuple[torch.Tensor, int]:
+                       batched: bool = False, precondition=None) -> tuple[torch.Tensor, int]:
     r"""Batched conjugate gradients for SPD systems :math:`A v = b`, one system per sample.
 
     A sample stops once :math:`\|r\| \le \mathrm{tol}\,\|b\|`.  With ``batched=True``,
@@ -130,11 +130,18 @@ def conjugate_gradient(apply_A, b: torch.Tensor, *, tol: float = 1e-6, max_iter:
     work once some have converged); otherwise ``apply_A(p)`` on the whole batch, and a
     converged sample is still updated (by steps of size zero or near it).  Returns the
     solution and the number of iterations of the slowest sample.
+
+    ``precondition(r, idx)`` (with ``batched``), an SPD approximation of
+    :math:`A^{-1}`, gives preconditioned CG: fewer iterations, the same stopping test on
+    the true residual :math:`\|r\|`.
     """
     x = torch.zeros_like(b)
     r = b.clone()
-    p = r.clone()
+    every = torch.arange(b.shape[0], device=b.device)
+    z = r if precondition is None else precondition(r, every)
+    p = z.clone()
     rs = r.flatten(1).pow(2).sum(1)
+    rz = (r * z).flatten(1).sum(1)
     target = (tol ** 2) * rs
     shape = (-1,) + (1,) * (b.dim() - 1)
     active = torch.arange(b.shape[0], device=b.device)
@@ -148,17 +155,19 @@ def conjugate_gradient(apply_A, b: torch.Tensor, *, tol: float = 1e-6, max_iter:
         elif bool((rs <= target).all()):
             it -= 1
             break
-        pa, rsa = p[active], rs[active]
+        pa, rza = p[active], rz[active]
         Ap = apply_A(pa, active) if batched else apply_A(pa)
         pAp = (pa * Ap).flatten(1).sum(1)
-        alpha = torch.where(pAp > 0, rsa / pAp.clamp_min(1e-300), torch.zeros_like(rsa))
+        alpha = torch.where(pAp > 0, rza / pAp.clamp_min(1e-300), torch.zeros_like(rza))
         x[active] = x[active] + alpha.reshape(shape) * pa
         ra = r[active] - alpha.reshape(shape) * Ap
-        rs_new = ra.flatten(1).pow(2).sum(1)
-        beta = torch.where(rsa > 0, rs_new / rsa.clamp_min(1e-300), torch.zeros_like(rsa))
+        za = ra if precondition is None else precondition(ra, active)
+        rz_new = (ra * za).flatten(1).sum(1)
+        beta = torch.where(rza > 0, rz_new / rza.clamp_min(1e-300), torch.zeros_like(rza))
         r[active] = ra
-        p[active] = ra + beta.reshape(shape) * pa
-        rs[active] = rs_new
+        p[active] = za + beta.reshape(shape) * pa
+        rz[active] = rz_new
+        rs[active] = ra.flatten(1).pow(2).sum(1)
     return x, it
 
 
@@ -228,9 +237,10 @@ class DEQDenoisingLoss:
             (g,) = torch.autograd.grad(per_sample.mean(), leaf)
         with torch.no_grad():
             sc0 = model.scalings(sigma, noisy.shape[0], noisy.dtype, noisy.device)
-            hess = model.hessian_at(x_star, sc0)
+            hess, prec = model.hessian_at(x_star, sc0, preconditioner=True)
             v, its = conjugate_gradient(lambda u, idx: u + hess(u, idx), g, tol=self.cg_tol,
-                                        max_iter=self.cg_max_iter, batched=True)
+                                        max_iter=self.cg_max_iter, batched=True,
+                                        precondition=prec)
         extra["cg_iterations"] = float(its)
         surrogate = -(v * model._grad(x_star, sc)).sum()
         value = per_sample.detach().mean()

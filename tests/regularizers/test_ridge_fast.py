@@ -118,3 +118,28 @@ def test_compiled_potentials_equal_eager(cls):
     assert len(g_c) == len(g_e)
     for a, b in zip(g_c, g_e, strict=True):
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("cls", [ConvexRidge, WeakConvexRidge])
+def test_preconditioned_cg_solves_the_same_system_in_fewer_iterations(cls):
+    from lipinverse.training import conjugate_gradient
+
+    R = trained_like(cls, seed=2)
+    y, sigma = noisy_batch(n=4, size=24)
+    x, _ = R.solve(y, 1.0, sigma, tol=1e-8, max_iter=5000)
+    sc = R.scalings(sigma, 4, torch.float64)
+    hess, prec = R.hessian_at(x, sc, preconditioner=True)
+    g = torch.randn_like(y)
+    # the preconditioner is symmetric positive definite
+    u, w = torch.randn_like(y), torch.randn_like(y)
+    assert torch.allclose((prec(u) * w).sum(), (u * prec(w)).sum(), rtol=1e-10)
+    assert bool(((prec(u) * u).flatten(1).sum(1) > 0).all())
+    plain, n_plain = conjugate_gradient(lambda v, idx: v + hess(v, idx), g, tol=1e-10,
+                                        max_iter=2000, batched=True)
+    pre, n_pre = conjugate_gradient(lambda v, idx: v + hess(v, idx), g, tol=1e-10,
+                                    max_iter=2000, batched=True, precondition=prec)
+    for v in (plain, pre):
+        r = g - v - hess(v)
+        assert bool((r.flatten(1).norm(dim=1) <= 1e-10 * g.flatten(1).norm(dim=1) * 1.01).all())
+    assert torch.allclose(pre, plain, atol=1e-8)
+    assert n_pre < n_plain, (n_pre, n_plain)
