@@ -39,11 +39,11 @@ from ._sigma import SigmaFunction, as_sigma
 from .potentials import EvenPotential
 from .ridge_parts import (
     NormalizedChain,
-    composed_kernel,
     RidgeActivation,
     RidgeScalings,
     SolveInfo,
     UnrolledRidgeDenoiser,
+    composed_kernel,
     concave_strength,
     concave_top,
     curvature_interval,
