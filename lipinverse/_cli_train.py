@@ -105,18 +105,32 @@ def train(args, device: torch.device) -> None:
 def train_recipe(args, device: torch.device) -> None:
     """``--recipe`` / ``--resume RUN_DIR``: a staged, resumable run (see
     :mod:`lipinverse.training.recipes`)."""
+    import signal
+
     from lipinverse.training import recipes
 
     progress = not args.quiet and sys.stderr.isatty()
     dev = None if device.type == "cpu" else str(device)
-    if isinstance(args.resume, str):
-        out = Path(args.resume)
-        print(f"resuming {out} ({recipes.core_hours(out):.2f} core-hours so far)")
-        run = recipes.resume_run(out, minutes=args.minutes, device=dev, progress=progress)
-    else:
-        out = Path(args.out)
-        run = recipes.run_recipe(args.recipe, args.images, out, val=args.val,
-                                 minutes=args.minutes, device=dev, progress=progress)
+    out = Path(args.resume if isinstance(args.resume, str) else args.out)
+
+    def stop(signum, frame):  # SIGTERM (kill, a scheduler): stop like Ctrl-C, saving first
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        if isinstance(args.resume, str):
+            print(f"resuming {out} ({recipes.core_hours(out):.2f} core-hours so far)")
+            run = recipes.resume_run(out, minutes=args.minutes, device=dev, progress=progress)
+        else:
+            run = recipes.run_recipe(args.recipe, args.images, out, val=args.val,
+                                     minutes=args.minutes, device=dev, progress=progress)
+    except KeyboardInterrupt:
+        print(f"interrupted: the state of the run is saved in {out} (last saves of the "
+              f"current stage); continue with: lipinverse train --resume {out} --minutes N",
+              file=sys.stderr)
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     hours = run["core_seconds"] / 3600
     if run.get("done"):
         print(f"run complete ({hours:.2f} core-hours): {out / 'final.json'}")

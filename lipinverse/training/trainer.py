@@ -314,6 +314,8 @@ class Trainer:
         self._sums: dict[str, float] = {}
         self._epoch_seconds = 0.0
         self._perm: tuple[int, torch.Tensor] | None = None
+        self._updating = False
+        self.interrupted_save: Path | None = None
 
     # ------------------------------------------------------------------ setup
     def _param_groups(self) -> list[dict]:
@@ -417,10 +419,12 @@ class Trainer:
         loss.backward()
         if c.grad_clip is not None:
             nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
+        self._updating = True  # weights and step change together: no save in between
         self.optimizer.step()
         project_constraints(self.model)
         self._check_weights()
         self.step += 1
+        self._updating = False
         return {"loss": float(loss.detach()), **metrics}
 
     def train_epoch(self) -> dict:
@@ -511,6 +515,20 @@ class Trainer:
         if not self.history and self.step == 0:
             self.history.append({"epoch": 0, **self.validate()})
         spe = self.steps_per_epoch
+        try:
+            self._fit_loop(start, last_save, spe)
+        except KeyboardInterrupt:
+            # Ctrl-C (or SIGTERM turned into it by the CLI): keep the work done so far
+            if c.checkpoint_dir is not None and self.rank == 0 and not self._updating:
+                self.save(Path(c.checkpoint_dir) / "last")
+                self.interrupted_save = Path(c.checkpoint_dir) / "last"
+            raise
+        if self.stopped_early and c.checkpoint_dir is not None and self.rank == 0:
+            self.save(Path(c.checkpoint_dir) / "last")
+        return self.history
+
+    def _fit_loop(self, start: float, last_save: float, spe: int) -> None:
+        c = self.config
         bar = None
         while self.step < self.total_steps:
             now = time.perf_counter()
@@ -537,9 +555,6 @@ class Trainer:
                 last_save = time.perf_counter()
         if bar is not None:
             bar.close()
-        if self.stopped_early and c.checkpoint_dir is not None and self.rank == 0:
-            self.save(Path(c.checkpoint_dir) / "last")
-        return self.history
 
     @property
     def finished(self) -> bool:

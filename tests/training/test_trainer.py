@@ -239,3 +239,29 @@ def test_lr_factors_make_parameter_groups():
     assert by_factor[0.5]["lr"] == pytest.approx(5e-3)
     with pytest.raises(ValueError, match="lr_factors"):
         config(lr_factors={"W.": -1.0})
+
+
+def test_ctrl_c_saves_the_last_complete_step_and_resume_continues(tmp_path):
+    ds, val = data()
+    full = Trainer(ridge(), TStepDenoisingLoss(t=3), config(epochs=2), ds, val)
+    full.fit()
+
+    class Interrupting(TStepDenoisingLoss):
+        calls = 0
+
+        def loss(self, model, clean, noisy, sigma):
+            Interrupting.calls += 1
+            if Interrupting.calls == 6:  # during the 6th step's loss: steps 0-4 are done
+                raise KeyboardInterrupt
+            return super().loss(model, clean, noisy, sigma)
+
+    tr = Trainer(ridge(), Interrupting(t=3), config(epochs=2, checkpoint_dir=str(tmp_path)),
+                 ds, val)
+    with pytest.raises(KeyboardInterrupt):
+        tr.fit()
+    assert tr.interrupted_save == tmp_path / "last"
+    meta = load_checkpoint(tmp_path / "last", return_metadata=True)[1]["metadata"]
+    assert meta["step"] == 5
+    rest = Trainer(ridge(), TStepDenoisingLoss(t=3), config(epochs=2), ds, val)
+    rest.resume(tmp_path / "last").fit()
+    assert torch.equal(weights(rest.model), weights(full.model))
