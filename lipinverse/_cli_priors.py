@@ -246,20 +246,20 @@ def load_model(spec: str, device: torch.device):
     """A model from a checkpoint or a shipped prior's name: ``(model, source)``.
 
     ``spec`` is a shipped name, a checkpoint stem (``DIR/last``), either of its files
-    (``.safetensors`` / ``.json``), or a checkpoint folder (its ``best`` checkpoint if
-    there is one, else ``last``).
+    (``.safetensors`` / ``.json``), or a checkpoint folder (its ``final``, ``best`` or
+    ``last`` checkpoint: :func:`lipinverse.training.checkpoint.checkpoint_in_folder`).
     """
     from pathlib import Path
+
+    from lipinverse.training.checkpoint import checkpoint_in_folder
 
     names = shipped_names() or []
     p = Path(spec)
     if p.is_dir():
-        cands = [p / f"{stem}.json" for stem in ("best", "last")]
-        found = [c for c in cands if c.is_file()]
-        if not found:
-            raise FileNotFoundError(f"certify: no checkpoint (best.json or last.json) in "
-                                    f"the folder '{spec}'")
-        p = found[0]
+        try:
+            p = checkpoint_in_folder(p)
+        except FileNotFoundError as err:
+            raise FileNotFoundError(f"certify: {err}") from err
     elif not p.exists():
         stem_json = p.with_name(p.name + ".json")
         if stem_json.is_file():

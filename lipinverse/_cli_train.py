@@ -85,7 +85,13 @@ def train(args, device: torch.device) -> None:
         print(f"training {type(model).__name__} ({n_params} parameters) on {len(data)} "
               f"patches {args.patch_size}x{args.patch_size} from {args.images}, batch {batch}, "
               f"{args.epochs} epoch(s) on {device}")
-    history = trainer.fit()
+    try:
+        history = trainer.fit()
+    except KeyboardInterrupt:
+        if trainer.interrupted_save is not None:
+            print(f"interrupted: saved the last complete step to {trainer.interrupted_save}; "
+                  f"continue with the same command and --resume", file=sys.stderr)
+        raise
     if rank != 0:
         return
     for rec in history:

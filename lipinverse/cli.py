@@ -254,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
             KeyError) as err:
         _say(err)
         return EXIT_USER_ERROR
-    except (RuntimeError, OSError) as err:  # divergence, NaN, CG failure, disk full
+    except (RuntimeError, OSError, ArithmeticError) as err:  # divergence, NaN, disk full
         _say(err)
         return EXIT_FAILURE
     return 0

@@ -34,6 +34,7 @@ __all__ = [
     "register_model",
     "registered_models",
     "checkpoint_paths",
+    "checkpoint_in_folder",
     "previous_paths",
     "is_complete",
 ]
@@ -73,12 +74,31 @@ def registered_models() -> dict[str, type]:
     return dict(_REGISTRY)
 
 
+def checkpoint_in_folder(folder) -> Path:
+    """The checkpoint a folder stands for: ``final`` (a finished recipe run), else ``best``,
+    else ``last``; in a recipe run folder not finished yet, those of its latest stage.
+
+    Raises ``FileNotFoundError`` naming the folder when it holds none.
+    """
+    folder = Path(folder)
+    dirs = [folder] + sorted((d for d in folder.glob("stage*") if d.is_dir()), reverse=True)
+    for d in dirs:
+        for stem in ("final", "best", "last"):
+            if (d / f"{stem}.json").is_file():
+                return d / stem
+    raise FileNotFoundError(f"no checkpoint (final.json, best.json or last.json) in the "
+                            f"folder '{folder}'")
+
+
 def checkpoint_paths(path) -> tuple[Path, Path, Path]:
     """``(weights, json, optimiser)`` paths of the checkpoint with stem ``path``.
 
-    ``path`` may be the stem or either file name (``.safetensors`` / ``.json``).
+    ``path`` may be the stem, either file name (``.safetensors`` / ``.json``), or a
+    folder (:func:`checkpoint_in_folder`).
     """
     p = Path(path)
+    if p.is_dir():
+        p = checkpoint_in_folder(p)
     name = p.name
     for suffix in (".optim.safetensors", ".safetensors", ".json"):
         if name.endswith(suffix):
@@ -209,6 +229,9 @@ def save_checkpoint(model: nn.Module, path, *, optimizer=None, metadata: dict | 
         raise TypeError(f"save_checkpoint: expected an nn.Module, got {type(model).__name__}")
     if not callable(getattr(model, "config", None)):
         raise TypeError(f"save_checkpoint: {type(model).__name__} has no `config()` method")
+    if Path(path).is_dir():
+        raise ValueError(f"save_checkpoint: expected a checkpoint stem such as "
+                         f"'{Path(path) / 'last'}', got the folder '{path}'")
     w_path, j_path, o_path = checkpoint_paths(path)
     weights = _tensor_bytes(model.state_dict())
     info = {

@@ -115,3 +115,20 @@ def test_init_starts_from_a_checkpoint_and_converts_convex_to_weakly_convex(tmp_
                init=str(tmp_path / "w"))
     with pytest.raises(ValueError, match="holds a WeakConvexRidge, expected a ConvexRidge"):
         recipes._stage_model(bad, {}, tmp_path, 1)
+
+
+def test_a_folder_loads_as_its_final_best_or_last_checkpoint(tmp_path, images):
+    from lipinverse.training import save_checkpoint
+    from lipinverse.training.checkpoint import checkpoint_in_folder
+
+    recipes.run_recipe(TINY, images, tmp_path / "a", val=images, log=lambda *a: None)
+    assert checkpoint_in_folder(tmp_path / "a") == tmp_path / "a" / "final"
+    m = load_checkpoint(tmp_path / "a")
+    f = load_checkpoint(tmp_path / "a" / "final")
+    assert all(torch.equal(p, q) for p, q in zip(m.parameters(), f.parameters(), strict=True))
+    (tmp_path / "a" / "final.json").unlink()
+    assert checkpoint_in_folder(tmp_path / "a") == tmp_path / "a" / "stage2-deq" / "final"
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        load_checkpoint(images)
+    with pytest.raises(ValueError, match="got the folder"):
+        save_checkpoint(m, tmp_path / "a")
