@@ -11,8 +11,8 @@ import subprocess
 import sys
 
 HERE = pathlib.Path(__file__).resolve().parent
-SCRIPTS = ["radon.py", "solvers.py", "nn_blocks.py", "denoise_bsd68.py", "deblur_bsd68.py",
-           "reliability.py"]
+SCRIPTS = ["radon.py", "solvers.py", "nn_blocks.py", "training.py", "denoise_bsd68.py",
+           "deblur_bsd68.py", "reliability.py"]
 
 
 def main(argv: list[str]) -> int:
