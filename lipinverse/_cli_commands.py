@@ -247,14 +247,22 @@ def run_train(args) -> None:
             raise ValueError(f"--minutes: expected a finite value > 0, got {args.minutes}")
         if run_dir is None and (args.images is None or args.out is None):
             raise ValueError("--recipe: expected --images DIR and --out RUN_DIR")
-        if run_dir is not None and args.recipe is not None:
-            raise ValueError("--resume RUN_DIR continues a run with its own recipe: drop "
-                             "--recipe")
+        if run_dir is not None and (args.recipe is not None or args.images is not None
+                                    or args.out is not None or args.val is not None):
+            raise ValueError("--resume RUN_DIR continues a run with its own recipe and data: "
+                             "drop --recipe, --images, --out and --val")
+        if run_dir is not None and not (Path(run_dir) / "run.json").is_file():
+            raise FileNotFoundError(
+                f"--resume: '{run_dir}' is not a recipe run folder (no run.json); a checkpoint "
+                f"folder of 'lipinverse train --images ... --out DIR' resumes with that command "
+                f"and a bare --resume")
         train_recipe(args, resolve_device(args.device))
         return
     if args.images is None or args.out is None:
         raise ValueError("expected --images DIR and --out CHECKPOINT_DIR (or --recipe, or "
                          "--resume RUN_DIR)")
+    if args.minutes is not None and not (math.isfinite(args.minutes) and args.minutes > 0):
+        raise ValueError(f"--minutes: expected a finite value > 0, got {args.minutes}")
     folder = Path(args.images)
     if not folder.exists():
         raise FileNotFoundError(f"--images: no such folder: '{folder}'")

@@ -74,7 +74,7 @@ def train(args, device: torch.device) -> None:
     config = training.TrainConfig(
         epochs=args.epochs, batch_size=batch, lr=args.lr, patch_size=args.patch_size,
         sigma_range=(0.0, args.sigma_max / 255.0), seed=args.seed, checkpoint_dir=str(out),
-        progress=progress, device=dev)
+        progress=progress, device=dev, minutes=args.minutes, val_images=args.val)
     out.mkdir(parents=True, exist_ok=True)
     trainer = training.Trainer(model, objective, config, train_data=data)
     if args.resume:

@@ -241,7 +241,19 @@ class ConvexRidge(nn.Module):
         if self not in _COMPILED:
             return getattr(self, name)
         fused = ridge_fused.compiled(name.lstrip("_"))
-        return lambda z, sc: fused(z, *self._fused_args(z, sc))
+        eager = getattr(self, name)
+
+        def call(z: torch.Tensor, sc: RidgeScalings) -> torch.Tensor:
+            try:
+                return fused(z, *self._fused_args(z, sc))
+            except Exception as err:  # no compiler, or torch.compile unsupported here
+                _COMPILED.pop(self, None)
+                warnings.warn(f"{type(self).__name__}.compile_potentials: torch.compile failed "
+                              f"({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
+                              "running the potentials eagerly", RuntimeWarning, stacklevel=3)
+                return eager(z, sc)
+
+        return call
 
     def compile_potentials(self, enabled: bool = True) -> ConvexRidge:
         r"""Run the elementwise potentials through :func:`torch.compile` (or back to eager).

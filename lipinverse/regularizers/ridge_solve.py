@@ -95,8 +95,8 @@ def anderson(grad, y, m, L, *, tol, max_iter, x0=None, memory: int = 8,
     R_hist = torch.zeros(B, M, n_pix, dtype=dt, device=dev)
     count = torch.zeros(B, dtype=torch.long, device=dev)   # valid entries per sample
     best = torch.full((B,), float("inf"), dtype=torch.float64, device=dev)
-    best_f = torch.empty(B, n_pix, dtype=dt, device=dev)
     x = (y if x0 is None else x0).clone()
+    best_f = x.flatten(1).clone()   # a restart before any finite point goes back to x0
     z = x.clone()
     eye = torch.eye(M, dtype=torch.float64, device=dev)
     active = torch.arange(B, device=dev)

@@ -81,7 +81,12 @@ def checkpoint_in_folder(folder) -> Path:
     Raises ``FileNotFoundError`` naming the folder when it holds none.
     """
     folder = Path(folder)
-    dirs = [folder] + sorted((d for d in folder.glob("stage*") if d.is_dir()), reverse=True)
+    def number(d: Path) -> int:
+        digits = "".join(ch for ch in d.name[5:].split("-")[0] if ch.isdigit())
+        return int(digits) if digits else -1
+
+    dirs = [folder] + sorted((d for d in folder.glob("stage*") if d.is_dir()), key=number,
+                             reverse=True)
     for d in dirs:
         for stem in ("final", "best", "last"):
             if (d / f"{stem}.json").is_file():

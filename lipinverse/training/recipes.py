@@ -21,6 +21,7 @@ Stage :math:`k+1` starts from the final weights of stage :math:`k` with a fresh 
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -39,7 +40,7 @@ _STAGE_KEYS = {"name", "objective", "t", "step", "tol", "max_iter", "cg_tol", "c
                "solver", "tv2"}
 _CONFIG_KEYS = {f for f in TrainConfig.__dataclass_fields__} - {
     "train_images", "val_images", "checkpoint_dir", "progress", "device", "minutes", "seed",
-    "patch_size", "patch_stride", "sigma_range", "compile"}
+    "patch_size", "patch_stride", "sigma_range", "compile", "augment"}
 
 
 def available_recipes() -> list[str]:
@@ -85,13 +86,20 @@ def check_recipe(recipe: dict, where: str = "recipe") -> None:
     if not isinstance(stages, list) or not stages:
         raise ValueError(f"{where}: expected at least one [[stage]]")
     for i, st in enumerate(stages, 1):
-        if st.get("objective") not in ("tstep", "deq"):
+        if not isinstance(st, dict) or st.get("objective") not in ("tstep", "deq"):
             raise ValueError(f"{where}: stage {i}: expected objective 'tstep' or 'deq', "
-                             f"got {st.get('objective')!r}")
+                             f"got {st.get('objective') if isinstance(st, dict) else st!r}")
         unknown = set(st) - _STAGE_KEYS - _CONFIG_KEYS
         if unknown:
             raise ValueError(f"{where}: stage {i}: unknown keys {sorted(unknown)}")
-        _stage_config(recipe, st, None, False)  # TrainConfig validates the values
+        if "lr_factors" in st and not isinstance(st["lr_factors"], dict):
+            raise ValueError(f"{where}: stage {i}: expected lr_factors a table of "
+                             f"prefix = factor, got {st['lr_factors']!r}")
+        try:  # the objective and TrainConfig validate their values now, not hours later
+            _objective(st)
+            _stage_config(recipe, st, None, False)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{where}: stage {i}: {err}") from err
 
 
 def _stage_dir(i: int, stage: dict) -> str:
@@ -114,13 +122,13 @@ def _stage_config(recipe: dict, stage: dict, out, progress: bool, device=None,
                   minutes=None) -> TrainConfig:
     data = recipe.get("data", {})
     kw = {k: v for k, v in stage.items() if k in _CONFIG_KEYS}
-    if "lr_factors" in kw:
-        kw["lr_factors"] = tuple(sorted(kw["lr_factors"].items()))
+    if "lr_factors" in kw:  # in the recipe's order: the first matching prefix wins
+        kw["lr_factors"] = tuple(kw["lr_factors"].items())
     return TrainConfig(
         **kw, seed=int(recipe.get("seed", 0)), patch_size=int(data.get("patch_size", 40)),
         patch_stride=data.get("patch_stride"),
         sigma_range=(0.0, float(data.get("sigma_max", 30.0)) / 255),
-        compile=bool(recipe.get("compile", False)),
+        compile=bool(recipe.get("compile", False)), augment=bool(data.get("augment", True)),
         checkpoint_dir=None if out is None else str(out), progress=progress,
         device=device, minutes=minutes)
 
@@ -162,6 +170,9 @@ def resume_run(out, *, minutes=None, device=None, progress=False, log=print) -> 
     tuned on the validation folder (if any) and ``final`` is written.
     """
     out = Path(out)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ValueError("recipes run in one process (use the Trainer directly, or "
+                         "'lipinverse train --images ...' without --recipe, under torchrun)")
     try:
         run = json.loads((out / "run.json").read_text())
     except FileNotFoundError as err:
@@ -192,6 +203,7 @@ def resume_run(out, *, minutes=None, device=None, progress=False, log=print) -> 
                 d = recipe.get("data", {})
                 data = PatchDataset(run["images"], patch_size=int(d.get("patch_size", 40)),
                                     stride=d.get("patch_stride"),
+                                    augment=bool(d.get("augment", True)),
                                     seed=int(recipe.get("seed", 0)),
                                     max_patches=d.get("max_patches"))
             cfg = _stage_config(recipe, stage, sdir, progress, device, remaining)
@@ -217,7 +229,8 @@ def resume_run(out, *, minutes=None, device=None, progress=False, log=print) -> 
             run["stage"] = i + 1
             _save_run(out, run)
         if run["stage"] > len(stages):
-            _finish(recipe, run, out, log)
+            so_far = run.get("core_seconds", 0.0) + (time.perf_counter() - start) * threads
+            _finish(recipe, run, out, log, so_far)
     finally:
         wall = time.perf_counter() - start
         session["wall_s"] = round(wall, 1)
@@ -249,10 +262,11 @@ def _stage_model(recipe: dict, run: dict, out: Path, i: int):
                                            if cls.__name__ == "WeakConvexRidge" else ""))
 
 
-def _finish(recipe: dict, run: dict, out: Path, log) -> None:
+def _finish(recipe: dict, run: dict, out: Path, log, core_seconds: float) -> None:
     stages = recipe["stage"]
     model = load_checkpoint(out / _stage_dir(len(stages), stages[-1]) / "final")
-    meta = {"recipe": recipe.get("name"), "core_hours": round(run["core_seconds"] / 3600, 2)}
+    meta = {"recipe": recipe.get("name"),
+            "core_hours_training": round(core_seconds / 3600, 3)}
     tune = recipe.get("tune")
     if tune and run.get("val"):
         t0 = time.perf_counter()

@@ -403,7 +403,8 @@ class Trainer:
 
     # ------------------------------------------------------------------ training
     def train_step(self) -> dict:
-        """One optimiser step on the batch of ``self.step``; returns its metrics."""
+        """One optimiser step on the batch of ``self.step``; returns its metrics (also added
+        to the current epoch's sums)."""
         c = self.config
         self.model.train()
         dtype = self._dtype()
@@ -419,13 +420,15 @@ class Trainer:
         loss.backward()
         if c.grad_clip is not None:
             nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
-        self._updating = True  # weights and step change together: no save in between
+        metrics = {"loss": float(loss.detach()), **metrics}
+        self._updating = True  # weights, sums and step change together: no save in between
         self.optimizer.step()
         project_constraints(self.model)
         self._check_weights()
+        self._accumulate(metrics)
         self.step += 1
         self._updating = False
-        return {"loss": float(loss.detach()), **metrics}
+        return metrics
 
     def train_epoch(self) -> dict:
         """Run the rest of the current epoch; returns its mean training metrics."""
@@ -438,7 +441,7 @@ class Trainer:
             bar = tqdm(total=spe, initial=self.step % spe, leave=False,
                        desc=f"epoch {self.epoch + 1}/{self.config.epochs}")
         while self.step < end:
-            self._accumulate(self._timed_step())
+            self._timed_step()
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{self._sums.get('loss', 0.0) / self._sums['_n']:.3e}")
@@ -530,9 +533,11 @@ class Trainer:
     def _fit_loop(self, start: float, last_save: float, spe: int) -> None:
         c = self.config
         bar = None
+        if self.step > 0 and self.step % spe == 0 and self._sums:
+            # stopped (e.g. Ctrl-C) after an epoch's last step but before its record
+            self._end_epoch()
         while self.step < self.total_steps:
-            now = time.perf_counter()
-            if c.minutes is not None and now - start >= 60.0 * c.minutes:
+            if self._budget_spent(start):
                 self.stopped_early = True
                 break
             if bar is None and c.progress and self.rank == 0:
@@ -540,7 +545,7 @@ class Trainer:
 
                 bar = tqdm(total=spe, initial=self.step % spe, leave=False,
                            desc=f"epoch {self.epoch + 1}/{c.epochs}")
-            self._accumulate(self._timed_step())
+            self._timed_step()
             if bar is not None:
                 bar.update(1)
             if self.step % spe == 0:
@@ -555,6 +560,17 @@ class Trainer:
                 last_save = time.perf_counter()
         if bar is not None:
             bar.close()
+
+    def _budget_spent(self, start: float) -> bool:
+        """Whether the ``minutes`` budget is spent; under DDP rank 0's clock decides for all
+        (a rank that stopped alone would leave the others waiting in the all-reduce)."""
+        c = self.config
+        spent = c.minutes is not None and time.perf_counter() - start >= 60.0 * c.minutes
+        if self.world > 1:
+            flag = torch.tensor([1.0 if spent else 0.0], device=self.device)
+            dist.broadcast(flag, src=0)
+            spent = bool(flag.item() > 0)
+        return spent
 
     @property
     def finished(self) -> bool:

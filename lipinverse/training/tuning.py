@@ -46,6 +46,8 @@ def tune_strength(reg, images, sigmas=(5, 15, 25), grid=(0.25, 0.35, 0.5, 0.7, 1
     """
     if not images:
         raise ValueError("tune_strength: expected at least one validation image")
+    if list(sigmas) != sorted(set(sigmas)) or min(sigmas) <= 0:
+        raise ValueError(f"tune_strength: expected increasing positive sigmas, got {sigmas}")
     dtype = reg.lam.values.dtype
     val = [(img if crop is None else centre_crop(img, crop)).to(dtype) for img in images]
 

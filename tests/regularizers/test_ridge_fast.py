@@ -143,3 +143,23 @@ def test_preconditioned_cg_solves_the_same_system_in_fewer_iterations(cls):
         assert bool((r.flatten(1).norm(dim=1) <= 1e-10 * g.flatten(1).norm(dim=1) * 1.01).all())
     assert torch.allclose(pre, plain, atol=1e-8)
     assert n_pre < n_plain, (n_pre, n_plain)
+
+
+def test_compile_failure_falls_back_to_eager_with_a_warning(monkeypatch):
+    from lipinverse.regularizers import ridge_fused
+
+    def broken(name):
+        def fn(*args):
+            raise RuntimeError("no C++ compiler found\nlong inductor trace")
+        return fn
+
+    monkeypatch.setattr(ridge_fused, "compiled", broken)
+    R = trained_like(WeakConvexRidge)
+    y, sigma = noisy_batch(n=2, size=10)
+    sc = R.scalings(sigma, 2, torch.float64)
+    eager = R._grad(y, sc)
+    R.compile_potentials()
+    with pytest.warns(RuntimeWarning, match="torch.compile failed .*no C\\+\\+ compiler"):
+        got = R._grad(y, sc)
+    assert torch.equal(got, eager)
+    assert torch.equal(R._grad(y, sc), eager)  # eager from now on, no second warning

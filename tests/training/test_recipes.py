@@ -132,3 +132,24 @@ def test_a_folder_loads_as_its_final_best_or_last_checkpoint(tmp_path, images):
         load_checkpoint(images)
     with pytest.raises(ValueError, match="got the folder"):
         save_checkpoint(m, tmp_path / "a")
+
+
+def test_recipe_errors_surface_before_training():
+    bad_solver = dict(TINY, stage=[TINY["stage"][0], dict(TINY["stage"][1], solver="fist")])
+    with pytest.raises(ValueError, match="stage 2: .*solver"):
+        recipes.check_recipe(bad_solver)
+    bad_factors = dict(TINY, stage=[dict(TINY["stage"][0], lr_factors=[["W.", 2.0]])])
+    with pytest.raises(ValueError, match="stage 1: expected lr_factors a table"):
+        recipes.check_recipe(bad_factors)
+    with pytest.raises(ValueError, match="stage 1: .*batch_size"):
+        recipes.check_recipe(dict(TINY, stage=[dict(TINY["stage"][0], batch_size=0)]))
+
+
+def test_cli_resume_of_a_folder_without_run_json_is_one_clear_line(tmp_path, capsys):
+    from lipinverse.cli import main
+
+    assert main(["train", "--resume", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not a recipe run folder (no run.json)" in err[0]
+    assert main(["train", "--resume", str(tmp_path), "--images", str(tmp_path)]) == 2
+    assert "drop --recipe, --images" in capsys.readouterr().err

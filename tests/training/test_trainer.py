@@ -198,7 +198,7 @@ def test_resume_mid_epoch_is_bit_for_bit(tmp_path):
     part = Trainer(ridge(), TStepDenoisingLoss(t=3), config(epochs=2), ds, val)
     part.history.append({"epoch": 0, **part.validate()})
     for _ in range(3):
-        part._accumulate(part._timed_step())
+        part._timed_step()
     part.save(tmp_path / "last")
     torch.manual_seed(99)  # resume restores torch's RNG state too
     rest = Trainer(ridge(), TStepDenoisingLoss(t=3), config(epochs=2), ds, val)
@@ -264,4 +264,30 @@ def test_ctrl_c_saves_the_last_complete_step_and_resume_continues(tmp_path):
     assert meta["step"] == 5
     rest = Trainer(ridge(), TStepDenoisingLoss(t=3), config(epochs=2), ds, val)
     rest.resume(tmp_path / "last").fit()
+    assert torch.equal(weights(rest.model), weights(full.model))
+
+
+def test_interrupt_during_end_of_epoch_validation_keeps_the_epoch_record(tmp_path):
+    ds, val = data()
+    full = Trainer(ridge(), TStepDenoisingLoss(t=3), config(epochs=2), ds, val)
+    full.fit()
+
+    class StopInValidation(TStepDenoisingLoss):
+        calls = 0
+
+        def predict(self, model, noisy, sigma):
+            StopInValidation.calls += 1
+            if StopInValidation.calls == len(val) + 1:  # first image of epoch 1's validation
+                raise KeyboardInterrupt
+            return super().predict(model, noisy, sigma)
+
+    tr = Trainer(ridge(), StopInValidation(t=3), config(epochs=2, checkpoint_dir=str(tmp_path)),
+                 ds, val)
+    with pytest.raises(KeyboardInterrupt):
+        tr.fit()
+    rest = Trainer(ridge(), TStepDenoisingLoss(t=3), config(epochs=2), ds, val)
+    rest.resume(tmp_path / "last").fit()
+    assert [h["epoch"] for h in rest.history] == [0, 1, 2]
+    strip = [{k: v for k, v in h.items() if k != "seconds"} for h in full.history]
+    assert [{k: v for k, v in h.items() if k != "seconds"} for h in rest.history] == strip
     assert torch.equal(weights(rest.model), weights(full.model))
