@@ -239,7 +239,13 @@ def run_denoise(args) -> None:
 # ------------------------------------------------------------------------- train
 def run_train(args) -> None:
     """``lipinverse train``: train a prior on patches of a folder of images."""
-    from ._cli_train import train, train_recipe
+    from ._cli_train import sigterm_as_interrupt, train, train_recipe
+
+    with sigterm_as_interrupt():
+        _run_train(args, train, train_recipe)
+
+
+def _run_train(args, train, train_recipe) -> None:
 
     run_dir = args.resume if isinstance(args.resume, str) else None
     if args.recipe is not None or run_dir is not None:

@@ -17,9 +17,11 @@ Training noise levels are drawn per patch in ``[0, sigma_max / 255]``.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -111,18 +113,11 @@ def train(args, device: torch.device) -> None:
 def train_recipe(args, device: torch.device) -> None:
     """``--recipe`` / ``--resume RUN_DIR``: a staged, resumable run (see
     :mod:`lipinverse.training.recipes`)."""
-    import signal
-
     from lipinverse.training import recipes
 
     progress = not args.quiet and sys.stderr.isatty()
     dev = None if device.type == "cpu" else str(device)
     out = Path(args.resume if isinstance(args.resume, str) else args.out)
-
-    def stop(signum, frame):  # SIGTERM (kill, a scheduler): stop like Ctrl-C, saving first
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, stop)
     try:
         if isinstance(args.resume, str):
             print(f"resuming {out} ({recipes.core_hours(out):.2f} core-hours so far)")
@@ -135,8 +130,6 @@ def train_recipe(args, device: torch.device) -> None:
               f"current stage); continue with: lipinverse train --resume {out} --minutes N",
               file=sys.stderr)
         raise
-    finally:
-        signal.signal(signal.SIGTERM, previous)
     hours = run["core_seconds"] / 3600
     if run.get("done"):
         print(f"run complete ({hours:.2f} core-hours): {out / 'final.json'}")
@@ -147,3 +140,21 @@ def train_recipe(args, device: torch.device) -> None:
     else:
         print(f"stopped at stage {run['stage']} ({hours:.2f} core-hours so far); continue "
               f"with: lipinverse train --resume {out} --minutes N")
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """Within the block, SIGTERM (``kill``, a batch scheduler) stops like Ctrl-C: the
+    Trainer saves the last complete step and the command says how to resume."""
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, stop)
+    except ValueError:  # not the main thread: leave SIGTERM alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
