@@ -371,13 +371,34 @@ def save_figure(path: str | os.PathLike, panels, curves=None, *,
     return p
 
 
+def _channels_last(img) -> np.ndarray:
+    """A grey ``(H, W)`` or colour ``(H, W, C)`` float64 array: tensors ``(1, C, H, W)`` /
+    ``(C, H, W)`` are channel-first, arrays ``(H, W, 3|4)`` channel-last."""
+    channel_first = isinstance(img, torch.Tensor)
+    arr = to_numpy(img)
+    if arr.ndim == 3 and (channel_first or arr.shape[-1] not in (3, 4)):
+        arr = np.moveaxis(arr, 0, -1)
+    if arr.ndim not in (2, 3):
+        raise ValueError(f"image_metrics: expected a grey (H, W) or colour image, got shape "
+                         f"{tuple(np.shape(img))}")
+    return arr
+
+
 def image_metrics(x, truth) -> tuple[float, float]:
-    """``(PSNR, SSIM)`` of ``x`` against ``truth`` (arrays or tensors in [0, 1], data range 1)."""
+    """``(PSNR, SSIM)`` of ``x`` against ``truth`` (arrays or tensors in [0, 1], data range 1).
+
+    Colour images (tensors ``(1, C, H, W)``, arrays ``(H, W, C)``) are compared over all
+    channels, SSIM as the mean over channels (scikit-image's ``channel_axis``).
+    """
     from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-    a, b = to_numpy(x), to_numpy(truth)
+    a, b = _channels_last(x), _channels_last(truth)
+    if a.shape != b.shape:
+        raise ValueError(f"image_metrics: expected images of the same shape, got {a.shape} "
+                         f"and {b.shape}")
     return (peak_signal_noise_ratio(b, a, data_range=1.0),
-            structural_similarity(b, a, data_range=1.0))
+            structural_similarity(b, a, data_range=1.0,
+                                  channel_axis=-1 if a.ndim == 3 else None))
 
 
 def load_shipped_prior(name: str = "crr", device="cpu"):

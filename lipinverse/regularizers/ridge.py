@@ -36,6 +36,7 @@ from lipinverse.nn.norms import round_down_f32
 
 from . import ridge_fused
 from ._sigma import SigmaFunction, as_sigma
+from .colour import fold, repeat_per_channel, unfold
 from .potentials import EvenPotential
 from .ridge_parts import (
     NormalizedChain,
@@ -335,14 +336,34 @@ class ConvexRidge(nn.Module):
         if not x.is_floating_point():
             raise TypeError(f"{type(self).__name__}.{name}: expected a real floating-point "
                             f"tensor, got dtype {x.dtype}")
-        if x.dim() != 4 or x.shape[1] != self.channels[0]:
+        c0 = self.channels[0]
+        if x.dim() != 4 or not (x.shape[1] == c0 or (c0 == 1 and x.shape[1] >= 1)):
+            want = "(B, C, H, W) (grey C = 1, or colour)" if c0 == 1 else f"(B, {c0}, H, W)"
             raise ValueError(f"{type(self).__name__}.{name}: expected input of shape "
-                             f"(B, {self.channels[0]}, H, W), got {tuple(x.shape)}")
+                             f"{want}, got {tuple(x.shape)}")
+
+    def _per_channel(self, name: str, value, batch: int, k: int, device):
+        """A per-sample ``tau`` / ``sigma`` (float or ``(B,)``) for the ``k`` folded colour
+        channels of each sample (validated with the colour batch size)."""
+        if value is None:
+            return None
+        v = as_sigma(name, value, batch, torch.float64, device)
+        return repeat_per_channel(v, k)
 
     # ------------------------------------------------------------------ functional API
+    def _colour(self, x: torch.Tensor) -> int:
+        """Number of colour channels to fold (1: the model's own input)."""
+        return x.shape[1] if self.channels[0] == 1 and x.shape[1] > 1 else 1
+
     def value(self, x: torch.Tensor, sigma=None) -> torch.Tensor:
-        r"""Per-sample :math:`R_\sigma(x)`, shape ``(B,)``."""
+        r"""Per-sample :math:`R_\sigma(x)`, shape ``(B,)`` (colour: see
+        :mod:`~lipinverse.regularizers.colour`)."""
         self._check_x("value", x)
+        k = self._colour(x)
+        if k > 1:
+            s = self._per_channel(f"{type(self).__name__}.value", sigma, x.shape[0], k,
+                                  x.device)
+            return self.value(fold(x), s).reshape(x.shape[0], k).sum(1)
         return self._value(x, self.scalings(sigma, x.shape[0], x.dtype, x.device))
 
     def forward(self, x: torch.Tensor, sigma=None) -> torch.Tensor:
@@ -352,6 +373,11 @@ class ConvexRidge(nn.Module):
     def grad(self, x: torch.Tensor, sigma=None) -> torch.Tensor:
         r""":math:`\nabla R_\sigma(x)` (see class Notes)."""
         self._check_x("grad", x)
+        k = self._colour(x)
+        if k > 1:
+            s = self._per_channel(f"{type(self).__name__}.grad", sigma, x.shape[0], k,
+                                  x.device)
+            return unfold(self.grad(fold(x), s), k)
         return self._grad(x, self.scalings(sigma, x.shape[0], x.dtype, x.device))
 
     def tv2(self) -> torch.Tensor:
@@ -475,6 +501,19 @@ class ConvexRidge(nn.Module):
             raise ValueError(f"{name}: expected tol > 0 and max_iter >= 1, got {tol}, {max_iter}")
         if method not in ("fista", "anderson"):
             raise ValueError(f"{name}: expected method 'fista' or 'anderson', got {method!r}")
+        k = self._colour(y)
+        if k > 1:  # separable in the transformed channels (colour module Notes)
+            B = y.shape[0]
+            if x0 is not None and x0.shape != y.shape:
+                raise ValueError(f"{name}: expected x0 of shape {tuple(y.shape)}, got "
+                                 f"{tuple(x0.shape)}")
+            u, info = self.solve(fold(y), self._per_channel(f"{name} (tau)", tau, B, k, y.device),
+                                 self._per_channel(name, sigma, B, k, y.device), tol=tol,
+                                 max_iter=max_iter, x0=None if x0 is None else fold(x0),
+                                 method=method)
+            return unfold(u, k), SolveInfo(
+                info.iterations.reshape(B, k).amax(1), info.converged.reshape(B, k).all(1),
+                info.error_bound.reshape(B, k).square().sum(1).sqrt())
         B = y.shape[0]
         with torch.no_grad():
             tau_t = as_sigma(f"{name} (tau)", tau, B, torch.float64, y.device)

@@ -193,3 +193,19 @@ def test_save_figure_writes_a_png(tmp_path):
     assert img.ndim == 3 and img.shape[1] > img.shape[0]
     with pytest.raises(ValueError, match="nothing to draw"):
         io.save_figure(tmp_path / "g.png", [])
+
+
+def test_image_metrics_on_colour_tensors_and_arrays():
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    image_metrics = io.image_metrics
+    rng = np.random.default_rng(0)
+    truth = rng.random((32, 40, 3))
+    x = np.clip(truth + 0.05 * rng.standard_normal(truth.shape), 0, 1)
+    want = (peak_signal_noise_ratio(truth, x, data_range=1.0),
+            structural_similarity(truth, x, data_range=1.0, channel_axis=-1))
+    assert image_metrics(x, truth) == pytest.approx(want)
+    as_tensor = [torch.from_numpy(a).permute(2, 0, 1)[None] for a in (x, truth)]
+    assert image_metrics(*as_tensor) == pytest.approx(want)
+    with pytest.raises(ValueError, match="same shape"):
+        image_metrics(x[..., :2], truth)
