@@ -245,10 +245,6 @@ class ConvexRidge(nn.Module):
         eager = getattr(self, name)
 
         def call(z: torch.Tensor, sc: RidgeScalings) -> torch.Tensor:
-            if torch.is_grad_enabled():
-                # the compiled backward (a scatter-add into the spline tables) is several
-                # times slower on the CPU than eager's: differentiate through eager code
-                return eager(z, sc)
             try:
                 return fused(z, *self._fused_args(z, sc))
             except Exception as err:  # no compiler, or torch.compile unsupported here
@@ -265,11 +261,12 @@ class ConvexRidge(nn.Module):
 
         The spline lookups, the scalings and the concave part then run as one fused
         loop per call instead of about ten passes over the filter responses (the
-        compiled code is shared by every ridge prior in the process). Only evaluations
-        without autograd (solves, conjugate gradients, inference) are compiled: under
-        autograd the eager code is faster on the CPU (its backward's scatter-add into the
-        spline tables is). The first calls compile (tens of seconds, then cached on disk
-        by torch); values equal the eager ones up to float rounding. Returns ``self``.
+        compiled code is shared by every ridge prior in the process). Under autograd the
+        compiled backward's scatter-add into the spline tables is slower than eager's,
+        but the fused forward more than makes up for it in training (t-step stage, batch
+        128, 2 threads: 7.4 s / step compiled, 9.3 s eager). The first calls compile
+        (tens of seconds, then cached on disk by torch); values equal the eager ones up
+        to float rounding. Returns ``self``.
         """
         if enabled:
             _COMPILED[self] = True

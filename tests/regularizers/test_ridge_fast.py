@@ -93,8 +93,8 @@ def test_cached_hessian_equals_autograd(cls):
 @pytest.mark.slow
 @pytest.mark.parametrize("cls", [ConvexRidge, WeakConvexRidge])
 def test_compiled_potentials_equal_eager(cls):
-    """torch.compile of the potentials (evaluations without autograd): same values and
-    solves as eager (float32); under autograd the eager code runs."""
+    """torch.compile of the potentials: same values, solves and parameter gradients as
+    eager (float32)."""
     from lipinverse.regularizers import ridge_fused
 
     R = trained_like(cls).float()
@@ -114,9 +114,17 @@ def test_compiled_potentials_equal_eager(cls):
             x_c, _ = R.solve(y, 1.0, sigma, tol=1e-4)
             assert torch.allclose(x_c, x_e, atol=1e-4)
             assert torch.allclose(R.hessian_at(y, sc)(y), h_e, rtol=1e-5, atol=1e-6)
-        assert torch.equal(R._grad(y, sc).detach(), R.compile_potentials(False)._grad(y, sc))
+        R.zero_grad()
+        R._grad(y, R.scalings(sigma, 3, torch.float32)).pow(2).sum().backward()
+        g_c = [p.grad.clone() for p in R.parameters() if p.grad is not None]
     finally:
         R.compile_potentials(False)
+    R.zero_grad()
+    R._grad(y, R.scalings(sigma, 3, torch.float32)).pow(2).sum().backward()
+    g_e = [p.grad.clone() for p in R.parameters() if p.grad is not None]
+    assert len(g_c) == len(g_e)
+    for a, b in zip(g_c, g_e, strict=True):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize("cls", [ConvexRidge, WeakConvexRidge])
@@ -156,7 +164,7 @@ def test_compile_failure_falls_back_to_eager_with_a_warning(monkeypatch):
     R = trained_like(WeakConvexRidge)
     y, sigma = noisy_batch(n=2, size=10)
     sc = R.scalings(sigma, 2, torch.float64)
-    with torch.no_grad():  # only evaluations without autograd are compiled
+    with torch.no_grad():
         eager = R._grad(y, sc)
         R.compile_potentials()
         with pytest.warns(RuntimeWarning, match="torch.compile failed .*no C\\+\\+ compiler"):
