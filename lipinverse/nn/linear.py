@@ -377,13 +377,40 @@ class MultiConv(LinearMap):
             )
         if self.mode == "pad_once":
             ph, pw = self.total_pad
-            x = F.pad(x, (pw, pw, ph, ph))
-            for c in self.convs:
-                x = c._conv(x, pad=False)
-            return x
+            if self.in_channels == 1 and not (torch.is_grad_enabled() and x.requires_grad):
+                # one (2ph+1)x(2pw+1) convolution: about 2x faster on the CPU than the chain
+                # from one channel (fewer passes); kept off when autograd needs the input
+                # gradient (the transposed single convolution to one channel is slow)
+                return F.conv2d(x, self.composed_kernel(x.dtype), padding=(ph, pw))
+            return self._chain(F.pad(x, (pw, pw, ph, ph)))
         for c in self.convs:
             x = c(x)
         return x
+
+    def _chain(self, x: torch.Tensor) -> torch.Tensor:
+        for c in self.convs:
+            x = c._conv(x, pad=False)
+        return x
+
+    def composed_kernel(self, dtype=None) -> torch.Tensor:
+        r"""The kernel :math:`K` of the composition (stride 1, zero padding once):
+        ``forward(x) == conv2d(x, K, padding=total_pad)``, shape
+        ``(C_out, C_in, 2 p_h + 1, 2 p_w + 1)``.
+
+        Computed by applying the (unpadded) chain to one centred impulse per input channel:
+        for cross-correlations the response at offset :math:`p` is :math:`K[-p]`.
+        """
+        if self.mode != "pad_once":
+            raise ValueError(f"MultiConv.composed_kernel: defined for stride-1 zero padding "
+                             f"applied once, got mode {self.mode!r}")
+        ph, pw = self.total_pad
+        c = self.in_channels
+        w0 = self.convs[0].weight
+        delta = torch.zeros(c, c, 4 * ph + 1, 4 * pw + 1, dtype=dtype or w0.dtype,
+                            device=w0.device)
+        idx = torch.arange(c, device=w0.device)
+        delta[idx, idx, 2 * ph, 2 * pw] = 1.0
+        return self._chain(delta).flip(-2, -1).transpose(0, 1)
 
     def _transpose(self, y: torch.Tensor, input_size=None) -> torch.Tensor:
         if self.mode == "pad_once":

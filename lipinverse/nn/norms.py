@@ -111,7 +111,7 @@ def _half_grid(n: int, dtype, device) -> torch.Tensor:
     return torch.stack([g1.reshape(-1), g2.reshape(-1)], dim=1)
 
 
-def _symbol_parts(weight: torch.Tensor, groups: int, freqs: torch.Tensor):
+def _symbol_parts(weight: torch.Tensor, groups: int, freqs: torch.Tensor, key=None):
     r"""Real and imaginary parts of :math:`\hat K(\omega)` at ``freqs`` ``(F, 2)``.
 
     :math:`\hat K(\omega) = \sum_n k[n]e^{-i\omega\cdot n}` (taps centred), computed as
@@ -119,20 +119,17 @@ def _symbol_parts(weight: torch.Tensor, groups: int, freqs: torch.Tensor):
     """
     k = dense_kernel(weight.to(freqs.dtype), groups)
     c_out, c_in, kh, kw = k.shape
-    n1 = torch.arange(kh, dtype=freqs.dtype, device=freqs.device) - (kh - 1) / 2
-    n2 = torch.arange(kw, dtype=freqs.dtype, device=freqs.device) - (kw - 1) / 2
-    phase = (freqs[:, 0, None, None] * n1[None, :, None]
-             + freqs[:, 1, None, None] * n2[None, None, :]).reshape(-1, kh * kw)
+    cos, sin = _phases(kh, kw, freqs, key)
     taps = k.reshape(c_out * c_in, kh * kw).T
     shape = (freqs.shape[0], c_out, c_in)
-    return (torch.cos(phase) @ taps).reshape(shape), -(torch.sin(phase) @ taps).reshape(shape)
+    return (cos.T @ taps).reshape(shape), -(sin.T @ taps).reshape(shape)
 
 
-def _composed_symbol(weights, freqs: torch.Tensor) -> torch.Tensor:
+def _composed_symbol(weights, freqs: torch.Tensor, key=None) -> torch.Tensor:
     """Complex product of the symbols at ``freqs``, shape ``(F, out, in)``."""
     total = None
     for w, groups in weights:
-        re, im = _symbol_parts(w, groups, freqs)
+        re, im = _symbol_parts(w, groups, freqs, key)
         sym = torch.complex(re, im)
         total = sym if total is None else sym @ total
     return total
@@ -187,12 +184,13 @@ def symbol_norm_bound(weights, grid_size: int | None = None) -> torch.Tensor:
     device = weights[0][0].device
     freqs = _half_grid(n, torch.float64, device)
     with torch.no_grad():
-        norms = torch.cat([_spectral_norms(_composed_symbol(weights, freqs[sl]))
+        norms = torch.cat([_spectral_norms(_composed_symbol(weights, freqs[sl],
+                                                            (n, sl.start, sl.stop)))
                            for sl in _chunks(freqs.shape[0], _symbol_size(weights))])
         j = int(torch.argmax(norms))
         grid_max = norms[j]
     if _needs_grad(weights):
-        at_max = _spectral_norms(_composed_symbol(weights, freqs[j:j + 1]))[0]
+        at_max = _spectral_norms(_composed_symbol(weights, freqs[j:j + 1], (n, j)))[0]
         grid_max = at_max + (grid_max - at_max).detach()
     tau = math.pi * degree / n
     return grid_max * ((1.0 + FP_MARGIN) / math.sqrt(1.0 - tau * tau / 2.0))
@@ -219,16 +217,36 @@ def circular_symbol_norm(weights, size: tuple[int, int]) -> torch.Tensor:
     return _spectral_norms(total).max() * (1.0 + FP_MARGIN)
 
 
-def _taps_phases(weight: torch.Tensor, groups: int, freqs: torch.Tensor):
-    """Taps ``(T, C_out, C_in)`` and phase tables ``cos, sin`` ``(T, F)`` of one kernel."""
+#: Phase tables by (key, kh, kw, dtype, device): they depend on the kernel size and the
+#: frequencies only, not on the weights (a training step would otherwise recompute them).
+_PHASES: dict = {}
+
+
+def _phases(kh: int, kw: int, freqs: torch.Tensor, key=None):
+    r"""``cos, sin`` of :math:`\omega\cdot n` for the centred taps ``n`` of a ``kh x kw``
+    kernel, each ``(kh kw, F)``; cached when ``key`` names ``freqs`` (grid size, slice)."""
+    full_key = None if key is None else (key, kh, kw, freqs.dtype, str(freqs.device))
+    tables = _PHASES.get(full_key) if full_key is not None else None
+    if tables is None:
+        n1 = torch.arange(kh, dtype=freqs.dtype, device=freqs.device) - (kh - 1) / 2
+        n2 = torch.arange(kw, dtype=freqs.dtype, device=freqs.device) - (kw - 1) / 2
+        phase = (n1[:, None, None] * freqs[None, None, :, 0]
+                 + n2[None, :, None] * freqs[None, None, :, 1]).reshape(kh * kw, -1)
+        tables = (torch.cos(phase), torch.sin(phase))
+        if full_key is not None:
+            if len(_PHASES) >= 16:
+                _PHASES.clear()
+            _PHASES[full_key] = tables
+    return tables
+
+
+def _taps_phases(weight: torch.Tensor, groups: int, freqs: torch.Tensor, key=None):
+    """Taps ``(T, C_out, C_in)`` and phase tables ``cos, sin`` ``(T, F)`` of one kernel
+    (``key``: see :func:`_phases`)."""
     k = dense_kernel(weight, groups)
     c_out, c_in, kh, kw = k.shape
-    n1 = torch.arange(kh, dtype=freqs.dtype, device=freqs.device) - (kh - 1) / 2
-    n2 = torch.arange(kw, dtype=freqs.dtype, device=freqs.device) - (kw - 1) / 2
-    phase = (n1[:, None, None] * freqs[None, None, :, 0]
-             + n2[None, :, None] * freqs[None, None, :, 1]).reshape(kh * kw, -1)
     taps = k.permute(2, 3, 0, 1).reshape(kh * kw, c_out, c_in)
-    return taps, torch.cos(phase), torch.sin(phase)
+    return (taps, *_phases(kh, kw, freqs, key))
 
 
 def _apply_symbol(tables, vr: torch.Tensor, vi: torch.Tensor, adjoint: bool = False):
@@ -287,7 +305,8 @@ def symbol_power_estimate(weights, vectors=None, n_iter: int = 1, grid_size: int
         parts, values = [], []
         per_freq = max(w.shape[-2] * w.shape[-1] * w.shape[0] * 2 for w, _ in weights)
         for sl in _chunks(freqs.shape[0], per_freq):
-            tables = [_taps_phases(w.detach(), g, freqs[sl]) for w, g in weights]
+            tables = [_taps_phases(w.detach(), g, freqs[sl], (n, sl.start, sl.stop))
+                      for w, g in weights]
             vr, vi = vectors[0][:, sl], vectors[1][:, sl]
             for _ in range(n_iter):
                 ur, ui = _apply_symbol(tables, vr, vi)
@@ -302,7 +321,7 @@ def symbol_power_estimate(weights, vectors=None, n_iter: int = 1, grid_size: int
         vectors = torch.cat(parts, dim=-1)
         vr, vi = vectors[0], vectors[1]
         j = int(torch.argmax(torch.cat(values)))
-    tables_j = [_taps_phases(w, g, freqs[j:j + 1]) for w, g in weights]
+    tables_j = [_taps_phases(w, g, freqs[j:j + 1], (n, j)) for w, g in weights]
     ur, ui = _apply_symbol(tables_j, vr[:, j:j + 1], vi[:, j:j + 1])
     est = (ur.square().sum() + ui.square().sum()).sqrt()
     tau = math.pi * degree / n

@@ -154,3 +154,24 @@ def test_errors():
         Constrained(torch.nn.Linear(2, 2))
     with pytest.raises(ValueError, match="DenseMap.forward"):
         DenseMap(3, 2)(torch.zeros(2, 3, 1))
+
+
+@pytest.mark.parametrize("chans, ks, groups", [((1, 4, 8, 60), (5, 5), (1, 1, 1)),
+                                               ((1, 3, 6), (3, 5), (1, 3)),
+                                               ((2, 4, 4), (3, 3), (1, 2))])
+def test_composed_kernel_is_the_chain(chans, ks, groups):
+    """The one-convolution path (no autograd, one input channel) and composed_kernel equal
+    the chain of convolutions in float64, grouped and non-square kernels included."""
+    torch.manual_seed(0)
+    convs = [ConvMap(a, b, ks, groups=g) for a, b, g in zip(chans[:-1], chans[1:], groups,
+                                                            strict=True)]
+    M = MultiConv(convs).double()
+    x = torch.randn(3, chans[0], 23, 17, dtype=torch.float64)
+    chain = M._chain(torch.nn.functional.pad(x, (M.total_pad[1],) * 2 + (M.total_pad[0],) * 2))
+    K = M.composed_kernel()
+    assert K.shape == (chans[-1], chans[0], 2 * M.total_pad[0] + 1, 2 * M.total_pad[1] + 1)
+    torch.testing.assert_close(torch.nn.functional.conv2d(x, K, padding=M.total_pad), chain,
+                               rtol=1e-12, atol=1e-12)
+    with torch.no_grad():
+        torch.testing.assert_close(M(x), chain, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(M(x.requires_grad_(True)), chain, rtol=1e-12, atol=1e-12)
