@@ -285,7 +285,7 @@ def test_at_sigma_view():
 
 def test_bad_inputs_raise_clear_errors():
     R = small(ConvexRidge)
-    with pytest.raises(ValueError, match=r"ConvexRidge.grad: expected input of shape \(B, C, H, W\)"):
+    with pytest.raises(ValueError, match=r"ConvexRidge.grad: expected input of shape \(B, C, H"):
         R.grad(torch.rand(2, 1, 8))
     with pytest.raises(TypeError, match="ConvexRidge.value: expected a torch.Tensor"):
         R.value([1.0])
