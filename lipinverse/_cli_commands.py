@@ -15,10 +15,18 @@ from pathlib import Path
 import torch
 
 from . import _cli_priors as priors
-from .io import center_crop, parse_kernel, read_image, save_figure, to_numpy, to_tensor, write_image
+from .io import (
+    center_crop,
+    image_metrics,
+    parse_kernel,
+    read_image,
+    save_figure,
+    to_tensor,
+    write_image,
+)
 
 __all__ = ["run_deblur", "run_ct", "run_denoise", "run_train", "run_certify", "run_models",
-           "resolve_device", "psnr"]
+           "resolve_device"]
 
 
 # ----------------------------------------------------------------------- helpers
@@ -79,25 +87,21 @@ def _progress(args) -> bool:
     return not getattr(args, "quiet", False) and sys.stderr.isatty()
 
 
-def _load_input(args):
-    img = read_image(args.image)
+def _load_input(args, gray: bool | None = None):
+    """The input image: colour unless ``--gray`` (or ``gray``) asks for its luminance."""
+    gray = getattr(args, "gray", True) if gray is None else gray
+    img = read_image(args.image, gray=gray)
     if args.size is not None:
         img = center_crop(img, args.size)
+    if img.ndim == 3:
+        print(f"input           colour {img.shape[1]}x{img.shape[0]} (RGB; --gray for "
+              "luminance)")
     return img
 
 
-def psnr(x, ref) -> float:
-    """PSNR in dB of ``x`` against ``ref`` (data range 1), unclipped."""
-    from skimage.metrics import peak_signal_noise_ratio
-
-    return float(peak_signal_noise_ratio(to_numpy(ref), to_numpy(x), data_range=1.0))
-
-
-def ssim(x, ref) -> float:
-    """SSIM of ``x`` against ``ref`` (data range 1)."""
-    from skimage.metrics import structural_similarity
-
-    return float(structural_similarity(to_numpy(ref), to_numpy(x), data_range=1.0))
+def _metrics_line(label: str, x, ref) -> str:
+    p, s = image_metrics(x, ref)
+    return f"{label:<15} PSNR {p:6.2f} dB   SSIM {s:.4f}"
 
 
 def _noise(shape, sigma: float, seed: int, like: torch.Tensor) -> torch.Tensor:
@@ -107,9 +111,9 @@ def _noise(shape, sigma: float, seed: int, like: torch.Tensor) -> torch.Tensor:
                                                                                 like.dtype)
 
 
-def _report(result, seconds: float, ref=None, label="reconstruction") -> None:
+def _report(result, seconds: float, ref=None, label="reconstruction", x=None) -> None:
     if ref is not None:
-        print(f"{label:<15} PSNR {psnr(result.x, ref):6.2f} dB   SSIM {ssim(result.x, ref):.4f}")
+        print(_metrics_line(label, x if x is not None else result.x, ref))
     conv = result.converged
     if isinstance(conv, torch.Tensor):
         conv = bool(conv.all())
@@ -130,7 +134,14 @@ def _write_outputs(args, x_hat, panels, results) -> None:
 
 # ------------------------------------------------------------------------ deblur
 def run_deblur(args) -> None:
-    """``lipinverse deblur``: simulate a blurred noisy image and deblur it."""
+    """``lipinverse deblur``: deblur an observed image, or simulate a blurred noisy one and
+    deblur it.
+
+    ``--boundary valid`` (the default with ``--observed``) reconstructs on a domain larger
+    than the photo by the kernel size less one and crops (:class:`operators.Blur`'s
+    ``valid`` model: no boundary assumption); ``circular`` assumes a periodic image;
+    ``reflect`` a mirrored one.
+    """
     from operators import Blur
 
     _check_solve_args(args)
@@ -138,26 +149,36 @@ def run_deblur(args) -> None:
     sigma = _check_nonneg("--noise", args.noise)
     device = resolve_device(args.device)
     kernel = parse_kernel(args.kernel)
+    boundary = args.boundary or ("valid" if args.observed else "circular")
     img = _load_input(args)
     priors.solver_class(args.solver)  # fail before any work if the solver is missing
     prior = priors.load_prior(args.prior, device)
     x = to_tensor(img, device=device)
-    A = Blur(kernel, padding="circular").to(device=device, dtype=x.dtype)
+    A = Blur(kernel, padding=boundary).to(device=device, dtype=x.dtype)
     if args.observed:
         truth, y = None, x
     else:
         truth = x
-        y = A(x) + _noise(x.shape, sigma, args.seed, x)
-        print(f"observation     PSNR {psnr(y, truth):6.2f} dB   SSIM {ssim(y, truth):.4f}")
+        clean = A(x)
+        y = clean + _noise(clean.shape, sigma, args.seed, x)
+        if boundary != "valid":
+            print(_metrics_line("observation", y, truth))
     t0 = time.perf_counter()
     result = priors.reconstruct(A, y, args.prior, prior, solver=args.solver, lam=args.lam,
                                 sigma=sigma, max_iter=args.max_iter, tol=args.tol,
-                                progress=_progress(args))
+                                progress=_progress(args), x0=A.extend(y))
     seconds = time.perf_counter() - t0
-    _report(result, seconds, truth, label=f"{args.prior} ({args.solver})")
+    # the image under the observation (valid: the crop of the extended reconstruction; a
+    # simulated valid observation saw the input image through the crop too)
+    x_hat = A.crop(result.x) if args.observed else result.x
+    ref = A.crop(truth) if truth is not None and boundary == "valid" else truth
+    if truth is not None and boundary == "valid":
+        print(_metrics_line("observation", y, ref))
+    _report(result, seconds, ref, label=f"{args.prior} ({args.solver})",
+            x=A.crop(result.x) if truth is not None else None)
     panels = ([("ground truth", truth)] if truth is not None else []) + [
-        ("observation", y), (f"{args.prior} ({args.solver})", result.x)]
-    _write_outputs(args, result.x, panels, {args.prior: result})
+        ("observation", y), (f"{args.prior} ({args.solver})", x_hat)]
+    _write_outputs(args, x_hat, panels, {args.prior: result})
 
 
 # ---------------------------------------------------------------------------- ct
@@ -175,7 +196,7 @@ def run_ct(args) -> None:
     if args.angles < 1:
         raise ValueError(f"--angles: expected an integer >= 1, got {args.angles}")
     device = resolve_device(args.device)
-    img = read_image(args.image)
+    img = read_image(args.image, gray=True)  # attenuation maps are scalar
     Radon = priors.require("operators", "Radon", "CT (lipinverse ct)")
     priors.solver_class(args.solver)
     prior = priors.load_prior(args.prior, device)
@@ -190,7 +211,7 @@ def run_ct(args) -> None:
     noise_abs = sigma * float(clean.abs().max())
     y = clean + _noise(clean.shape, noise_abs, args.seed, clean)
     x_fbp = A.fbp(y)
-    print(f"FBP             PSNR {psnr(x_fbp, x):6.2f} dB   SSIM {ssim(x_fbp, x):.4f}")
+    print(_metrics_line("FBP", x_fbp, x))
     norm = A.norm(x.dtype, device)
     t0 = time.perf_counter()
     result = priors.reconstruct((1.0 / norm) * A, y / norm, args.prior, prior,
@@ -223,12 +244,12 @@ def run_denoise(args) -> None:
     else:
         truth = x
         y = x + _noise(x.shape, sigma, args.seed, x)
-        print(f"noisy           PSNR {psnr(y, truth):6.2f} dB   SSIM {ssim(y, truth):.4f}")
+        print(_metrics_line("noisy", y, truth))
     t0 = time.perf_counter()
     x_hat, note = priors.denoise(args.prior, prior, y, sigma, lam=args.lam)
     seconds = time.perf_counter() - t0
     if truth is not None:
-        print(f"{args.prior:<15} PSNR {psnr(x_hat, truth):6.2f} dB   SSIM {ssim(x_hat, truth):.4f}")
+        print(_metrics_line(args.prior, x_hat, truth))
     print(f"time            {seconds:.2f} s")
     print(f"certificate     {note}")
     panels = ([("ground truth", truth)] if truth is not None else []) + [

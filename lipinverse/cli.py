@@ -1,9 +1,10 @@
 r"""The ``lipinverse`` command: deblur, CT, denoise, train, certify, list the shipped models.
 
 Run ``lipinverse --help`` or ``lipinverse SUBCOMMAND --help``. Every subcommand reads images
-as grayscale floats in [0, 1] (colour is converted to luminance, integer images are divided
-by their maximum value, e.g. 255), and writes 8-bit PNGs clipped to [0, 1] for display only;
-PSNR and SSIM are computed on the unclipped values.
+as floats in [0, 1] (integer images are divided by their maximum value, e.g. 255); deblur
+and denoise keep colour (``--gray`` for the luminance), CT reads the luminance. Outputs are
+8-bit PNGs clipped to [0, 1] for display only; PSNR and SSIM (over all channels) are
+computed on the unclipped values.
 
 Exit status: 0 on success, 2 for a user error (missing or unreadable file, bad kernel spec,
 unknown prior, negative noise, CUDA requested but unavailable: one line
@@ -74,8 +75,15 @@ def _add_common_io(p: argparse.ArgumentParser, *, out_default: str | None) -> No
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 
 
-IMAGE_HELP = ("input image file (PNG, JPEG, TIFF, ...; read as grayscale in [0, 1]) or "
-              "'skimage:NAME' for an image that scikit-image ships, e.g. skimage:camera")
+IMAGE_HELP = ("input image file (PNG, JPEG, TIFF, ...; values in [0, 1], colour kept unless "
+              "--gray) or 'skimage:NAME' for an image that scikit-image ships, e.g. "
+              "skimage:camera")
+
+
+def _add_gray(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--gray", action="store_true",
+                   help="work on the luminance of a colour image (default: keep colour; the "
+                        "learned priors act on the opponent channels, certificates unchanged)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -104,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
                "Prints the PSNR of the observation and of the reconstruction, the iterations, "
                "the time and the convergence guarantee of the solver.\n"
                "With --observed, IMAGE is taken as an already blurred measurement (no "
-               "simulation, no PSNR)."))
+               "simulation, no PSNR), by default with an unknown boundary (--boundary "
+               "valid)."))
     p.add_argument("image", metavar="IMAGE", help=IMAGE_HELP)
     p.add_argument("--kernel", default="gaussian:2.0", metavar="SPEC",
                    help="blur kernel: " + " | ".join(KERNEL_SPECS) + " (default: gaussian:2.0)")
@@ -116,6 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "PnP-ADMM (default: pgd)")
     p.add_argument("--observed", action="store_true",
                    help="IMAGE is already the blurred, noisy measurement: skip the simulation")
+    p.add_argument("--boundary", choices=("circular", "valid", "reflect"), default=None,
+                   help="boundary model of the blur: 'valid' reconstructs on a domain larger "
+                        "by the kernel and crops (no assumption; right for real photos), "
+                        "'circular' a periodic image, 'reflect' a mirrored one (slower); "
+                        "default: valid with --observed, else circular")
+    _add_gray(p)
     _add_common_solve(p, default_prior="crr")
     _add_common_io(p, out_default=None)
 
@@ -156,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "written by 'lipinverse train'; default: wcrr")
     p.add_argument("--lam", type=float, default=None, metavar="L",
                    help="TV only: strength lambda of the ROF problem (default: from --sigma)")
+    _add_gray(p)
     _add_common_io(p, out_default=None)
 
     # ----------------------------------------------------------------- train

@@ -4,12 +4,15 @@ Used by the ``lipinverse`` command and the demos; plain functions that users may
 
 Conventions
 -----------
-* Images are read as **grayscale float64 arrays with values in [0, 1]**: integer images are
-  divided by the largest value of their dtype (255 for ``uint8``, 65535 for ``uint16``);
-  colour images are converted to luminance with :func:`skimage.color.rgb2gray`
-  (:math:`0.2125 R + 0.7154 G + 0.0721 B`), an alpha channel is dropped first; floating
+* Images are read as **float64 arrays with values in [0, 1]**: ``(H, W)`` grey or, with
+  ``gray=False``, ``(H, W, 3)`` RGB for a colour file. Integer images are divided by the
+  largest value of their dtype (255 for ``uint8``, 65535 for ``uint16``); an alpha
+  channel is dropped; with ``gray=True`` colour is converted to luminance with
+  :func:`skimage.color.rgb2gray` (:math:`0.2125 R + 0.7154 G + 0.0721 B`); floating
   images must already lie in [0, 1] (they are never rescaled or clipped silently).
-* Images are written as 8-bit PNG (or any format scikit-image infers from the suffix). The
+* Tensors are ``(1, C, H, W)`` (:func:`to_tensor`), arrays channel-last.
+* Images are written as 8-bit PNG (or any format scikit-image infers from the suffix),
+  grey or RGB. The
   values are clipped to [0, 1] *for display only* (a reconstruction may overshoot slightly)
   and rounded to ``uint8``; PSNR / SSIM are always computed on the unclipped floats.
 """
@@ -32,8 +35,9 @@ KERNEL_SPECS = ("gaussian:SIGMA", "uniform:SIZE", "motion:SEED[:SIZE]", "FILE.np
                 "FILE.npz[:KEY]")
 
 
-def builtin_image(name: str) -> np.ndarray:
-    """A grayscale image that scikit-image ships (``camera``, ``astronaut``, ...), in [0, 1].
+def builtin_image(name: str, *, gray: bool = True) -> np.ndarray:
+    """An image that scikit-image ships (``camera``, ``astronaut``, ...), in [0, 1]:
+    grey ``(H, W)``, or RGB ``(H, W, 3)`` for a colour image with ``gray=False``.
 
     Nothing is downloaded: only images bundled with scikit-image work.
 
@@ -54,11 +58,13 @@ def builtin_image(name: str) -> np.ndarray:
     except Exception as err:  # pooch missing / no network: a clear message, not a traceback
         raise ValueError(f"builtin_image: scikit-image image {name!r} is not bundled "
                          f"({type(err).__name__}); use 'camera' or a file") from None
-    return _to_gray_unit(np.asarray(img), f"skimage:{name}")
+    return _to_unit(np.asarray(img), f"skimage:{name}", gray)
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file as a grayscale float64 array ``(H, W)`` with values in [0, 1].
+def read_image(path: str | os.PathLike, *, gray: bool = True) -> np.ndarray:
+    """Read an image file as a float64 array with values in [0, 1]: ``(H, W)`` grey (the
+    luminance of a colour file), or with ``gray=False`` ``(H, W, 3)`` RGB for a colour file
+    (a grey file stays ``(H, W)``).
 
     ``path`` may also be ``skimage:NAME`` for an image that scikit-image ships (see
     :func:`builtin_image`). See the module docstring for the conversion rules.
@@ -73,7 +79,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     """
     spec = os.fspath(path)
     if spec.startswith("skimage:"):
-        return builtin_image(spec.split(":", 1)[1])
+        return builtin_image(spec.split(":", 1)[1], gray=gray)
     p = Path(spec)
     if not p.exists():
         raise FileNotFoundError(f"read_image: no such file: '{spec}'")
@@ -86,10 +92,10 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     except Exception as err:  # decoders raise many types; all mean "not an image"
         raise ValueError(f"read_image: could not read '{spec}' as an image "
                          f"({type(err).__name__})") from None
-    return _to_gray_unit(np.asarray(img), spec)
+    return _to_unit(np.asarray(img), spec, gray)
 
 
-def _to_gray_unit(img: np.ndarray, name: str) -> np.ndarray:
+def _to_unit(img: np.ndarray, name: str, gray: bool = True) -> np.ndarray:
     if img.dtype == object or img.size == 0:
         raise ValueError(f"read_image: could not read '{name}' as an image")
     if img.ndim == 3 and img.shape[-1] in (2, 4):  # gray+alpha or RGBA: drop alpha
@@ -108,18 +114,19 @@ def _to_gray_unit(img: np.ndarray, name: str) -> np.ndarray:
                              "; rescale it first")
     else:
         raise ValueError(f"read_image: unsupported pixel type {img.dtype} in '{name}'")
-    if img.ndim == 3 and img.shape[-1] == 3:
+    if img.ndim == 3 and img.shape[-1] == 3 and gray:
         from skimage.color import rgb2gray
 
         img = rgb2gray(img)
-    if img.ndim != 2:
+    if not (img.ndim == 2 or (img.ndim == 3 and img.shape[-1] == 3)):
         raise ValueError(f"read_image: expected a 2-D grayscale or RGB image in '{name}', "
                          f"got an array of shape {img.shape}")
     return np.ascontiguousarray(img, dtype=np.float64)
 
 
 def write_image(path: str | os.PathLike, img) -> Path:
-    """Write a grayscale image (array or tensor, values nominally in [0, 1]) as 8-bit.
+    """Write a grey or RGB image (array ``(H, W)`` / ``(H, W, 3)`` or tensor
+    ``(1, C, H, W)``, values nominally in [0, 1]) as 8-bit.
 
     Values are clipped to [0, 1] for display only, then rounded to ``uint8``. Parent
     directories are created. Returns the path written.
@@ -127,13 +134,15 @@ def write_image(path: str | os.PathLike, img) -> Path:
     Raises
     ------
     ValueError
-        If the image is not 2-D after squeezing singleton dimensions or has NaN entries.
+        If the image is not grey or RGB after squeezing singleton dimensions or has NaN
+        entries.
     OSError
         If the file cannot be written.
     """
-    arr = to_numpy(img)
-    if arr.ndim != 2:
-        raise ValueError(f"write_image: expected a 2-D grayscale image, got shape {arr.shape}")
+    arr = _channels_last(img, "write_image")
+    if not (arr.ndim == 2 or arr.shape[-1] == 3):
+        raise ValueError(f"write_image: expected a grey (H, W) or RGB image, got shape "
+                         f"{tuple(np.shape(img))}")
     if np.isnan(arr).any():
         raise ValueError("write_image: the image has NaN entries")
     import skimage.io
@@ -147,7 +156,8 @@ def write_image(path: str | os.PathLike, img) -> Path:
 
 
 def to_numpy(img) -> np.ndarray:
-    """A tensor ``(1, 1, H, W)`` / ``(H, W)`` or an array, as a float64 ``(H, W)`` array."""
+    """A tensor or an array as a float64 array, leading singleton axes dropped
+    (``(1, 1, H, W)`` -> ``(H, W)``, ``(1, 3, H, W)`` -> ``(3, H, W)``)."""
     if isinstance(img, torch.Tensor):
         img = img.detach().to("cpu", torch.float64).numpy()
     arr = np.asarray(img, dtype=np.float64)
@@ -157,8 +167,15 @@ def to_numpy(img) -> np.ndarray:
 
 
 def to_tensor(img: np.ndarray, *, device="cpu", dtype=torch.float32) -> torch.Tensor:
-    """A ``(H, W)`` array as a ``(1, 1, H, W)`` tensor on ``device``."""
-    return torch.as_tensor(np.asarray(img), dtype=dtype).reshape(1, 1, *np.shape(img)).to(device)
+    """A grey ``(H, W)`` or colour ``(H, W, C)`` array as a ``(1, C, H, W)`` tensor on
+    ``device``."""
+    arr = np.asarray(img)
+    if arr.ndim == 3:
+        return torch.as_tensor(np.moveaxis(arr, -1, 0).copy(), dtype=dtype)[None].to(device)
+    if arr.ndim != 2:
+        raise ValueError(f"to_tensor: expected a (H, W) or (H, W, C) array, got shape "
+                         f"{arr.shape}")
+    return torch.as_tensor(arr, dtype=dtype).reshape(1, 1, *arr.shape).to(device)
 
 
 def center_crop(img: np.ndarray, size: int) -> np.ndarray:
@@ -172,7 +189,7 @@ def center_crop(img: np.ndarray, size: int) -> np.ndarray:
     """
     if isinstance(size, bool) or not isinstance(size, int) or size < 16:
         raise ValueError(f"center_crop: expected an int size >= 16, got {size!r}")
-    h, w = img.shape
+    h, w = img.shape[:2]
     if min(h, w) < size:
         raise ValueError(f"center_crop: the image ({h}x{w}) is smaller than the requested "
                          f"size {size}")
@@ -180,8 +197,8 @@ def center_crop(img: np.ndarray, size: int) -> np.ndarray:
     if factor >= 2:
         from skimage.transform import downscale_local_mean
 
-        img = downscale_local_mean(img, (factor, factor))
-        h, w = img.shape
+        img = downscale_local_mean(img, (factor, factor) + (1,) * (img.ndim - 2))
+        h, w = img.shape[:2]
     top, left = (h - size) // 2, (w - size) // 2
     return np.ascontiguousarray(img[top:top + size, left:left + size])
 
@@ -323,8 +340,8 @@ def save_figure(path: str | os.PathLike, panels, curves=None, *,
     path : str or Path
         Output file (PNG, PDF, SVG ... by suffix); parent folders are created.
     panels : list of (str, image)
-        Titles and images (tensors or arrays, values in [0, 1]; shown clipped to [0, 1] in
-        gray). ``None`` images are skipped.
+        Titles and images (tensors or arrays, grey or colour, values in [0, 1]; shown
+        clipped to [0, 1]). ``None`` images are skipped.
     curves : dict, optional
         ``label -> result`` (anything with a ``history``) or ``label -> sequence``: plotted
         on a log scale against the iteration.
@@ -337,7 +354,7 @@ def save_figure(path: str | os.PathLike, panels, curves=None, *,
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    panels = [(t, to_numpy(im)) for t, im in panels if im is not None]
+    panels = [(t, _channels_last(im, "save_figure")) for t, im in panels if im is not None]
     series = {}
     for label, c in (curves or {}).items():
         s = history_series(getattr(c, "history", None), curve_key) if hasattr(c, "history") \
@@ -349,7 +366,8 @@ def save_figure(path: str | os.PathLike, panels, curves=None, *,
         raise ValueError("save_figure: nothing to draw (no panels and no curves)")
     fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.4), squeeze=False)
     for ax, (t, im) in zip(axes[0], panels, strict=False):
-        ax.imshow(np.clip(im, 0, 1), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        ax.imshow(np.clip(im, 0, 1), cmap="gray" if im.ndim == 2 else None, vmin=0, vmax=1,
+                  interpolation="nearest")
         ax.set_title(t, fontsize=9)
         ax.axis("off")
     if series:
@@ -371,7 +389,7 @@ def save_figure(path: str | os.PathLike, panels, curves=None, *,
     return p
 
 
-def _channels_last(img) -> np.ndarray:
+def _channels_last(img, name: str = "image_metrics") -> np.ndarray:
     """A grey ``(H, W)`` or colour ``(H, W, C)`` float64 array: tensors ``(1, C, H, W)`` /
     ``(C, H, W)`` are channel-first, arrays ``(H, W, 3|4)`` channel-last."""
     channel_first = isinstance(img, torch.Tensor)
@@ -379,7 +397,7 @@ def _channels_last(img) -> np.ndarray:
     if arr.ndim == 3 and (channel_first or arr.shape[-1] not in (3, 4)):
         arr = np.moveaxis(arr, 0, -1)
     if arr.ndim not in (2, 3):
-        raise ValueError(f"image_metrics: expected a grey (H, W) or colour image, got shape "
+        raise ValueError(f"{name}: expected a grey (H, W) or colour image, got shape "
                          f"{tuple(np.shape(img))}")
     return arr
 

@@ -13,7 +13,7 @@ from .base import Operator
 
 __all__ = ["Blur", "as_kernel"]
 
-PADDINGS = ("circular", "zero", "reflect", "replicate")
+PADDINGS = ("circular", "zero", "reflect", "replicate", "valid")
 
 
 def as_kernel(kernel, name: str = "Blur") -> torch.Tensor:
@@ -43,20 +43,31 @@ class Blur(Operator):
     ----------
     kernel : (kh, kw) tensor or array
         The point-spread function, centred at index ``(kh // 2, kw // 2)``.
-    padding : {"circular", "zero", "reflect", "replicate"}
-        Boundary condition. ``circular`` is computed by FFT; the others pad the image (by
-        zeros, mirror images without repeating the edge, or edge copies) and keep the
-        output the size of the input.
+    padding : {"circular", "zero", "reflect", "replicate", "valid"}
+        Boundary condition. ``circular`` is computed by FFT; ``zero``, ``reflect`` and
+        ``replicate`` pad the image (by zeros, mirror images without repeating the edge, or
+        edge copies) and keep the output the size of the input. ``valid`` is the model of
+        a real blurred photo, whose boundary is unknown: :math:`y = \mathrm{crop}(k * x)`
+        keeps only the pixels that the whole kernel sees, so the unknown ``x`` lives on a
+        domain larger than ``y`` by the kernel size less one; reconstruct ``x`` there and
+        crop with :meth:`crop` (no boundary assumption, no stripes).
     in_shape : tuple (C, H, W), optional
         Fix the image shape. Without it the operator accepts any image at least as large
         as the kernel, and :meth:`norm` is a bound valid for every size.
 
     Shape
     -----
-    ``(B, C, H, W) -> (B, C, H, W)``.
+    ``(B, C, H, W) -> (B, C, H, W)``; ``valid``: ``(B, C, H, W) -> (B, C, H - kh + 1,
+    W - kw + 1)``.
 
     Notes
     -----
+    *Valid.* Computed by FFT on the (extended) input grid, where the circular and the
+    linear convolution agree on the kept pixels; the adjoint embeds ``y`` in zeros and
+    multiplies by :math:`\overline{\hat k}` (exact). Norm: the restriction has norm 1, so
+    :math:`\|A\| \le \max_\omega |\hat k(\omega)|` on the input grid (``in_shape``) or
+    :math:`\|k\|_1` for every size (certified bounds).
+
     *Adjoint.* Circular: multiplication by :math:`\overline{\hat k}` in Fourier. Padded:
     correlation with ``k`` (a transposed convolution) followed by the adjoint of the padding,
     which folds the border back onto the pixels it copied.
@@ -92,10 +103,13 @@ class Blur(Operator):
             if len(in_shape) != 3 or min(in_shape) < 1:
                 raise ValueError(f"Blur: expected in_shape (C, H, W) of positive ints, "
                                  f"got {in_shape}")
-        super().__init__(in_shape, in_shape)
+        kh, kw = kernel.shape
+        out_shape = in_shape
+        if padding == "valid" and in_shape is not None:
+            out_shape = (in_shape[0], in_shape[1] - kh + 1, in_shape[2] - kw + 1)
+        super().__init__(in_shape, out_shape)
         self.register_buffer("kernel", kernel)
         self.padding = padding
-        kh, kw = kernel.shape
         ch, cw = kh // 2, kw // 2
         # padding (top, bottom, left, right) so that the output has the input's size
         self.pads = (kh - 1 - ch, ch, kw - 1 - cw, cw)
@@ -108,11 +122,43 @@ class Blur(Operator):
     # ---------------------------------------------------------------- checks
     def _check_sample_shape(self, name, shape, expected):
         kh, kw = self.kernel.shape
+        if self.padding == "valid" and name == "adjoint":
+            return  # any observation size: the image is larger by the kernel
         if shape[-2] < kh or shape[-1] < kw:
             raise ValueError(
                 f"Blur.{name}: the kernel ({kh}x{kw}) is larger than the image "
                 f"({shape[-2]}x{shape[-1]}); expected an image at least as large as the kernel"
             )
+
+    def output_shape(self, in_shape):
+        if self.padding != "valid":
+            return super().output_shape(in_shape)
+        kh, kw = self.kernel.shape
+        return (in_shape[0], in_shape[1] - kh + 1, in_shape[2] - kw + 1)
+
+    def input_shape(self, out_shape):
+        if self.padding != "valid":
+            return super().input_shape(out_shape)
+        kh, kw = self.kernel.shape
+        return (out_shape[0], out_shape[1] + kh - 1, out_shape[2] + kw - 1)
+
+    def crop(self, x: torch.Tensor) -> torch.Tensor:
+        """The part of an image on the (``valid``) input grid that lies under the observation:
+        ``x[..., top:top + H, left:left + W]`` with ``(H, W)`` the output size (for the other
+        paddings, ``x`` itself)."""
+        if self.padding != "valid":
+            return x
+        top, bottom, left, right = self.pads
+        return x[..., top:x.shape[-2] - bottom, left:x.shape[-1] - right]
+
+    def extend(self, y: torch.Tensor) -> torch.Tensor:
+        """An observation padded by edge copies to the (``valid``) input grid: a start for
+        the solvers that does not darken the border as :math:`A^\top y` does (for the
+        other paddings, ``y`` itself)."""
+        if self.padding != "valid":
+            return y
+        top, bottom, left, right = self.pads
+        return _padding.pad(y, (top, bottom, left, right), "replicate")
 
     def _apply(self, fn, *args, **kwargs):
         out = super()._apply(fn, *args, **kwargs)
@@ -133,6 +179,14 @@ class Blur(Operator):
 
     def _conv(self, x: torch.Tensor, adjoint: bool) -> torch.Tensor:
         b, c, h, w = x.shape
+        if self.padding == "valid":
+            top, bottom, left, right = self.pads
+            if adjoint:  # y on the small grid: embed in zeros, then correlate
+                x = F.pad(x, (left, right, top, bottom))
+                h, w = h + top + bottom, w + left + right
+            kf = self._kernel_fft(h, w, x.dtype, x.device)
+            z = torch.fft.irfft2(torch.fft.rfft2(x) * (kf.conj() if adjoint else kf), s=(h, w))
+            return z if adjoint else z[..., top:h - bottom, left:w - right]
         if self.padding == "circular":
             kf = self._kernel_fft(h, w, x.dtype, x.device)
             if adjoint:
@@ -177,6 +231,11 @@ class Blur(Operator):
         return torch.fft.irfft2(torch.fft.rfft2(x) * mult, s=(h, w))
 
     def _norm(self, dtype, device):
+        if self.padding == "valid":  # a restriction (norm 1) of a circular convolution
+            if self.in_shape is not None:
+                _, h, w = self.in_shape
+                return float(self._kernel_fft(h, w, torch.float64, "cpu").abs().max())
+            return float(self.kernel.abs().sum())
         if self.in_shape is not None and self.padding == "circular":
             _, h, w = self.in_shape
             return float(self._kernel_fft(h, w, torch.float64, "cpu").abs().max())

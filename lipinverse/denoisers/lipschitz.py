@@ -45,7 +45,13 @@ class LipschitzDenoiser(nn.Module):
 
     Shape
     -----
-    ``(B, in_channels, H, W)`` to the same shape.
+    ``(B, in_channels, H, W)`` to the same shape. A grey denoiser (``in_channels = 1``)
+    also takes colour ``(B, C, H, W)``: it denoises each channel of the orthonormal
+    opponent transform :math:`Q` (:mod:`lipinverse.regularizers.colour`),
+    :math:`D_{col}(x) = Q^\top (D((Qx)_j))_j`. Certificates are unchanged:
+    :math:`\mathrm{Lip}(D_{col}) = \mathrm{Lip}(D)` since :math:`Q` is orthogonal and the
+    channels are separate, and an averaged :math:`D` gives an averaged :math:`D_{col}` with
+    the same constant.
     """
 
     averagedness = None
@@ -76,9 +82,13 @@ class LipschitzDenoiser(nn.Module):
         if not x.is_floating_point():
             raise TypeError(f"LipschitzDenoiser.forward: expected a real floating-point tensor, "
                             f"got dtype {x.dtype}")
-        if x.dim() != 4 or x.shape[1] != self.in_channels:
+        if x.dim() != 4 or (x.shape[1] != self.in_channels and self.in_channels != 1):
             raise ValueError(f"LipschitzDenoiser.forward: expected input of shape "
                              f"(B, {self.in_channels}, H, W), got {tuple(x.shape)}")
+        if x.shape[1] != self.in_channels:  # colour through a grey denoiser
+            from ..regularizers.colour import fold, unfold
+
+            return unfold(self.network(fold(x)), x.shape[1])
         return self.network(x)
 
     @torch.no_grad()

@@ -575,8 +575,14 @@ class ConvexRidge(nn.Module):
 
     def gradient_steps(self, y: torch.Tensor, sigma, t: int, step: float = 0.5) -> torch.Tensor:
         r""":math:`t` gradient steps :math:`x \leftarrow x - h(x - y + \nabla R_\sigma(x))`
-        from :math:`x_0 = y` (differentiable; the training forward of the t-step loss)."""
+        from :math:`x_0 = y` (differentiable; the training forward of the t-step loss).
+        Colour: the same steps on each opponent channel (separable, see :meth:`grad`)."""
         self._check_x("gradient_steps", y)
+        k = self._colour(y)
+        if k > 1:
+            s = self._per_channel(f"{type(self).__name__}.gradient_steps", sigma, y.shape[0],
+                                  k, y.device)
+            return unfold(self.gradient_steps(fold(y), s, t, step), k)
         sc = self.scalings(sigma, y.shape[0], y.dtype, y.device)
         h = self.step_size(sc, step).to(y.dtype).reshape(-1, 1, 1, 1)
         x = y

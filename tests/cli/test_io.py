@@ -85,8 +85,30 @@ def test_write_clips_for_display_only(tmp_path):
 def test_write_rejects_nan_and_bad_shape(tmp_path):
     with pytest.raises(ValueError, match="NaN"):
         io.write_image(tmp_path / "n.png", np.full((4, 4), np.nan))
-    with pytest.raises(ValueError, match="2-D"):
+    with pytest.raises(ValueError, match=r"write_image: expected a grey \(H, W\) or"):
         io.write_image(tmp_path / "s.png", np.zeros((2, 3, 4, 4)))
+
+
+def test_colour_round_trip_tensor_array_and_crop(tmp_path):
+    """A colour image reads as (H, W, 3) with gray=False and as its luminance by default;
+    to_tensor gives (1, 3, H, W); write_image takes the tensor back to the same pixels."""
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, size=(40, 36, 3), dtype=np.uint8)
+    from skimage.color import rgb2gray
+
+    skimage.io.imsave(tmp_path / "c.png", rgb, check_contrast=False)
+    img = io.read_image(tmp_path / "c.png", gray=False)
+    assert img.shape == (40, 36, 3)
+    np.testing.assert_allclose(img, rgb / 255.0)
+    np.testing.assert_allclose(io.read_image(tmp_path / "c.png"), rgb2gray(rgb / 255.0))
+    t = io.to_tensor(img, dtype=torch.float64)
+    assert t.shape == (1, 3, 40, 36)
+    np.testing.assert_allclose(t[0, 1].numpy(), img[..., 1])
+    io.write_image(tmp_path / "back.png", t)
+    np.testing.assert_array_equal(skimage.io.imread(tmp_path / "back.png"), rgb)
+    c = io.center_crop(img, 16)  # factor 2: 2x2 means per channel, then the crop
+    assert c.shape == (16, 16, 3)
+    assert io.center_crop(io.read_image(tmp_path / "c.png"), 16).shape == (16, 16)
 
 
 # ----------------------------------------------------------------- center_crop

@@ -46,7 +46,27 @@ def test_default_denoiser_contract():
     assert D.lipschitz_bound() <= 1.0
     assert D.averagedness is None
     with pytest.raises(ValueError, match=r"LipschitzDenoiser.forward: expected input of shape"):
-        D(torch.rand(2, 3, 8, 8))
+        D(torch.rand(2, 8, 8))
+    with pytest.raises(ValueError, match=r"LipschitzDenoiser.forward: expected input of shape"):
+        LipschitzDenoiser(in_channels=2)(torch.rand(2, 3, 8, 8))
+
+
+@torch.no_grad()
+def test_grey_denoisers_on_colour_keep_their_certificate():
+    """Colour through a grey denoiser (opponent channels): the same map per channel, and
+    the certified Lipschitz bound still holds on colour pairs (float64)."""
+    from lipinverse import pretrained
+    from lipinverse.regularizers.colour import fold, unfold
+
+    torch.manual_seed(0)
+    for D in (LipschitzDenoiser(width=8, depth=3).double(),
+              pretrained.load("lipdenoiser").double()):
+        x, z = torch.rand(3, 3, 20, 20, dtype=torch.float64), torch.rand(3, 3, 20, 20,
+                                                                          dtype=torch.float64)
+        torch.testing.assert_close(D(x, 0.1), unfold(D(fold(x), 0.1), 3))
+        ratio = ((D(x, 0.1) - D(z, 0.1)).flatten(1).norm(dim=1)
+                 / (x - z).flatten(1).norm(dim=1))
+        assert float(ratio.max()) <= D.lipschitz_bound()
 
 
 @pytest.mark.parametrize("trained", [False, True])
