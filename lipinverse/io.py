@@ -31,7 +31,7 @@ __all__ = ["image_metrics", "load_shipped_prior", "read_image", "write_image", "
            "to_numpy", "center_crop", "save_figure", "history_series", "KERNEL_SPECS"]
 
 #: The kernel specifications :func:`parse_kernel` accepts (for help texts).
-KERNEL_SPECS = ("gaussian:SIGMA", "uniform:SIZE", "motion:SEED[:SIZE]", "FILE.npy",
+KERNEL_SPECS = ("gaussian:SIGMA", "uniform:SIZE", "motion:SEED[:SIZE[:LENGTH]]", "FILE.npy",
                 "FILE.npz[:KEY]")
 
 
@@ -221,8 +221,8 @@ def parse_kernel(spec: str) -> torch.Tensor:
 
     * ``gaussian:SIGMA``: isotropic Gaussian of standard deviation ``SIGMA`` pixels (> 0);
     * ``uniform:SIZE``: ``SIZE x SIZE`` box blur;
-    * ``motion:SEED`` or ``motion:SEED:SIZE``: random camera-shake kernel (default 15x15),
-      the same for the same seed;
+    * ``motion:SEED[:SIZE[:LENGTH]]``: random camera-shake kernel (default 15x15), a path
+      of ``LENGTH`` pixels (default ``0.6 (SIZE - 1)``), the same for the same seed;
     * ``FILE.npy``: a 2-D array saved with :func:`numpy.save`;
     * ``FILE.npz`` or ``FILE.npz:KEY``: one array of an ``.npz`` archive (its first one when
       no key is given), e.g. ``levin8.npz:arr_3``.
@@ -257,12 +257,18 @@ def parse_kernel(spec: str) -> torch.Tensor:
             raise ValueError(f"parse_kernel: bad kernel spec {spec!r}: expected 1 <= size <= 201")
         return kernels.uniform(size)
     if name == "motion":
-        seed_text, _, size_text = rest.partition(":")
+        seed_text, _, rest = rest.partition(":")
+        size_text, _, length_text = rest.partition(":")
         seed = _number(spec, seed_text, int, "an integer seed (e.g. motion:3)")
         size = 15 if not size_text else _number(spec, size_text, int, "an integer size")
         if size < 3 or size > 201:
             raise ValueError(f"parse_kernel: bad kernel spec {spec!r}: expected 3 <= size <= 201")
-        return kernels.motion(size, seed)
+        length = None if not length_text else _number(spec, length_text, float,
+                                                       "a path length in pixels")
+        if length is not None and not 0 < length <= size - 1:
+            raise ValueError(f"parse_kernel: bad kernel spec {spec!r}: expected 0 < LENGTH <= "
+                             f"SIZE - 1 = {size - 1}")
+        return kernels.motion(size, seed, length=length)
     raise ValueError(f"parse_kernel: unknown kernel spec {spec!r}; expected one of "
                      f"{', '.join(KERNEL_SPECS)}")
 

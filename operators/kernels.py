@@ -59,45 +59,72 @@ def uniform(size: int) -> torch.Tensor:
 
 
 def motion(size: int = 15, seed: int = 0, *, length: float | None = None,
-           inertia: float = 0.7, n_steps: int = 2000) -> torch.Tensor:
-    r"""Random camera-shake kernel from a random trajectory (seeded).
+           smoothness: float = 1.5, drift: float = 1.0, n_terms: int = 8) -> torch.Tensor:
+    r"""Random camera-shake kernel: the path of a smooth random trajectory (seeded).
 
-    A 2-D trajectory with momentum is simulated (velocity
-    :math:`v_{t+1} = \text{inertia}\, v_t + (1-\text{inertia})\, \xi_t`, unit-speed
-    normalised), scaled to ``length`` pixels of path and splatted onto the grid with
-    bilinear weights, then centred on its centre of mass and normalised to sum 1.
+    The camera path during the exposure :math:`t \in [0, 1]` is, per axis,
+
+    .. math:: p(t) = d\,t + \sum_{j=1}^{J} rac{a_j \cos(\pi j t) + b_j \sin(\pi j t)}
+              {j^{s}}, \qquad a_j, b_j \sim \mathcal N(0, 1),
+
+    a random drift :math:`d` (direction uniform, size ``drift``) plus a random smooth
+    shake whose spectrum decays as :math:`j^{-s}` (``smoothness``; larger is smoother).
+    The path is scaled to ``length`` pixels of arc length, centred on its bounding box, and
+    its time samples are splatted onto the grid with bilinear weights (the kernel is the
+    time the sensor spends at each offset), then normalised to sum 1. This follows the
+    usual model of hand-held shake (a dominant direction, smooth turns, varying speed; cf.
+    Boracchi & Foi 2012; Schmidt et al. 2013, who draw kernels from random trajectories).
 
     Parameters
     ----------
     size : int
-        Side of the (square) kernel.
+        Side of the (square) kernel, at least ``length + 1``.
     seed : int
         Seed of the trajectory: the same seed gives the same kernel.
     length : float, optional
-        Path length in pixels, default ``0.75 * size``.
-    inertia : float in [0, 1)
-        Smoothness of the trajectory.
+        Arc length of the path in pixels, default ``0.6 * (size - 1)`` (at most
+        ``size - 1``, so that the path fits).
+    smoothness : float
+        Decay exponent :math:`s > 0.5` of the shake's spectrum.
+    drift : float
+        Size of the linear drift relative to the shake (0: shake only).
+    n_terms : int
+        Number :math:`J` of terms of the shake.
     """
     size = _check_size("kernels.motion", size)
-    if not 0 <= inertia < 1:
-        raise ValueError(f"kernels.motion: expected inertia in [0, 1), got {inertia}")
-    length = 0.75 * size if length is None else _check_positive("kernels.motion", length,
-                                                                  "length")
+    if size < 3:
+        raise ValueError(f"kernels.motion: expected size >= 3, got {size}")
+    length = 0.6 * (size - 1) if length is None else _check_positive("kernels.motion", length,
+                                                                     "length")
+    if length > size - 1:
+        raise ValueError(f"kernels.motion: a path of length {length:g} pixels does not fit in a "
+                         f"{size}x{size} kernel; expected length <= size - 1 = {size - 1}")
+    smoothness = _check_positive("kernels.motion", smoothness, "smoothness")
+    if smoothness <= 0.5:
+        raise ValueError(f"kernels.motion: expected smoothness > 0.5, got {smoothness}")
+    if isinstance(drift, bool) or not isinstance(drift, (int, float)) or not (
+            math.isfinite(drift) and drift >= 0):
+        raise ValueError(f"kernels.motion: expected a finite drift >= 0, got {drift!r}")
+    if isinstance(n_terms, bool) or not isinstance(n_terms, int) or n_terms < 1:
+        raise ValueError(f"kernels.motion: expected an int n_terms >= 1, got {n_terms!r}")
     g = torch.Generator().manual_seed(int(seed))
-    v = torch.randn(2, generator=g, dtype=torch.float64)
-    pos = torch.zeros(2, dtype=torch.float64)
-    path = [pos.clone()]
-    step = length / n_steps
-    for _ in range(n_steps):
-        v = inertia * v + (1 - inertia) * torch.randn(2, generator=g, dtype=torch.float64)
-        pos = pos + step * v / v.norm().clamp_min(1e-12)
-        path.append(pos.clone())
-    p = torch.stack(path)
-    p = p - p.mean(0) + (size - 1) / 2
-    p = p.clamp(0, size - 1 - 1e-9)
+    coef = torch.randn(2, 2, n_terms, generator=g, dtype=torch.float64)
+    angle = 2 * math.pi * float(torch.rand(1, generator=g, dtype=torch.float64))
+    n = max(2048, int(40 * length))  # dense in time: about 0.025 pixel per sample or less
+    t = torch.linspace(0.0, 1.0, n, dtype=torch.float64)
+    j = torch.arange(1, n_terms + 1, dtype=torch.float64)
+    phase = math.pi * t[:, None] * j[None, :]
+    weight = j ** (-smoothness)
+    path = (torch.cos(phase) * weight) @ coef[:, 0].T + (torch.sin(phase) * weight) @ coef[:, 1].T
+    path = path + float(drift) * t[:, None] * torch.tensor([math.cos(angle), math.sin(angle)],
+                                                           dtype=torch.float64)
+    arc = float((path[1:] - path[:-1]).norm(dim=1).sum())
+    path = path * (length / max(arc, 1e-12))
+    lo, hi = path.min(0).values, path.max(0).values
+    path = path - (lo + hi) / 2 + (size - 1) / 2  # inside [0, size - 1] since extent <= length
     k = torch.zeros(size, size, dtype=torch.float64)
-    i0 = p.floor().long()
-    f = p - i0
+    i0 = path.floor().long().clamp(0, size - 1)
+    f = path - i0
     for di in (0, 1):
         for dj in (0, 1):
             w = (f[:, 0] if di else 1 - f[:, 0]) * (f[:, 1] if dj else 1 - f[:, 1])

@@ -28,7 +28,9 @@ def test_kernel_factories_sum_to_one_and_are_centred():
     (lambda: kernels.gaussian(float("nan")), "sigma > 0"),
     (lambda: kernels.uniform(0), "size >= 1"),
     (lambda: kernels.gaussian(1e6), "default size"),
-    (lambda: kernels.motion(9, inertia=1.5), "inertia"),
+    (lambda: kernels.motion(9, smoothness=0.2), "smoothness > 0.5"),
+    (lambda: kernels.motion(9, length=12.0), "does not fit"),
+    (lambda: kernels.motion(2), "size >= 3"),
 ])
 def test_kernel_factory_errors(call, match):
     with pytest.raises(ValueError, match=match):
@@ -177,3 +179,21 @@ def test_norm_fallback_warns_without_certificate():
         bound = P.norm()
     exact = torch.linalg.matrix_norm(dense_matrix(P), 2).item()
     assert bound >= exact
+
+
+def test_motion_kernels_blur_like_camera_shake():
+    """Seeded shake paths: no pixel holds most of the weight, the support spans the path
+    length given in pixels, and a 15x15 kernel visibly blurs a photo (< 30 dB)."""
+    from lipinverse.io import builtin_image, image_metrics, to_tensor
+
+    x = to_tensor(builtin_image("camera")[::2, ::2].copy(), dtype=torch.float64)
+    for seed in range(8):
+        k = kernels.motion(15, seed)
+        assert float(k.min()) >= 0 and abs(float(k.sum()) - 1) < 1e-12
+        assert float(k.max()) < 0.35
+        assert image_metrics(O.Blur(k)(x), x)[0] < 30.0
+        for length in (6.0, 20.0):
+            k = kernels.motion(25, seed, length=length)
+            rows, cols = torch.nonzero(k > 1e-4, as_tuple=True)
+            extent = max(int(rows.max() - rows.min()), int(cols.max() - cols.min()))
+            assert 0.3 * length <= extent <= length + 2
