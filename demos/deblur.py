@@ -76,7 +76,8 @@ def main(image: str | None = None, size: int = 256, max_iter: int = 300,
     out : str or None
         Where to write the figure; ``None`` writes nothing.
     kernel : str
-        Blur kernel spec: ``gaussian:SIGMA``, ``uniform:SIZE``, ``motion:SEED[:SIZE[:LENGTH]]`` or a ``.npy``.
+        Blur kernel spec: ``gaussian:SIGMA``, ``uniform:SIZE``, ``motion:SEED[:SIZE[:LENGTH]]``
+        or a ``.npy``.
     noise : float
         Noise standard deviation in [0, 1] image units.
     seed : int

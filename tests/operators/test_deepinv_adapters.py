@@ -44,3 +44,52 @@ def test_from_deepinv_native_physics():
     assert check_adjoint(A, dtype=torch.float32) < 1e-5
     with pytest.raises(TypeError, match="LinearPhysics"):
         from_deepinv(object(), (1, 8, 8))
+
+
+def _physics(name):
+    g = torch.Generator().manual_seed(0)
+    k = torch.rand(1, 1, 5, 5, generator=g)
+    k = (k / k.sum()).float()  # deepinv's usual float32 filter
+    return {
+        "Blur reflect": lambda: deepinv.physics.Blur(filter=k, padding="reflect"),
+        "BlurFFT": lambda: deepinv.physics.BlurFFT(img_size=(1, 12, 12), filter=k),
+        "Inpainting": lambda: deepinv.physics.Inpainting(img_size=(1, 12, 12), mask=0.5,
+                                                         rng=g),
+        "Downsampling": lambda: deepinv.physics.Downsampling(img_size=(1, 12, 12),
+                                                             filter="gaussian", factor=2),
+    }[name]()
+
+
+@pytest.mark.parametrize("name", ["Blur reflect", "BlurFFT", "Inpainting", "Downsampling"])
+def test_from_deepinv_float32_physics_certified_norm_without_warning(name):
+    """float32 deepinv physics: float64 inputs work, and the norm of a nonnegative physics
+    is a certified bound (>= the exact norm of its float64 matrix), with no warning."""
+    import warnings
+
+    from operators.deepinv import _to_double
+    from operators.testing import dense_matrix
+
+    phys = _physics(name)
+    A = from_deepinv(phys, (1, 12, 12))
+    x = torch.rand(2, 1, 12, 12, dtype=torch.float64)
+    assert A(x).dtype == torch.float64
+    assert check_adjoint(A) < 1e-5  # float32 arithmetic inside
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        bound = A.norm()
+    import copy
+
+    try:
+        exact = from_deepinv(_to_double(copy.deepcopy(phys)), (1, 12, 12))
+        true = float(torch.linalg.matrix_norm(dense_matrix(exact), 2))
+    except RuntimeError:  # a physics that runs in float32 only: its float32 matrix
+        true = float(torch.linalg.matrix_norm(dense_matrix(A).double(), 2))
+    assert true <= bound <= true * (1 + 1e-4)
+
+
+def test_from_deepinv_signed_physics_warns_uncertified():
+    k = torch.tensor([[[[0.0, 0.25, 0.0], [0.25, 0.5, -0.25], [0.0, 0.25, 0.0]]]])
+    A = from_deepinv(deepinv.physics.Blur(filter=k, padding="circular"), (1, 8, 8))
+    assert not A.nonnegative
+    with pytest.warns(UserWarning, match="power-iteration estimate"):
+        A.norm()
