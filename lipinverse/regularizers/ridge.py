@@ -542,12 +542,14 @@ class ConvexRidge(nn.Module):
         return x, SolveInfo(its, converged, err)
 
     def prox(self, x: torch.Tensor, tau=1.0, sigma=None, *, tol: float = 1e-4,
-             max_iter: int = 1000) -> torch.Tensor:
-        r""":math:`\operatorname{prox}_{\tau R_\sigma}(x)` by :meth:`solve`.
+             max_iter: int = 1000, x0: torch.Tensor | None = None) -> torch.Tensor:
+        r""":math:`\operatorname{prox}_{\tau R_\sigma}(x)` by :meth:`solve`, from ``x0`` (a
+        warm start, e.g. the previous prox in a splitting method; default ``x``). The
+        accuracy ``tol`` is certified whatever the start.
 
         Warns (``RuntimeWarning``) when a sample does not reach ``tol`` in ``max_iter``.
         """
-        out, info = self.solve(x, tau, sigma, tol=tol, max_iter=max_iter)
+        out, info = self.solve(x, tau, sigma, tol=tol, max_iter=max_iter, x0=x0)
         if not bool(info.converged.all()):
             rel = info.error_bound / x.flatten(1).norm(dim=1).clamp_min(1e-12).to(torch.float64)
             warnings.warn(
@@ -744,8 +746,8 @@ class RidgeAtSigma:
         return self.regularizer.grad(x, self.sigma)
 
     def prox(self, x: torch.Tensor, tau=1.0, *, tol: float = 1e-4,
-             max_iter: int = 1000) -> torch.Tensor:
-        return self.regularizer.prox(x, tau, self.sigma, tol=tol, max_iter=max_iter)
+             max_iter: int = 1000, x0: torch.Tensor | None = None) -> torch.Tensor:
+        return self.regularizer.prox(x, tau, self.sigma, tol=tol, max_iter=max_iter, x0=x0)
 
     def denoise(self, y: torch.Tensor, *, tol: float = 1e-4, max_iter: int = 1000) -> torch.Tensor:
         return self.regularizer.denoise(y, self.sigma, tol=tol, max_iter=max_iter)

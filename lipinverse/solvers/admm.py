@@ -30,10 +30,19 @@ class ADMM(IterativeSolver):
     lam : float >= 0
         Regularisation weight (prox scheme); must be ``None`` with a denoiser.
     rho : float > 0, optional
-        Penalty parameter. Default :math:`\rho = L_f = \|A\|^2` (the fidelity's certified
-        ``grad_lipschitz``), so that :math:`1/\rho` equals :class:`PGD`'s default step: with
-        a denoiser both schemes then have the same fixed points. Convergence holds for every
-        :math:`\rho > 0`.
+        Penalty parameter; convergence holds for every :math:`\rho > 0`, the speed does
+        not. Default, by :func:`default_rho`: with a denoiser :math:`\rho = L_f =
+        \|A\|^2` (the fidelity's certified ``grad_lipschitz``), so that :math:`1/\rho`
+        equals :class:`PGD`'s default step and both schemes have the same fixed points;
+        with a prox, :math:`\rho` on the scale of :math:`\lambda` (see there).
+    adapt_rho : bool, default False
+        Residual balancing (Boyd et al. 2011, Sec. 3.4.1; He, Yang & Wang 2000): during the
+        first ``ADAPT_ITERATIONS`` iterations :math:`\rho` is doubled when the primal
+        residual :math:`\|x_{k+1} - z_{k+1}\|` exceeds 10 times the dual one
+        :math:`\rho\|z_{k+1} - z_k\|`, halved in the opposite case (the scaled dual
+        variable rescaled), then frozen: the convergence theorem applies from there on.
+        Default off: on the deblurring problems measured (see :func:`default_rho`) it
+        moved :math:`\rho` away from the best fixed value.
     sigma : float, optional
         Passed to the denoiser (pnp only).
     scheme : {"prox", "pnp"}, optional
@@ -67,7 +76,8 @@ class ADMM(IterativeSolver):
     """
 
     def __init__(self, fidelity, prior, lam: float | None = None, *, rho: float | None = None,
-                 sigma: float | None = None, scheme: str | None = None, strict: bool = False):
+                 adapt_rho: bool = False, sigma: float | None = None,
+                 scheme: str | None = None, strict: bool = False):
         super().__init__(fidelity, strict=strict)
         name = type(self).__name__
         if not callable(getattr(fidelity, "prox", None)):
@@ -77,13 +87,11 @@ class ADMM(IterativeSolver):
             "grad": f"the prior {type(prior).__name__} has no prox and is not a denoiser; use "
                     "PGD for a smooth prior"})
         rho = check_float(name, rho, "rho", positive=True, allow_none=True)
-        if rho is None:
-            lf = cert.read_grad_lipschitz(name, fidelity, "fidelity")
-            if not lf:
-                raise ValueError(f"{name}: cannot choose rho: the fidelity has no certified "
-                                 "grad_lipschitz > 0; pass rho")
-            rho = lf
-        self.rho = rho
+        self.rho = default_rho(name, fidelity, prior, self.lam, self.scheme) if rho is None \
+            else rho
+        self.rho0 = self.rho
+        self.adapt_rho = bool(adapt_rho)
+        self._warm = _accepts_x0(prior) if self.scheme == "prox" else False
         convex_f = getattr(fidelity, "convex", False) is True
         if self.scheme == "pnp":
             lip_d, alpha_d = cert.denoiser_certificates(name, prior)
@@ -95,16 +103,23 @@ class ADMM(IterativeSolver):
                                              convex_g=convex_g, lip_d=lip_d, alpha_d=alpha_d)
         if not self.guarantee.startswith("none:"):
             self.guarantee += cert.inexact_prox_note(prior)
+            if self.adapt_rho:
+                self.guarantee += (f"; rho adapted by residual balancing during the first "
+                                   f"{ADAPT_ITERATIONS} iterations, then fixed (the theorem "
+                                   f"applies from there on)")
         self._finish_guarantee()
 
-    def _z_step(self, v):
+    def _z_step(self, v, z_prev=None):
         if self.scheme == "prox":
+            if self._warm and z_prev is not None:  # an iterative prox, from the last z
+                return self.prior.prox(v, self.lam / self.rho, x0=z_prev)
             return self.prior.prox(v, self.lam / self.rho)
         return self.prior(v) if self.sigma is None else self.prior(v, sigma=self.sigma)
 
     def _init_state(self, x0):
         # state["x"] holds z (the prior step's output, the returned solution) and
         # state["w"] the Douglas-Rachford variable w = x + u (u = 0 at the start: w = z)
+        self.rho = self.rho0  # each solve adapts from the start value
         return {"x": x0, "w": x0}
 
     def _step(self, state, k, active):
@@ -113,7 +128,15 @@ class ADMM(IterativeSolver):
         x = self.fidelity.prox(torch.lerp(w, z, 2.0), 1.0 / self.rho)
         e = x - z  # = w_new - w, the Douglas-Rachford step (the residual)
         w_new = w + e  # = x + u
-        return {"x": self._z_step(w_new), "w": w_new}, _norm(e)
+        z_new = self._z_step(w_new, z)
+        if self.adapt_rho and k < ADAPT_ITERATIONS:
+            primal = float(_norm(x - z_new).max())
+            dual = self.rho * float(_norm(z_new - z).max())
+            factor = 2.0 if primal > 10.0 * dual else 0.5 if dual > 10.0 * primal else 1.0
+            if factor != 1.0:  # u = w - z scales by 1 / factor with the penalty
+                self.rho *= factor
+                w_new = z_new + (w_new - z_new) / factor
+        return {"x": z_new, "w": w_new}, _norm(e)
 
     def _objective(self, state):
         if self.scheme == "pnp" or not callable(self.fidelity) or not callable(self.prior):
@@ -126,3 +149,59 @@ class ADMM(IterativeSolver):
 
     def __repr__(self) -> str:
         return f"ADMM(scheme={self.scheme!r}, lam={self.lam}, rho={self.rho:.4g})"
+
+
+#: Iterations during which residual balancing may change rho (then it is fixed).
+ADAPT_ITERATIONS = 100
+
+#: rho / lambda for priors with a prox and no certified smoothness (TV, l1, ...). Measured
+#: with TV on 128x128 camera deblurring (Gaussian 1-2 px and 9x9 box blurs, sigma 0.003 to
+#: 0.03, lambda = 10 sigma^2): rho = 10 / 20 / 40 lambda reached the FISTA minimiser's PSNR
+#: within 0.005 dB in 38-166 iterations, where rho = ||A||^2 = 1 ended 0.1-1.1 dB short
+#: after 300; below 10 lambda the TV prox (weight lambda / rho) becomes slow.
+RHO_PER_LAM = 20.0
+
+#: rho / (lambda L_R) for smooth priors. Measured with the shipped crr on the same problem
+#: (Gaussian 2 px, sigma 0.01, lambda = 1, L_R = 0.855; FISTA minimiser 25.853 dB): rho =
+#: 1 / 0.3 / 0.1 / 0.03 reached 25.59 (300 its, not converged) / 25.82 (200, not
+#: converged) / 25.847 (98) / 25.850 dB (41 iterations, 23 s on 1 thread vs 12 s for
+#: FISTA to tol 1e-5).
+RHO_PER_LAM_LR = 1.0 / 30.0
+
+
+def default_rho(name: str, fidelity, prior, lam, scheme: str) -> float:
+    r"""The default ADMM penalty.
+
+    * PnP (a denoiser): :math:`\rho = L_f`, the fidelity's certified Lipschitz constant,
+      so that PnP-ADMM and PnP-FBS with step :math:`1/L_f` share their fixed points.
+    * A prior with a certified gradient Lipschitz constant :math:`L_R` (a smooth learned
+      prior): :math:`\rho = \lambda L_R / 30` (``RHO_PER_LAM_LR``). The inner solve of
+      the z-step :math:`\operatorname{prox}_{(\lambda/\rho) R}` is warm-started from the
+      previous :math:`z` and stops at its certified accuracy.
+    * Any other prox (TV, :math:`\ell_1`): :math:`\rho = 20\lambda` (``RHO_PER_LAM``; the
+      scale on which :math:`\lambda g` acts; scale-covariant: :math:`A \to cA`,
+      :math:`y \to cy`, :math:`\lambda \to c^2\lambda` gives :math:`\rho \to c^2\rho`
+      and the same iterates).
+
+    With :math:`\lambda = 0` the prox scheme falls back to :math:`L_f`.
+    """
+    lf = cert.read_grad_lipschitz(name, fidelity, "fidelity")
+    if scheme == "prox" and lam:
+        lr = getattr(prior, "grad_lipschitz", None)
+        lr = lr() if callable(lr) else lr
+        if isinstance(lr, (int, float)) and 0 < lr < float("inf"):
+            return float(lam) * float(lr) * RHO_PER_LAM_LR
+        return RHO_PER_LAM * float(lam)
+    if not lf:
+        raise ValueError(f"{name}: cannot choose rho: the fidelity has no certified "
+                         "grad_lipschitz > 0; pass rho")
+    return lf
+
+
+def _accepts_x0(prior) -> bool:
+    import inspect
+
+    try:
+        return "x0" in inspect.signature(prior.prox).parameters
+    except (TypeError, ValueError):
+        return False

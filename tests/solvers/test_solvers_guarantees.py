@@ -20,7 +20,28 @@ def test_default_steps_come_from_certificates(problem):
     assert PGD(f, Tikhonov(), 0.1).step_size == pytest.approx(1 / lf)
     assert PGD(f, Tikhonov(), 0.1, scheme="grad").step_size == pytest.approx(1 / (lf + 0.1))
     assert PGD(f, TV().as_denoiser(0.1)).step_size == pytest.approx(1 / lf)
-    assert ADMM(f, Tikhonov(), 0.1).rho == pytest.approx(lf)
+    from lipinverse.solvers.admm import RHO_PER_LAM, RHO_PER_LAM_LR
+
+    # ADMM's penalty: on lambda's scale with a prox (times L_R for a smooth prior), the
+    # fidelity's certified constant for a denoiser (PnP-FBS's fixed points)
+    assert ADMM(f, Tikhonov(), 0.1).rho == pytest.approx(0.1 * 1.0 * RHO_PER_LAM_LR)
+    assert ADMM(f, TV(), 0.1).rho == pytest.approx(0.1 * RHO_PER_LAM)
+    assert ADMM(f, TV().as_denoiser(0.1)).rho == pytest.approx(lf)
+    assert ADMM(f, TV(), 0.0).rho == pytest.approx(lf)
+    assert ADMM(f, TV(), 0.1, rho=3.0).rho == 3.0
+
+
+def test_admm_default_rho_reaches_the_fista_minimiser(problem):
+    """The default penalty converges to FISTA's minimiser (TV, a blur, 300 iterations);
+    with residual balancing too, which then says so in the guarantee."""
+    _, _, f = problem
+    lam = 0.02
+    ref = PGD(f, TV(), lam, accelerate=True).solve(max_iter=2000, tol=1e-10).x
+    for adapt in (False, True):
+        s = ADMM(f, TV(), lam, adapt_rho=adapt)
+        x = s.solve(max_iter=300, tol=1e-7).x
+        assert float((x - ref).norm() / ref.norm()) < 1e-3
+        assert ("residual balancing" in s.guarantee) == adapt
 
 
 def test_prox_step_limits(problem):
