@@ -13,9 +13,9 @@ third of what a full scan of this size needs), with Gaussian noise
 
 * filtered back-projection ``A.fbp(y)`` (ramp filter): streaks and noise;
 * total variation, :math:`\min_x \tfrac12\|\bar A x - \bar y\|^2 + \lambda\,\mathrm{TV}(x)`
-  by FISTA, with :math:`\bar A = A/\|A\|`, :math:`\bar y = y/\|A\|` (``A.norm()`` is a
-  certified bound, so the step :math:`1/L = 1` is certified too, and :math:`\lambda` means
-  the MAP scaling :math:`10\,\bar\sigma^2`, :math:`\bar\sigma = \sigma/\|A\|`);
+  by FISTA, with :math:`\bar A = A/\|A\|` (``Radon(..., normalize=True)``: the raw
+  transform divided by its certified norm, so the step :math:`1/L = 1` is certified too)
+  and :math:`\lambda` the MAP scaling :math:`10\,\bar\sigma^2`;
 * the shipped convex ridge regulariser ``crr`` (when ``lipinverse.pretrained`` ships it),
   by its convergent gradient scheme at the same normalisation. It was trained on
   natural-image patches; on the piecewise-constant Shepp-Logan phantom (TV's own model)
@@ -50,10 +50,6 @@ from operators.phantoms import random_ellipses, shepp_logan
 #: 2 / 5 / 10 / 20 gave 30.7 / 32.9 / 34.5 / 34.0 dB (FBP: 26.2 dB).
 TV_LAM_PER_SIGMA2 = 10.0
 
-#: Weight of the shipped ridge prior, taken at its deblurring operating point. Same scan:
-#: lam = 1 / 0.3 / 0.1 / 0.03 gave 25.4 / 27.3 / 28.0 / 27.6 dB. CT damps high frequencies
-#: far more than a blur of the same norm, so the data term needs the prior much weaker.
-LEARNED_LAM = 0.1
 
 
 def _tv_solver():
@@ -101,14 +97,13 @@ def main(size: int = 128, n_angles: int = 60, max_iter: int = 200,
              else random_ellipses(size, seed=seed)).to(device=dev, dtype=torch.float32)
 
     # -- the problem: y = A x + noise (noise drawn on the CPU: identical on every device)
-    A = Radon(size, n_angles).to(dev)
+    A = Radon(size, n_angles, normalize=True).to(dev)  # ||A|| <= 1, certified
     clean = A(truth)
-    sigma = noise * float(clean.abs().max())
+    sigma_bar = noise * float(clean.abs().max())
     g = torch.Generator().manual_seed(seed)
-    y = clean + (sigma * torch.randn(clean.shape, generator=g)).to(dev)
-    norm = A.norm(torch.float32, dev)
-    A_bar, y_bar, sigma_bar = (1.0 / norm) * A, y / norm, sigma / norm
-    f = L2Fidelity(A_bar, y_bar)
+    y = clean + (sigma_bar * torch.randn(clean.shape, generator=g)).to(dev)
+    norm = 1.0 / A.scale  # the certified norm of the raw transform, for the report
+    f = L2Fidelity(A, y)
 
     # -- filtered back-projection
     t0 = time.perf_counter()
@@ -131,12 +126,12 @@ def main(size: int = 128, n_angles: int = 60, max_iter: int = 200,
         print(f"NOTE: the shipped learned prior is not available in this installation "
               f"({why}); showing FBP and TV only.")
     else:
-        from lipinverse.pretrained import deblur_prior
+        from lipinverse.pretrained import ct_prior
 
-        prior, _ = deblur_prior(model, sigma_bar)
+        prior, lam = ct_prior(model, sigma_bar)
         t0 = time.perf_counter()
         with torch.no_grad():
-            res = PGD(f, prior, lam=LEARNED_LAM, scheme="grad",
+            res = PGD(f, prior, lam=lam, scheme="grad",
                       accelerate=True).solve(
                 x0=x_fbp, max_iter=max_iter, tol=tol, progress=progress,
                 track_objective=False)

@@ -183,12 +183,13 @@ def run_deblur(args) -> None:
 
 # ---------------------------------------------------------------------------- ct
 def run_ct(args) -> None:
-    r"""``lipinverse ct``: simulate a parallel-beam sinogram and reconstruct.
+    r"""``lipinverse ct``: simulate a sinogram (parallel or fan beam) and reconstruct.
 
-    The problem is solved with the operator scaled to unit norm,
-    :math:`\tilde A = A/\|A\|`, :math:`\tilde y = y/\|A\|` (the same minimisers up to the
-    scaling of :math:`\lambda`), so that the noise level the priors see,
-    :math:`\sigma/\|A\|`, and their default strengths mean the same as in deblurring.
+    The operator is normalised, ``Radon(..., normalize=True)`` (the raw transform over its
+    certified norm), as in ``demos/tomography.py``, so that the noise level the priors see
+    and their default strengths (:func:`lipinverse.pretrained.ct_prior`, TV's
+    :math:`10\sigma^2`) mean the same as in deblurring; the noise is given relative to the
+    sinogram's maximum.
     """
     _check_solve_args(args)
     _check_outputs(args)
@@ -206,17 +207,21 @@ def run_ct(args) -> None:
         img = center_crop(img, min(img.shape))
     n = img.shape[0]
     x = to_tensor(img, device=device)
-    A = Radon(n, args.angles).to(device=device, dtype=x.dtype)
+    A = Radon(n, args.angles, geometry=args.geometry, normalize=True).to(device=device,
+                                                                          dtype=x.dtype)
     clean = A(x)
     noise_abs = sigma * float(clean.abs().max())
     y = clean + _noise(clean.shape, noise_abs, args.seed, clean)
     x_fbp = A.fbp(y)
     print(_metrics_line("FBP", x_fbp, x))
-    norm = A.norm(x.dtype, device)
+    lam = args.lam
+    if lam is None and hasattr(prior, "at_sigma"):
+        from .pretrained import CT_LAM
+
+        lam = CT_LAM
     t0 = time.perf_counter()
-    result = priors.reconstruct((1.0 / norm) * A, y / norm, args.prior, prior,
-                                solver=args.solver, lam=args.lam, sigma=noise_abs / norm,
-                                max_iter=args.max_iter, tol=args.tol,
+    result = priors.reconstruct(A, y, args.prior, prior, solver=args.solver, lam=lam,
+                                sigma=noise_abs, max_iter=args.max_iter, tol=args.tol,
                                 progress=_progress(args), x0=x_fbp)
     seconds = time.perf_counter() - t0
     _report(result, seconds, x, label=f"{args.prior} ({args.solver})")

@@ -136,11 +136,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     # -------------------------------------------------------------------- ct
     p = sub.add_parser(
-        "ct", help="simulate parallel-beam CT of an image and reconstruct it",
-        **_fmt("Simulate a sinogram y = R x + noise (parallel-beam Radon transform with "
-               "--angles equispaced angles in [0, pi), Gaussian noise of standard deviation "
-               "--noise relative to max|R x|) and reconstruct x by min 1/2||Rx - y||^2 + "
-               "lambda R(x), starting from filtered back-projection. IMAGE is cropped to a "
+        "ct", help="simulate CT of an image (parallel or fan beam) and reconstruct it",
+        **_fmt("Simulate a sinogram y = R x + noise (Radon transform with --angles "
+               "equispaced angles, parallel or --geometry fan, scaled to norm 1; Gaussian "
+               "noise of standard deviation --noise relative to max|R x|) and reconstruct x "
+               "by min 1/2||Rx - y||^2 + lambda R(x), starting from filtered back-projection. IMAGE is cropped to a "
                "square."))
     p.add_argument("image", metavar="IMAGE", help=IMAGE_HELP)
     p.add_argument("--angles", type=int, default=60, metavar="N",
@@ -150,6 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: 0.01)")
     p.add_argument("--solver", choices=("pgd", "admm"), default="pgd",
                    help="pgd (default) or admm")
+    p.add_argument("--geometry", choices=("parallel", "fan"), default="parallel",
+                   help="parallel beam over [0, pi) (default) or fan beam (flat detector, "
+                        "source at twice the image size) over [0, 2 pi)")
     _add_common_solve(p, default_prior="crr")
     _add_common_io(p, out_default=None)
 

@@ -291,11 +291,113 @@ _MATRIX_CACHE: dict = {}
 
 
 def cached_matrices(geom: Geometry, dtype: torch.dtype, device) -> tuple:
-    """``(A, At)`` for this geometry, dtype and device, built on the first request."""
+    """``(A, At)`` for this geometry, dtype and device: from memory, else from the disk
+    cache (:func:`disk_cache_dir`), else built (and then written to the disk cache)."""
     key = (geom, dtype, str(torch.device(device)))
     if key not in _MATRIX_CACHE:
-        _MATRIX_CACHE[key] = build_matrices(geom, dtype, device)
+        mats = _load_from_disk(geom, dtype, device)
+        if mats is None:
+            mats = build_matrices(geom, dtype, device)
+            _save_to_disk(geom, dtype, mats)
+        _MATRIX_CACHE[key] = mats
     return _MATRIX_CACHE[key]
+
+
+#: Matrices larger than this are not written to the disk cache.
+DISK_CACHE_MAX_BYTES = 1 << 30
+_DISK_FORMAT = "lipinverse-radon/1"
+
+
+def disk_cache_dir():
+    """Folder of the on-disk Radon matrix cache, or None when disabled.
+
+    ``$LIPINVERSE_CACHE_DIR`` if set (``off`` / ``0`` / empty disables the cache), else
+    ``$XDG_CACHE_HOME/lipinverse/radon`` or ``~/.cache/lipinverse/radon``.
+    """
+    import os
+    from pathlib import Path
+
+    env = os.environ.get("LIPINVERSE_CACHE_DIR")
+    if env is not None:
+        if env.strip().lower() in ("", "0", "off", "none", "false"):
+            return None
+        return Path(env) / "radon"
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "lipinverse" / "radon"
+
+
+def _disk_path(geom: Geometry, dtype: torch.dtype):
+    import hashlib
+
+    folder = disk_cache_dir()
+    if folder is None:
+        return None
+    digest = hashlib.sha256(f"{_DISK_FORMAT}|{geom!r}|{dtype}".encode()).hexdigest()[:32]
+    return folder / f"{digest}.pt"
+
+
+def _load_from_disk(geom: Geometry, dtype: torch.dtype, device):
+    """The cached ``(A, At)`` or None (absent, unreadable or inconsistent: then rebuilt)."""
+    path = _disk_path(geom, dtype)
+    if path is None or not path.is_file():
+        return None
+    try:
+        d = torch.load(path, map_location="cpu", weights_only=True)
+        if d.get("format") != _DISK_FORMAT or d.get("geometry") != repr(geom):
+            return None
+        out = []
+        for name, size in (("A", (geom.n_rows, geom.n * geom.n)),
+                           ("At", (geom.n * geom.n, geom.n_rows))):
+            crow, col, val = d[f"{name}_crow"], d[f"{name}_col"], d[f"{name}_val"]
+            if (crow.dtype != torch.int32 or col.dtype != torch.int32 or val.dtype != dtype
+                    or crow.numel() != size[0] + 1 or col.numel() != val.numel()
+                    or int(crow[-1]) != col.numel() or int(crow[0]) != 0
+                    or (col.numel() and (int(col.min()) < 0 or int(col.max()) >= size[1]))
+                    or not bool(torch.isfinite(val).all())):
+                return None
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+                out.append(torch.sparse_csr_tensor(crow, col, val, size=size,
+                                                   check_invariants=False).to(device))
+        return tuple(out)
+    except Exception:  # a damaged cache file is rebuilt, never an error
+        return None
+
+
+def _save_to_disk(geom: Geometry, dtype: torch.dtype, mats) -> None:
+    """Write ``(A, At)`` atomically (temporary file in the same folder, fsync, rename); a
+    cache that cannot be written is skipped silently (it is only a cache)."""
+    import os
+    import tempfile
+
+    path = _disk_path(geom, dtype)
+    if path is None or estimate_matrix_bytes(geom, torch.finfo(dtype).bits // 8) > \
+            DISK_CACHE_MAX_BYTES:
+        return
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        d = {"format": _DISK_FORMAT, "geometry": repr(geom)}
+        for name, m in zip(("A", "At"), mats, strict=True):
+            m = m.to("cpu")
+            d[f"{name}_crow"] = m.crow_indices()
+            d[f"{name}_col"] = m.col_indices()
+            d[f"{name}_val"] = m.values()
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".pt")
+        with os.fdopen(fd, "wb") as f:
+            torch.save(d, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        tmp = None
+    except OSError:
+        pass
+    finally:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
 
 
 def is_cached(geom: Geometry, dtype: torch.dtype, device) -> bool:

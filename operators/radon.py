@@ -201,6 +201,15 @@ class Radon(Operator):
         Number of channels ``C`` of the input (each is projected independently); ``None``
         accepts any number (then ``in_shape`` / ``out_shape`` are ``None`` and only the
         spatial sizes are checked).
+    normalize : bool, default False
+        Scale the transform to norm at most 1, :math:`A = s A_{raw}` with
+        :math:`s = 1/B` (:attr:`scale`, :math:`B` the certified norm of the raw transform).
+        The learned priors are trained for noise on the image scale: on the raw transform
+        (norm about :math:`\sqrt{2 n_\theta n}`) a sinogram noise level means a much
+        larger one in the image, outside their training range. With ``normalize`` the
+        data term :math:`\tfrac12\|Ax - y\|^2` has curvature at most 1, like a blur, and
+        the same prior strengths apply; measured sinograms enter as ``A.scale * y_raw``.
+        :meth:`fbp` takes the normalised sinogram.
 
     Shape
     -----
@@ -277,7 +286,8 @@ class Radon(Operator):
     def __init__(self, image_size, angles, detector_size=None, geometry: str = "parallel", *,
                  source_distance=None, detector_distance=None, detector_spacing=None,
                  circle: bool = False, backend: str = "auto",
-                 memory_budget: int = DEFAULT_MEMORY_BUDGET, channels: int | None = 1):
+                 memory_budget: int = DEFAULT_MEMORY_BUDGET, channels: int | None = 1,
+                 normalize: bool = False):
         n = _as_size(image_size)
         _check_index_memory(n)
         if geometry not in GEOMETRIES:
@@ -286,6 +296,8 @@ class Radon(Operator):
             raise ValueError(f"Radon: expected backend in {BACKENDS}, got {backend!r}")
         if not isinstance(circle, bool):
             raise TypeError(f"Radon: expected circle as a bool, got {type(circle).__name__}")
+        if not isinstance(normalize, bool):
+            raise TypeError(f"Radon: expected normalize as a bool, got {type(normalize).__name__}")
         if channels is not None and (isinstance(channels, bool) or not isinstance(
                 channels, numbers.Integral) or channels < 1):
             raise ValueError(f"Radon: expected channels as a positive int or None, "
@@ -346,6 +358,17 @@ class Radon(Operator):
         self.backend = "matrix" if backend == "auto" else backend
         self.register_buffer("angles", torch.tensor(angle_tuple, dtype=torch.float64))
         self.register_buffer("pixel_index", rw.pixel_index(self.geometry), persistent=False)
+        self.normalize = normalize
+
+    @property
+    def scale(self) -> float:
+        r"""The factor :math:`s` applied to the line integrals: :math:`1/B` with ``normalize``
+        (:math:`B \ge \|A_{raw}\|` the certified norm, so :math:`\|sA_{raw}\| \le 1`),
+        else 1. Measured data :math:`y_{raw}` of this geometry go into the normalised
+        problem as :math:`s\,y_{raw}`, with noise level :math:`s\,\sigma_{raw}`."""
+        if not self.normalize:
+            return 1.0
+        return 1.0 / self._raw_norm(torch.float64, "cpu")
 
     # ------------------------------------------------------------- properties
     @property
@@ -367,7 +390,8 @@ class Radon(Operator):
     def extra_repr(self) -> str:
         g = self.geometry
         return (f"image_size={g.n}, n_angles={g.n_angles}, detector_size={g.detector_size}, "
-                f"geometry={g.kind!r}, circle={g.circle}, backend={self.backend!r}")
+                f"geometry={g.kind!r}, circle={g.circle}, backend={self.backend!r}"
+                + (", normalize=True" if self.normalize else ""))
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # the geometry is fixed at construction: refuse angles that describe another one
@@ -454,13 +478,19 @@ class Radon(Operator):
         return out.T
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _Apply.apply(x, self, False)
+        out = _Apply.apply(x, self, False)
+        return out * self.scale if self.normalize else out
 
     def _adjoint(self, y: torch.Tensor) -> torch.Tensor:
-        return _Apply.apply(y, self, True)
+        out = _Apply.apply(y, self, True)
+        return out * self.scale if self.normalize else out
 
     # ------------------------------------------------------------------- norm
     def _norm(self, dtype: torch.dtype, device) -> float:
+        # normalised: ||s A|| = s ||A|| <= s B (the float32 bound is the larger one)
+        return self._raw_norm(dtype, device) * self.scale
+
+    def _raw_norm(self, dtype: torch.dtype, device) -> float:
         key = (self.geometry, dtype == torch.float32)
         if key not in _NORM_CACHE:
             _NORM_CACHE[key] = self._certified_norm(device, dtype)
@@ -535,6 +565,8 @@ class Radon(Operator):
         :math:`A^\top`.
         """
         y = self._validate("fbp", y, self.out_shape)
+        if self.normalize:  # linear: the FBP of the raw sinogram y / s
+            y = y / self.scale
         if filter not in FILTERS:
             raise ValueError(f"Radon.fbp: expected filter in {FILTERS}, got {filter!r}")
         g = self.geometry

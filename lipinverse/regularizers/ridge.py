@@ -450,8 +450,23 @@ class ConvexRidge(nn.Module):
         ok = ((slopes[:, -1] > 0) | (right >= 0)) & ((slopes[:, 0] > 0) | (left <= 0))
         return bool(ok.all())
 
+    #: Largest noise level of the training data, when known (the shipped priors set it):
+    #: :meth:`at_sigma` warns beyond it, where the learned lambda(sigma) extrapolates.
+    trained_sigma_max: float | None = None
+
     def at_sigma(self, sigma: float) -> RidgeAtSigma:
-        """A view of this regulariser at a fixed noise level (shares the weights)."""
+        """A view of this regulariser at a fixed noise level (shares the weights).
+
+        Warns (``UserWarning``) when ``sigma`` exceeds :attr:`trained_sigma_max`: the prior
+        then runs outside the noise levels it was trained for (e.g. CT on a raw Radon
+        transform; use ``Radon(..., normalize=True)``)."""
+        top = self.trained_sigma_max
+        if top is not None and isinstance(sigma, (int, float)) and sigma > top * (1 + 1e-9):
+            warnings.warn(
+                f"{type(self).__name__}.at_sigma: sigma = {sigma:.4g} is above the trained "
+                f"range [0, {top:.4g}] ({top * 255:.0f}/255): the prior extrapolates and may "
+                f"lose several dB; scale the problem so that the noise is on the image scale "
+                f"(for CT: Radon(..., normalize=True))", UserWarning, stacklevel=2)
         return RidgeAtSigma(self, sigma)
 
     # ------------------------------------------------------------------ inner solver

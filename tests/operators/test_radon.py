@@ -402,3 +402,23 @@ def test_cuda_matches_cpu(backend):
     Ac = A.to("cuda")
     torch.testing.assert_close(Ac(x.cuda()).cpu(), ref, rtol=1e-10, atol=1e-10)
     assert check_adjoint(Ac, dtype=torch.float64) < 1e-12
+
+
+@pytest.mark.parametrize("geometry", ["parallel", "fan"])
+def test_normalized_radon_is_certified_and_consistent(geometry):
+    """normalize=True: norm <= 1 certified (>= the float64 dense norm, and close to 1), the
+    same maps as scale * raw, FBP of the normalised sinogram = FBP of the raw one."""
+
+
+    raw = Radon(14, 6, geometry=geometry)
+    A = Radon(14, 6, geometry=geometry, normalize=True)
+    assert A.scale == pytest.approx(1.0 / raw.norm(), rel=1e-12)
+    true = float(torch.linalg.matrix_norm(dense_matrix(A), 2))
+    assert true <= A.norm() <= 1.0 + 1e-9
+    assert true > 0.99
+    assert check_adjoint(A) < 1e-12
+    x = torch.rand(2, 1, 14, 14, dtype=torch.float64)
+    torch.testing.assert_close(A(x), A.scale * raw(x))
+    torch.testing.assert_close(A.fbp(A(x)), raw.fbp(raw(x)))
+    with pytest.raises(TypeError, match="normalize as a bool"):
+        Radon(14, 6, normalize="yes")
