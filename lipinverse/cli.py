@@ -140,8 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
         **_fmt("Simulate a sinogram y = R x + noise (Radon transform with --angles "
                "equispaced angles, parallel or --geometry fan, scaled to norm 1; Gaussian "
                "noise of standard deviation --noise relative to max|R x|) and reconstruct x "
-               "by min 1/2||Rx - y||^2 + lambda R(x), starting from filtered back-projection. IMAGE is cropped to a "
-               "square."))
+               "by min 1/2||Rx - y||^2 + lambda R(x), starting from filtered "
+               "back-projection. IMAGE is cropped to a square."))
     p.add_argument("image", metavar="IMAGE", help=IMAGE_HELP)
     p.add_argument("--angles", type=int, default=60, metavar="N",
                    help="number of projection angles (default: 60)")
