@@ -31,6 +31,8 @@ Usage::
 
     python demos/deblur.py                          # camera, Gaussian blur sigma 2, noise 0.01
     python demos/deblur.py --image my.png --kernel motion:3 --noise 0.02 --out result.png
+    python demos/deblur.py --colour --boundary valid --kernel motion:3
+                                                    # a colour photo, unknown boundary
     python demos/deblur.py --device cuda            # same code on a GPU
 """
 
@@ -62,13 +64,23 @@ TV_LAM_PER_SIGMA2 = 5.0
 
 def main(image: str | None = None, size: int = 256, max_iter: int = 300,
          out: str | None = "deblur.png", kernel: str = "gaussian:2.0", noise: float = 0.01,
-         seed: int = 0, tol: float = 1e-4, device: str = "cpu", progress: bool = True) -> dict:
+         seed: int = 0, tol: float = 1e-4, device: str = "cpu", progress: bool = True,
+         colour: bool = False, boundary: str = "circular") -> dict:
     """Run the demo; returns the measured figures as a dict (for tests and scripts).
 
     Parameters
     ----------
     image : str, optional
-        An image file (read as grayscale in [0, 1]); default: scikit-image's ``camera``.
+        An image file, or ``skimage:NAME``; default: scikit-image's ``camera`` (grey) or,
+        with ``colour``, ``astronaut``.
+    colour : bool
+        Keep colour (the learned priors act on the opponent channels, certificates
+        unchanged); default: the luminance.
+    boundary : {"circular", "valid"}
+        ``circular``: the textbook periodic blur. ``valid``: a real photo, whose scene goes
+        on beyond the frame: the observation is ``crop(k * x)`` of a larger crop, and the
+        reconstructions use ``Blur(padding="valid")`` (solved on the larger domain, then
+        cropped); a TV row with the (wrong) circular model is added for comparison.
     size : int
         Side of the central crop (after a downscale for images more than twice as large).
     max_iter, tol : int, float
@@ -92,26 +104,41 @@ def main(image: str | None = None, size: int = 256, max_iter: int = 300,
 
     if noise < 0:
         raise ValueError(f"deblur demo: expected noise >= 0, got {noise}")
+    if boundary not in ("circular", "valid"):
+        raise ValueError(f"deblur demo: expected boundary 'circular' or 'valid', got "
+                         f"{boundary!r}")
     dev = torch.device(device)
-    img = read_image(image) if image else builtin_image("camera")
-    truth = to_tensor(center_crop(img, size), device=dev)
-
-    # -- the problem: y = k * x + noise (noise drawn on the CPU: identical on every device)
-    A = Blur(parse_kernel(kernel), padding="circular").to(device=dev, dtype=truth.dtype)
+    img = read_image(image, gray=not colour) if image else builtin_image(
+        "astronaut" if colour else "camera", gray=not colour)
+    k = parse_kernel(kernel)
+    A = Blur(k, padding=boundary)
+    # -- the problem: y = k * x + noise (noise drawn on the CPU: identical on every device);
+    # valid: x is a larger crop of the same scene, y and the truth its central part
+    scene = to_tensor(center_crop(img, size + (k.shape[0] - 1 if boundary == "valid" else 0)),
+                      device=dev)
+    A = A.to(device=dev, dtype=scene.dtype)
+    clean = A(scene)
+    truth = A.crop(scene)
     g = torch.Generator().manual_seed(seed)
-    y = A(truth) + (noise * torch.randn(truth.shape, generator=g)).to(dev)
+    y = clean + (noise * torch.randn(clean.shape, generator=g)).to(dev)
     f = L2Fidelity(A, y)
+    x0 = A.extend(y)
     rows = {"observation": image_metrics(y, truth) + (0, 0.0, "-")}
-    results = {}
+    results, images = {}, {}
 
     # -- TV, the hand-made baseline
-    t0 = time.perf_counter()
     tv_lam = max(TV_LAM_PER_SIGMA2 * noise**2, 1e-6)
-    res = PGD(f, TV(), lam=tv_lam, accelerate=True).solve(
-        max_iter=max_iter, tol=tol, progress=progress, track_objective=False)
-    rows["TV"] = image_metrics(res.x, truth) + (res.iterations, time.perf_counter() - t0,
-                                           res.guarantee)
-    results["TV"] = res
+    models = [("TV", A)] + ([("TV, circular", Blur(k).to(dev, scene.dtype))]
+                            if boundary == "valid" else [])
+    for label, op in models:
+        t0 = time.perf_counter()
+        res = PGD(L2Fidelity(op, y), TV(), lam=tv_lam, accelerate=True).solve(
+            x0=op.extend(y), max_iter=max_iter, tol=tol, progress=progress,
+            track_objective=False)
+        images[label] = op.crop(res.x)
+        rows[label] = image_metrics(images[label], truth) + (
+            res.iterations, time.perf_counter() - t0, res.guarantee)
+        results[label] = res
 
     # -- the shipped learned priors, each in its convergent solver
     for name in ("crr", "wcrr"):
@@ -129,15 +156,18 @@ def main(image: str | None = None, size: int = 256, max_iter: int = 300,
         t0 = time.perf_counter()
         with torch.no_grad():
             res = PGD(f, prior, lam=lam, scheme="grad", accelerate=True).solve(
-                max_iter=max_iter, tol=tol, progress=progress, track_objective=False)
-        rows[f"learned ({name})"] = image_metrics(res.x, truth) + (
+                x0=x0, max_iter=max_iter, tol=tol, progress=progress, track_objective=False)
+        images[f"learned ({name})"] = A.crop(res.x)
+        rows[f"learned ({name})"] = image_metrics(images[f"learned ({name})"], truth) + (
             res.iterations, time.perf_counter() - t0, res.guarantee)
         results[f"learned ({name})"] = res
-    if len(rows) == 2:
+    if not any(n.startswith("learned") for n in rows):
         print("NOTE: no shipped learned prior is available; showing TV only.")
 
     # -- report
-    print(f"\nDeblurring {image or 'camera'} ({size}x{size}), kernel {kernel}, noise {noise}")
+    name = image or ("astronaut" if colour else "camera")
+    print(f"\nDeblurring {name} ({size}x{size}{', colour' if colour else ''}), kernel {kernel}, "
+          f"noise {noise}, {boundary} boundary")
     print(f"{'':<15} {'PSNR (dB)':>9} {'SSIM':>7} {'iters':>6} {'time (s)':>9}")
     for name, (p, s, it, sec, _) in rows.items():
         print(f"{name:<15} {p:9.2f} {s:7.4f} {int(it):6d} {sec:9.2f}")
@@ -152,9 +182,9 @@ def main(image: str | None = None, size: int = 256, max_iter: int = 300,
     if out:
         panels = [("ground truth", truth),
                   (f"observation {rows['observation'][0]:.2f} dB", y)]
-        panels += [(f"{n} {rows[n][0]:.2f} dB", r.x) for n, r in results.items()]
+        panels += [(f"{n} {rows[n][0]:.2f} dB", im) for n, im in images.items()]
         save_figure(out, panels, curves=results,
-                    title=f"deblurring, kernel {kernel}, noise {noise}")
+                    title=f"deblurring, kernel {kernel}, noise {noise}, {boundary} boundary")
         print(f"wrote {out}")
     return {name: {"psnr": p, "ssim": s, "iterations": int(it), "seconds": sec,
                    "guarantee": str(gu)} for name, (p, s, it, sec, gu) in rows.items()}
@@ -164,8 +194,13 @@ def _parse(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--image", default=None,
-                   help="your own image (any format scikit-image reads; converted to "
-                        "grayscale in [0, 1]); default: scikit-image's camera")
+                   help="your own image (any format scikit-image reads, or skimage:NAME); "
+                        "default: scikit-image's camera (astronaut with --colour)")
+    p.add_argument("--colour", action="store_true",
+                   help="keep colour (default: the luminance)")
+    p.add_argument("--boundary", choices=("circular", "valid"), default="circular",
+                   help="circular (textbook) or valid (a real photo: the scene goes on "
+                        "beyond the frame, unknown boundary)")
     p.add_argument("--kernel", default="gaussian:2.0",
                    help="gaussian:SIGMA | uniform:SIZE | motion:SEED | FILE.npy "
                         "(default: gaussian:2.0)")
@@ -186,7 +221,8 @@ if __name__ == "__main__":
         sys.exit("deblur.py: error: --device cuda requested but CUDA is not available")
     try:
         main(image=a.image, size=a.size, max_iter=a.max_iter, out=a.out, kernel=a.kernel,
-             noise=a.noise, seed=a.seed, tol=a.tol, device=a.device,
+             noise=a.noise, seed=a.seed, tol=a.tol, device=a.device, colour=a.colour,
+             boundary=a.boundary,
              progress=sys.stderr.isatty())  # progress bars only for a terminal
     except (ValueError, FileNotFoundError, ImportError) as err:
         sys.exit(f"deblur.py: error: {' '.join(str(err).split())}")

@@ -63,3 +63,16 @@ def test_demo_own_image_and_kernel_without_figure(demo, tmp_path):
 def test_demo_rejects_negative_noise(demo):
     with pytest.raises(ValueError, match="noise"):
         demo.main(size=32, noise=-0.1, out=None, progress=False)
+
+
+def test_demo_colour_photo_with_unknown_boundary(demo):
+    """--colour --boundary valid: a colour scene larger than the frame; the valid model
+    beats the observation and the circular model (which puts stripes at the border)."""
+    rows = demo.main(size=48, max_iter=60, out=None, kernel="gaussian:1.5", colour=True,
+                     boundary="valid", progress=False)
+    assert rows["TV"]["psnr"] > rows["observation"]["psnr"] + 1.0
+    assert rows["TV"]["psnr"] > rows["TV, circular"]["psnr"] + 2.0
+    for name in (n for n in rows if n.startswith("learned")):
+        assert rows[name]["psnr"] > rows["observation"]["psnr"] + 1.0
+    with pytest.raises(ValueError, match="boundary"):
+        demo.main(size=32, out=None, boundary="reflect", progress=False)
