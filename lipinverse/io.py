@@ -5,8 +5,10 @@ Used by the ``lipinverse`` command and the demos; plain functions that users may
 Conventions
 -----------
 * Images are read as **float64 arrays with values in [0, 1]**: ``(H, W)`` grey or, with
-  ``gray=False``, ``(H, W, 3)`` RGB for a colour file. Integer images are divided by the
-  largest value of their dtype (255 for ``uint8``, 65535 for ``uint16``); an alpha
+  ``gray=False``, ``(H, W, 3)`` RGB for a colour file. Every PIL mode is decoded (CMYK,
+  YCbCr, palettes, 1-bit, 16-bit; multi-frame files, FIFOs and devices are refused).
+  Integer images are divided by the largest value of their dtype (255 for ``uint8``, 65535
+  for ``uint16`` and for 32-bit images whose values fit in 16 bits); an alpha
   channel is dropped; with ``gray=True`` colour is converted to luminance with
   :func:`skimage.color.rgb2gray` (:math:`0.2125 R + 0.7154 G + 0.0721 B`); floating
   images must already lie in [0, 1] (they are never rescaled or clipped silently).
@@ -85,14 +87,45 @@ def read_image(path: str | os.PathLike, *, gray: bool = True) -> np.ndarray:
         raise FileNotFoundError(f"read_image: no such file: '{spec}'")
     if p.is_dir():
         raise ValueError(f"read_image: expected an image file, got the directory '{spec}'")
+    if not p.is_file():  # a FIFO or a device would block or stream forever
+        raise ValueError(f"read_image: expected a regular image file, got '{spec}' (a FIFO, "
+                         "socket or device)")
+    return _to_unit(_decode(p, spec), spec, gray)
+
+
+#: PIL modes that the array readers get wrong (CMYK read as RGBA, palettes as indices,
+#: YCbCr/LAB/HSV as RGB): converted by PIL first, to these modes.
+_PIL_CONVERT = {"CMYK": "RGB", "YCbCr": "RGB", "LAB": "RGB", "HSV": "RGB", "P": "RGB",
+                "PA": "RGBA", "1": "L", "La": "LA", "RGBa": "RGBA"}
+
+
+def _decode(p: Path, spec: str) -> np.ndarray:
+    """The pixel array of one image file (integer or float, grey, grey+alpha, RGB(A))."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(p) as im:
+            frames = getattr(im, "n_frames", 1)
+            if frames > 1:
+                raise ValueError(f"read_image: '{spec}' holds {frames} frames (an animation "
+                                 "or a stack); expected a single image")
+            if im.mode in _PIL_CONVERT:
+                target = _PIL_CONVERT[im.mode]
+                if im.mode == "P" and "transparency" in im.info:
+                    target = "RGBA"
+                return np.asarray(im.convert(target))
+    except UnidentifiedImageError:
+        pass  # not a PIL format: the other decoders may know it
+    except (OSError, SyntaxError) as err:
+        raise ValueError(f"read_image: could not read '{spec}' as an image "
+                         f"({type(err).__name__}: {err})") from None
     import skimage.io
 
     try:
-        img = skimage.io.imread(spec)
+        return np.asarray(skimage.io.imread(spec))
     except Exception as err:  # decoders raise many types; all mean "not an image"
         raise ValueError(f"read_image: could not read '{spec}' as an image "
                          f"({type(err).__name__})") from None
-    return _to_unit(np.asarray(img), spec, gray)
 
 
 def _to_unit(img: np.ndarray, name: str, gray: bool = True) -> np.ndarray:
@@ -104,6 +137,14 @@ def _to_unit(img: np.ndarray, name: str, gray: bool = True) -> np.ndarray:
         img = img[..., 0]
     if np.issubdtype(img.dtype, np.bool_):
         img = img.astype(np.float64)
+    elif np.issubdtype(img.dtype, np.signedinteger) and img.dtype.itemsize >= 4:
+        # 32/64-bit integer pixels (PIL mode "I"): 16-bit data in a wide container
+        # unless the values say otherwise; negative values mean no image scale
+        if img.min() < 0:
+            raise ValueError(f"read_image: '{name}' has negative integer pixels "
+                             f"(min {img.min()}); expected intensities >= 0")
+        top = 65535.0 if img.max() <= 65535 else float(np.iinfo(img.dtype).max)
+        img = img.astype(np.float64) / top
     elif np.issubdtype(img.dtype, np.integer):
         img = img.astype(np.float64) / float(np.iinfo(img.dtype).max)
     elif np.issubdtype(img.dtype, np.floating):

@@ -12,28 +12,14 @@ __all__ = ["PatchDataset", "load_images", "IMAGE_SUFFIXES"]
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".pgm")
 
 
-def _to_gray_float(img: np.ndarray, name: str) -> np.ndarray:
-    from skimage.color import rgb2gray
-    from skimage.util import img_as_float
-
-    img = np.asarray(img)
-    if img.ndim == 3 and img.shape[-1] in (3, 4):
-        img = img[..., :3]
-        img = rgb2gray(img_as_float(img))
-    elif img.ndim == 2:
-        img = img_as_float(img)
-    else:
-        raise ValueError(f"{name}: expected a grayscale (H, W) or colour (H, W, 3|4) image, "
-                         f"got shape {img.shape}")
-    return np.asarray(img, dtype=np.float64)
-
-
 def load_images(folder, *, limit: int | None = None,
                 dtype: torch.dtype = torch.float32) -> list[torch.Tensor]:
     r"""Load every image of ``folder`` (sorted by name) as a ``(1, H, W)`` tensor in [0, 1].
 
-    Colour images are converted to grayscale (ITU-R 601 luma, ``skimage.color.rgb2gray``);
-    integer images are scaled by their dtype range.  ``limit`` keeps the first ones;
+    Read by :func:`lipinverse.io.read_image` (the reader of the CLI): colour images become
+    their luminance (``skimage.color.rgb2gray``), integer images are scaled by their
+    dtype range, every PIL mode is decoded (CMYK, palettes, 16-bit) or refused with the
+    file named.  ``limit`` keeps the first ones;
     ``dtype`` is that of the returned tensors (converted from float64).
 
     Raises
@@ -41,7 +27,7 @@ def load_images(folder, *, limit: int | None = None,
     ValueError
         If ``folder`` does not exist or holds no image.
     """
-    from skimage.io import imread
+    from ..io import read_image
 
     root = Path(folder)
     if not root.is_dir():
@@ -53,7 +39,10 @@ def load_images(folder, *, limit: int | None = None,
         raise ValueError(f"load_images: no image ({', '.join(IMAGE_SUFFIXES)}) in {str(root)!r}")
     out = []
     for f in files:
-        arr = _to_gray_float(imread(f), f"load_images ({f.name})")
+        try:
+            arr = read_image(f, gray=True)  # the one reader of the CLI and lipinverse.io
+        except (ValueError, OSError) as err:
+            raise ValueError(f"load_images: {f}: {err}") from None
         out.append(torch.from_numpy(arr).to(dtype).unsqueeze(0))
     return out
 
@@ -77,7 +66,9 @@ def _as_images(source, name: str) -> list[torch.Tensor]:
         out = []
         for img in source:
             if isinstance(img, np.ndarray):
-                img = torch.from_numpy(_to_gray_float(img, name)).float()
+                from ..io import _to_unit
+
+                img = torch.from_numpy(_to_unit(img, name, gray=True)).float()
             if not isinstance(img, torch.Tensor):
                 raise TypeError(f"{name}: expected images as tensors or arrays, got {type(img)}")
             img = img.detach().float()
