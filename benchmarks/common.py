@@ -135,9 +135,11 @@ def write(name: str, payload: dict, markdown):
     RESULTS.mkdir(parents=True, exist_ok=True)
     payload = payload | {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                          "machine": machine()}
-    (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
-    text = markdown(payload)
-    (RESULTS / f"{name}.md").write_text(text)
+    from lipinverse._atomic import atomic_write_bytes
+
+    text = markdown(payload)  # before any write: a failing table leaves both files intact
+    atomic_write_bytes(RESULTS / f"{name}.json", (json.dumps(payload, indent=2) + "\n").encode())
+    atomic_write_bytes(RESULTS / f"{name}.md", text.encode())
     print(text)
 
 

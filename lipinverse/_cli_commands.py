@@ -80,6 +80,9 @@ def _check_outputs(args) -> None:
         if p.suffix.lower() not in suffixes:
             raise ValueError(f"{opt}: expected a file name ending in {', '.join(suffixes)}, "
                              f"got '{path}'")
+        from ._atomic import check_writable
+
+        check_writable(p, opt)
 
 
 def _progress(args) -> bool:

@@ -170,7 +170,8 @@ def write_image(path: str | os.PathLike, img) -> Path:
     ``(1, C, H, W)``, values nominally in [0, 1]) as 8-bit.
 
     Values are clipped to [0, 1] for display only, then rounded to ``uint8``. Parent
-    directories are created. Returns the path written.
+    directories are created. The write is atomic (temporary file, fsync, rename): a failed
+    write leaves an existing file intact. Returns the path written.
 
     Raises
     ------
@@ -188,11 +189,12 @@ def write_image(path: str | os.PathLike, img) -> Path:
         raise ValueError("write_image: the image has NaN entries")
     import skimage.io
 
+    from ._atomic import atomic_path
+
     p = Path(path)
-    if p.parent and not p.parent.exists():
-        p.parent.mkdir(parents=True, exist_ok=True)
     u8 = np.round(np.clip(arr, 0.0, 1.0) * 255.0).astype(np.uint8)
-    skimage.io.imsave(os.fspath(p), u8, check_contrast=False)
+    with atomic_path(p) as tmp:  # an existing file stays intact if the write fails
+        skimage.io.imsave(os.fspath(tmp), u8, check_contrast=False)
     return p
 
 
@@ -429,10 +431,14 @@ def save_figure(path: str | os.PathLike, panels, curves=None, *,
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
+    from ._atomic import atomic_path
+
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(p, dpi=110)
-    plt.close(fig)
+    try:
+        with atomic_path(p) as tmp:
+            fig.savefig(tmp, dpi=110, format=p.suffix.lstrip(".").lower() or "png")
+    finally:
+        plt.close(fig)
     return p
 
 

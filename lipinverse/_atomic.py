@@ -1,0 +1,57 @@
+r"""Atomic file output: a temporary file in the target's folder, fsynced, then renamed.
+
+A reader sees the old file or the new one, never a partial one; a failed write (full
+disk, read-only folder, a path under a file) leaves the old file intact and removes the
+temporary file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+__all__ = ["atomic_path", "atomic_write_bytes", "check_writable"]
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Context manager yielding a temporary path (same folder, same suffix) to write to;
+    on success the file is fsynced and renamed onto ``path``, on failure removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}",
+                               dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_bytes(path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
+
+
+def check_writable(path, what: str) -> None:
+    """Raise ``ValueError`` (one line) if ``path`` cannot be written: its folder (or the
+    nearest existing ancestor, for folders still to create) must be a writable folder."""
+    p = Path(path).resolve()
+    parent = p.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"{what}: cannot write '{path}': '{parent}' is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"{what}: cannot write '{path}': the folder '{parent}' is not "
+                         "writable")
+    if p.exists() and not os.access(p, os.W_OK) and not os.access(p.parent, os.W_OK):
+        raise ValueError(f"{what}: cannot write '{path}': the file is read-only")
