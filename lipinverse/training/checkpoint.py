@@ -317,12 +317,42 @@ def load_checkpoint(path, *, map_location=None, return_metadata: bool = False):
     config = info["model_config"]
     if not isinstance(config, dict):
         raise ValueError(f"load_checkpoint: model_config in {j_path} must be a dict")
+    state = _read_tensors(w_path, info["weights_sha256"], "weights")
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(
+        torch.isfinite(v).all())]
+    if bad:
+        raise ValueError(f"load_checkpoint: {w_path} holds NaN or Inf in {bad[:5]}"
+                         f"{' ...' if len(bad) > 5 else ''}: refusing weights that no "
+                         "certificate could vouch for")
+    # the configuration is checked against the file's tensors on the meta device first
+    # (no memory), so that a configuration far beyond the file builds nothing large
+    try:
+        with torch.device("meta"):
+            expected = registry[cls_name](**config).state_dict()
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"load_checkpoint: cannot build {cls_name}(**{config}) ({err})") from err
+    except (RuntimeError, NotImplementedError):
+        expected = None  # a constructor that computes on its tensors: checked after the build
+    if expected is not None:
+        _check_state(w_path, cls_name, state, expected)
     try:
         model = registry[cls_name](**config)
     except (TypeError, ValueError) as err:
         raise ValueError(f"load_checkpoint: cannot build {cls_name}(**{config}) ({err})") from err
-    state = _read_tensors(w_path, info["weights_sha256"], "weights")
     expected = model.state_dict()
+    _check_state(w_path, cls_name, state, expected)
+    dtypes = {v.dtype for v in state.values() if v.is_floating_point()}
+    if len(dtypes) == 1:
+        model = model.to(dtypes.pop())
+    model.load_state_dict(state)
+    if map_location is not None:
+        model = model.to(map_location)
+    model.eval()
+    return (model, info) if return_metadata else model
+
+
+def _check_state(w_path, cls_name: str, state: dict, expected: dict) -> None:
+    """Keys and shapes of the file's tensors against the model's (``ValueError``)."""
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     if missing or unexpected:
@@ -332,14 +362,6 @@ def load_checkpoint(path, *, map_location=None, return_metadata: bool = False):
         if tuple(val.shape) != tuple(expected[key].shape):
             raise ValueError(f"load_checkpoint: {w_path}: {key} has shape {tuple(val.shape)}, "
                              f"{cls_name} expects {tuple(expected[key].shape)}")
-    dtypes = {v.dtype for v in state.values() if v.is_floating_point()}
-    if len(dtypes) == 1:
-        model = model.to(dtypes.pop())
-    model.load_state_dict(state)
-    if map_location is not None:
-        model = model.to(map_location)
-    model.eval()
-    return (model, info) if return_metadata else model
 
 
 def load_optimizer_state(optimizer: torch.optim.Optimizer, path) -> None:

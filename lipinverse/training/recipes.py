@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from .checkpoint import _atomic_write, load_checkpoint, registered_models, save_checkpoint
+from .lock import run_lock
 from .objectives import DEQDenoisingLoss, TStepDenoisingLoss
 from .patches import PatchDataset, load_images
 from .trainer import TrainConfig, Trainer, seed_everything
@@ -149,6 +150,14 @@ def run_recipe(recipe, images, out, *, val=None, minutes=None, device=None,
     if (out / "run.json").exists():
         raise ValueError(f"--out: '{out}' already holds a run; continue it with "
                          f"--resume {out}")
+    with run_lock(out):  # one writer: a second run on the same folder fails here
+        return _start_run(recipe, images, out, val, minutes, device, progress, log)
+
+
+def _start_run(recipe, images, out, val, minutes, device, progress, log) -> dict:
+    if (out / "run.json").exists():
+        raise ValueError(f"--out: '{out}' already holds a run; continue it with "
+                         f"--resume {out}")
     images = Path(images)
     if not images.is_dir():
         raise FileNotFoundError(f"--images: no such folder: '{images}'")
@@ -169,6 +178,11 @@ def resume_run(out, *, minutes=None, device=None, progress=False, log=print) -> 
     previous stage's final weights. After the last stage, :math:`\\lambda(\\sigma)` is
     tuned on the validation folder (if any) and ``final`` is written.
     """
+    with run_lock(out):
+        return _resume_run(out, minutes=minutes, device=device, progress=progress, log=log)
+
+
+def _resume_run(out, *, minutes=None, device=None, progress=False, log=print) -> dict:
     out = Path(out)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ValueError("recipes run in one process (use the Trainer directly, or "

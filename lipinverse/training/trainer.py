@@ -510,8 +510,19 @@ class Trainer:
         """Train until ``config.epochs`` (or the ``minutes`` budget); returns the history.
 
         Sets :attr:`finished` (all epochs done) and :attr:`stopped_early` (the budget
-        stopped it; ``last`` was saved if there is a ``checkpoint_dir``).
+        stopped it; ``last`` was saved if there is a ``checkpoint_dir``). The checkpoint
+        folder is locked for the duration (:func:`~lipinverse.training.lock.run_lock`): a
+        second trainer on the same folder fails at once, naming the first.
         """
+        c = self.config
+        if c.checkpoint_dir is None or self.rank != 0:
+            return self._fit()
+        from .lock import run_lock
+
+        with run_lock(c.checkpoint_dir):
+            return self._fit()
+
+    def _fit(self) -> list[dict]:
         c = self.config
         start = last_save = time.perf_counter()
         self.stopped_early = False
