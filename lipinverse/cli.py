@@ -38,6 +38,17 @@ class _Parser(argparse.ArgumentParser):
                                    f"{message} (see '{self.prog} --help')\n")
 
 
+def _seed(text: str) -> int:
+    """An argparse type: an integer seed in [0, 2**63) (what torch generators take)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer seed, got {text!r}") from None
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"expected a seed in [0, 2**63), got {text}")
+    return value
+
+
 def _fmt(description: str):
     return {"description": description, "formatter_class": argparse.RawDescriptionHelpFormatter}
 
@@ -70,7 +81,7 @@ def _add_common_io(p: argparse.ArgumentParser, *, out_default: str | None) -> No
                         "images more than twice as large); default: the whole image")
     p.add_argument("--device", default="cpu", metavar="DEV",
                    help="'cpu' (default), 'cuda' or 'cuda:K'; CUDA must be available")
-    p.add_argument("--seed", type=int, default=0, metavar="S",
+    p.add_argument("--seed", type=_seed, default=0, metavar="S",
                    help="seed of the simulated noise (default: 0)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 
@@ -223,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="use at most N patches (quick runs); default: all")
     p.add_argument("--device", default="cpu", metavar="DEV",
                    help="'cpu' (default), 'cuda' or 'cuda:K'")
-    p.add_argument("--seed", type=int, default=0, metavar="S",
+    p.add_argument("--seed", type=_seed, default=0, metavar="S",
                    help="seed of patch sampling, noise and initialisation (default: 0)")
     p.add_argument("--resume", nargs="?", const=True, default=None, metavar="RUN_DIR",
                    help="continue a recipe run folder (--resume RUN_DIR), or, without a "

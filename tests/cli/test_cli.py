@@ -270,6 +270,13 @@ CASES = [
      "only for --prior tv"),
     ("unknown option", ["deblur", "{image}", "--out", "{out}", "--bogus"], "unrecognized"),
     ("bad number", ["deblur", "{image}", "--out", "{out}", "--noise", "abc"], "invalid float"),
+    ("overflowing seed", ["deblur", "{image}", "--prior", "tv", "--seed", "1" + "0" * 25],
+     r"seed in \[0, 2\*\*63\)"),
+    ("negative seed", ["train", "--images", "{dir}", "--out", "{dir}", "--seed", "-1"],
+     r"seed in \[0, 2\*\*63\)"),
+    ("bad boundary", ["deblur", "{image}", "--prior", "tv", "--boundary", "zero"],
+     "invalid choice"),
+    ("bad geometry", ["ct", "{image}", "--prior", "tv", "--geometry", "cone"], "invalid choice"),
 ]
 
 
