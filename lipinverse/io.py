@@ -459,7 +459,8 @@ def image_metrics(x, truth) -> tuple[float, float]:
     """``(PSNR, SSIM)`` of ``x`` against ``truth`` (arrays or tensors in [0, 1], data range 1).
 
     Colour images (tensors ``(1, C, H, W)``, arrays ``(H, W, C)``) are compared over all
-    channels, SSIM as the mean over channels (scikit-image's ``channel_axis``).
+    channels, SSIM as the mean over channels (scikit-image's ``channel_axis``). SSIM uses
+    the 7x7 window, or the largest odd window that fits a smaller image (NaN below 3x3).
     """
     from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
@@ -467,8 +468,11 @@ def image_metrics(x, truth) -> tuple[float, float]:
     if a.shape != b.shape:
         raise ValueError(f"image_metrics: expected images of the same shape, got {a.shape} "
                          f"and {b.shape}")
+    side = min(a.shape[:2])
+    if side < 3:  # no SSIM window fits
+        return peak_signal_noise_ratio(b, a, data_range=1.0), float("nan")
     return (peak_signal_noise_ratio(b, a, data_range=1.0),
-            structural_similarity(b, a, data_range=1.0,
+            structural_similarity(b, a, data_range=1.0, win_size=min(7, side - 1 + side % 2),
                                   channel_axis=-1 if a.ndim == 3 else None))
 
 

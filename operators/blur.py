@@ -30,7 +30,11 @@ def as_kernel(kernel, name: str = "Blur") -> torch.Tensor:
         raise ValueError(f"{name}: expected a 2-D kernel (kh, kw), got shape {tuple(kernel.shape)}")
     if kernel.numel() == 0:
         raise ValueError(f"{name}: expected a non-empty kernel, got shape {tuple(kernel.shape)}")
-    kernel = kernel.detach().to(torch.float64)
+    if kernel.requires_grad:
+        raise ValueError(f"{name}: the kernel requires grad, but the operator's kernel is "
+                         "fixed data (its gradient would be silently lost); pass "
+                         "kernel.detach()")
+    kernel = kernel.to(torch.float64)
     if not bool(torch.isfinite(kernel).all()):
         raise ValueError(f"{name}: expected a finite kernel, got NaN or Inf entries")
     return kernel

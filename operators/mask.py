@@ -41,7 +41,10 @@ class Mask(Operator):
         if mask.dim() != 3 or mask.numel() == 0:
             raise ValueError(f"Mask: expected a non-empty (H, W) or (C, H, W) mask, got shape "
                              f"{tuple(mask.shape)}")
-        mask = mask.detach().to(torch.float64)
+        if mask.requires_grad:
+            raise ValueError("Mask: the mask requires grad, but the operator's mask is fixed "
+                             "data (its gradient would be silently lost); pass mask.detach()")
+        mask = mask.to(torch.float64)
         if not bool(torch.isfinite(mask).all()):
             raise ValueError("Mask: expected finite mask values, got NaN or Inf")
         super().__init__(tuple(mask.shape), tuple(mask.shape))
