@@ -102,6 +102,14 @@ def _load_input(args, gray: bool | None = None):
     return img
 
 
+def _check_memory(x: torch.Tensor, prior, what: str, extra: int = 0) -> None:
+    """Refuse, in one line, a solve whose estimated peak memory exceeds what is available."""
+    from ._resources import check_fits, estimate_solve_bytes
+
+    n = x.shape[-1] * x.shape[-2] * (x.shape[0] if x.dim() == 4 else 1)
+    check_fits(estimate_solve_bytes(n, x.shape[-3], prior, x.element_size(), extra), what)
+
+
 def _metrics_line(label: str, x, ref) -> str:
     p, s = image_metrics(x, ref)
     return f"{label:<15} PSNR {p:6.2f} dB   SSIM {s:.4f}"
@@ -157,6 +165,7 @@ def run_deblur(args) -> None:
     priors.solver_class(args.solver)  # fail before any work if the solver is missing
     prior = priors.load_prior(args.prior, device)
     x = to_tensor(img, device=device)
+    _check_memory(x, prior, f"deblur of a {img.shape[1]}x{img.shape[0]} image")
     A = Blur(kernel, padding=boundary).to(device=device, dtype=x.dtype)
     if args.observed:
         truth, y = None, x
@@ -212,6 +221,9 @@ def run_ct(args) -> None:
     x = to_tensor(img, device=device)
     A = Radon(n, args.angles, geometry=args.geometry, normalize=True).to(device=device,
                                                                           dtype=x.dtype)
+    sinogram = args.angles * A.detector_size * x.element_size()
+    _check_memory(x, prior, f"CT of a {n}x{n} image at {args.angles} angles",
+                  extra=(A.matrix_bytes if A.backend == "matrix" else 0) + 20 * sinogram)
     clean = A(x)
     noise_abs = sigma * float(clean.abs().max())
     y = clean + _noise(clean.shape, noise_abs, args.seed, clean)
@@ -246,6 +258,7 @@ def run_denoise(args) -> None:
     img = _load_input(args)
     prior = priors.load_prior(args.prior, device)
     x = to_tensor(img, device=device)
+    _check_memory(x, prior, f"denoise of a {img.shape[1]}x{img.shape[0]} image")
     sigma = sigma255 / 255.0
     if args.observed:
         truth, y = None, x

@@ -284,7 +284,8 @@ def main(argv: list[str] | None = None) -> int:
             KeyError) as err:
         _say(err)
         return EXIT_USER_ERROR
-    except (RuntimeError, OSError, ArithmeticError) as err:  # divergence, NaN, disk full
+    except (RuntimeError, OSError, ArithmeticError, MemoryError) as err:  # divergence, NaN,
+        # disk full, a problem larger than the memory
         _say(err)
         return EXIT_FAILURE
     return 0
