@@ -35,7 +35,6 @@ def test_own_operator_example_runs():
 
 
 def test_deepinv_example_runs():
-    pytest.importorskip("deepinv")
     ns: dict = {}
     exec(compile(_block("from_deepinv"), "README-deepinv", "exec"), ns)
     assert 1.0 <= ns["A"].norm() <= 1.0 + 1e-4  # certified for the nonnegative mask

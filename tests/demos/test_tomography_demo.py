@@ -21,7 +21,6 @@ def _load_demo():
 
 @pytest.fixture(scope="module")
 def demo():
-    pytest.importorskip("lipinverse.solvers", reason="lipinverse.solvers has not landed")
     return _load_demo()
 
 

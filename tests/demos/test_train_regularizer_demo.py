@@ -4,8 +4,6 @@ import importlib.util
 import math
 from pathlib import Path
 
-import pytest
-
 DEMO = Path(__file__).resolve().parents[2] / "demos" / "train_regularizer.py"
 
 
@@ -17,7 +15,6 @@ def load_demo():
 
 
 def test_demo_runs_small(tmp_path, capsys):
-    pytest.importorskip("lipinverse.solvers")
     demo = load_demo()
     res = demo.main(epochs=1, steps_per_epoch=2, max_iter=10, size=32, out=str(tmp_path),
                     progress=False, batch_size=4, patch_size=24)
@@ -32,7 +29,6 @@ def test_demo_runs_small(tmp_path, capsys):
 
 
 def test_demo_trains_on_a_user_folder(tmp_path):
-    pytest.importorskip("lipinverse.solvers")
     import numpy as np
     from skimage.io import imsave
 

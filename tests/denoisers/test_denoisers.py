@@ -134,7 +134,7 @@ def test_denoiser_checkpoint_round_trip(tmp_path):
 
 
 def test_averaged_lipschitz_denoiser_in_pnp_fbs():
-    solvers = pytest.importorskip("lipinverse.solvers")
+    from lipinverse import solvers
     from lipinverse.functionals import L2Fidelity
     from operators import Blur
 

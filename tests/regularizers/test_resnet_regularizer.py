@@ -67,7 +67,7 @@ def test_adversarial_training_separates_clean_from_noisy():
 
 
 def test_in_pgd_with_backtracking():
-    solvers = pytest.importorskip("lipinverse.solvers")
+    from lipinverse import solvers
     from lipinverse.functionals import L2Fidelity
     from operators import Blur
 

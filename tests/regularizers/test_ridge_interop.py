@@ -37,7 +37,7 @@ def objective_gradient_norm(R, A, y, x):
 
 
 def test_ridge_in_pgd_grad_and_prox_schemes_agree():
-    solvers = pytest.importorskip("lipinverse.solvers")
+    from lipinverse import solvers
     R = ridge()
     A, y = problem()
     grad = solvers.PGD(L2Fidelity(A, y), R, 1.0, accelerate=True, scheme="grad")
@@ -50,7 +50,7 @@ def test_ridge_in_pgd_grad_and_prox_schemes_agree():
 
 
 def test_ridge_prox_denoiser_in_admm():
-    solvers = pytest.importorskip("lipinverse.solvers")
+    from lipinverse import solvers
     R = ridge()
     A, y = problem()
     D = RidgeProxDenoiser(R, tol=1e-9)
@@ -60,7 +60,7 @@ def test_ridge_prox_denoiser_in_admm():
 
 
 def test_weakly_convex_ridge_in_pgd_grad_scheme():
-    solvers = pytest.importorskip("lipinverse.solvers")
+    from lipinverse import solvers
     R = ridge(WeakConvexRidge)
     A, y = problem()
     res = solvers.PGD(L2Fidelity(A, y), R, 1.0, scheme="grad").solve(max_iter=200, tol=1e-9,
@@ -70,7 +70,8 @@ def test_weakly_convex_ridge_in_pgd_grad_scheme():
 
 
 def test_deepinv_prior_in_deepinv_pgd():
-    deepinv = pytest.importorskip("deepinv")
+    import deepinv
+
     from operators.deepinv import to_deepinv
 
     R = ridge()
@@ -88,14 +89,14 @@ def test_deepinv_prior_in_deepinv_pgd():
         params_algo={"stepsize": step, "lambda": 1.0, "g_param": SIGMA})
     xhat = model(y, to_deepinv(A))
     # the same iteration (x <- prox(x - step grad f(x)), from A^T y) in lipinverse's PGD
-    solvers = pytest.importorskip("lipinverse.solvers")
+    from lipinverse import solvers
     ours = solvers.PGD(L2Fidelity(A, y), R, 1.0, step_size=float(step), scheme="prox")
     ref = ours.solve(max_iter=60, tol=0, track_objective=False).x
     torch.testing.assert_close(xhat, ref, rtol=0, atol=1e-6)
 
 
 def test_deepinv_denoiser_adapter():
-    deepinv = pytest.importorskip("deepinv")
+    import deepinv
     R = ridge()
     D = to_deepinv_denoiser(RidgeProxDenoiser(R))
     assert isinstance(D, deepinv.models.Denoiser)
