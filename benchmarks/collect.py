@@ -13,8 +13,8 @@ import datetime
 import pathlib
 
 HERE = pathlib.Path(__file__).resolve().parent
-ORDER = ["denoise_bsd68", "deblur_bsd68", "training", "solvers", "radon", "nn_blocks",
-         "reliability"]
+ORDER = ["denoise_bsd68", "deblur_bsd68", "real_data", "training", "solvers", "radon",
+         "nn_blocks", "reliability"]
 
 
 def main() -> pathlib.Path:

@@ -12,7 +12,7 @@ import sys
 
 HERE = pathlib.Path(__file__).resolve().parent
 SCRIPTS = ["radon.py", "solvers.py", "nn_blocks.py", "training.py", "denoise_bsd68.py",
-           "deblur_bsd68.py", "reliability.py"]
+           "deblur_bsd68.py", "real_data.py", "reliability.py"]
 
 
 def main(argv: list[str]) -> int:
