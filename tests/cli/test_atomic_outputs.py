@@ -82,3 +82,14 @@ def test_cli_refuses_out_under_a_file(tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "is a file, not a folder" in err[0]
+
+
+def test_atomic_files_get_the_usual_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        atomic_write_bytes(tmp_path / "a.json", b"{}")
+        io.write_image(tmp_path / "b.png", np.zeros((4, 4)))
+    finally:
+        os.umask(old)
+    for name in ("a.json", "b.png"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o644
