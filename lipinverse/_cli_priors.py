@@ -191,6 +191,7 @@ def _fmt(v) -> str:
     if isinstance(v, torch.Tensor):
         v = float(v.max())
     if isinstance(v, float):
+        v += 0.0  # no "-0"
         return f"{v:.6g}" if math.isfinite(v) else str(v)
     return str(v)
 

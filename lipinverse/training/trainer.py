@@ -630,7 +630,8 @@ class Trainer:
             return self._resume_from(path)
         except ValueError as err:
             _, prev_json, _ = previous_paths(path)
-            if not (prev_json.is_file() and is_complete(prev_json)):
+            # only an incomplete save falls back; a wrong model class is the user's error
+            if is_complete(path) or not (prev_json.is_file() and is_complete(prev_json)):
                 raise
             import warnings
 
