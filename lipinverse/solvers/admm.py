@@ -185,13 +185,13 @@ def default_rho(name: str, fidelity, prior, lam, scheme: str) -> float:
 
     With :math:`\lambda = 0` the prox scheme falls back to :math:`L_f`.
     """
-    lf = cert.read_grad_lipschitz(name, fidelity, "fidelity")
     if scheme == "prox" and lam:
         lr = getattr(prior, "grad_lipschitz", None)
         lr = lr() if callable(lr) else lr
         if isinstance(lr, (int, float)) and 0 < lr < float("inf"):
             return float(lam) * float(lr) * RHO_PER_LAM_LR
         return RHO_PER_LAM * float(lam)
+    lf = cert.read_grad_lipschitz(name, fidelity, "fidelity")
     if not lf:
         raise ValueError(f"{name}: cannot choose rho: the fidelity has no certified "
                          "grad_lipschitz > 0; pass rho")
