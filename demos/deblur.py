@@ -48,13 +48,13 @@ from lipinverse.functionals import L2Fidelity
 from lipinverse.io import (
     builtin_image,
     center_crop,
-    image_metrics,
-    load_shipped_prior,
     parse_kernel,
     read_image,
     save_figure,
     to_tensor,
 )
+from lipinverse.metrics import image_metrics
+from lipinverse.pretrained import load_if_available
 from operators import Blur
 
 #: Strength of TV relative to the noise variance (lam = TV_LAM_PER_SIGMA2 * noise**2, the
@@ -142,7 +142,7 @@ def main(image: str | None = None, size: int = 256, max_iter: int = 300,
 
     # -- the shipped learned priors, each in its convergent solver
     for name in ("crr", "wcrr"):
-        model, why = load_shipped_prior(name, dev)
+        model, why = load_if_available(name, dev)
         if model is None:
             print(f"NOTE: the shipped learned prior {name!r} is not available in this "
                   f"installation ({why}); not shown.")

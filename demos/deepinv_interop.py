@@ -43,7 +43,8 @@ def run(size: int = 64, iters: int = 300, quiet: bool = False) -> dict:
 
     from lipinverse.adapters import to_deepinv_prior
     from lipinverse.functionals import L2Fidelity
-    from lipinverse.io import builtin_image, center_crop, image_metrics, to_tensor
+    from lipinverse.io import builtin_image, center_crop, to_tensor
+    from lipinverse.metrics import image_metrics
     from lipinverse.pretrained import deblur_prior, load
     from lipinverse.solvers import PGD
     from operators import kernels

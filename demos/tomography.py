@@ -44,7 +44,9 @@ import time
 import torch
 
 from lipinverse.functionals import L2Fidelity
-from lipinverse.io import image_metrics, load_shipped_prior, save_figure
+from lipinverse.io import save_figure
+from lipinverse.metrics import image_metrics
+from lipinverse.pretrained import load_if_available
 from operators import Radon
 from operators.phantoms import random_ellipses, shepp_logan
 
@@ -124,7 +126,7 @@ def main(size: int = 128, n_angles: int = 60, max_iter: int = 200,
     results["TV"] = res
 
     # -- the shipped learned convex prior, in its convergent gradient scheme
-    model, why = load_shipped_prior("crr", dev)
+    model, why = load_if_available("crr", dev)
     if model is None:
         print(f"NOTE: the shipped learned prior is not available in this installation "
               f"({why}); showing FBP and TV only.")

@@ -17,13 +17,13 @@ import torch
 from . import _cli_priors as priors
 from .io import (
     center_crop,
-    image_metrics,
     parse_kernel,
     read_image,
     save_figure,
     to_tensor,
     write_image,
 )
+from .metrics import image_metrics
 
 __all__ = ["run_deblur", "run_ct", "run_denoise", "run_train", "run_certify", "run_models",
            "resolve_device"]

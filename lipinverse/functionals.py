@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from operators import Operator
-from operators.base import _check_rho, check_tensor
+from operators.validation import check_positive, check_tensor
 
 __all__ = ["L2Fidelity"]
 
@@ -62,14 +62,14 @@ class L2Fidelity:
         r"""The gradient step :math:`x - \tau\nabla f(x) = \tau A^\top y -
         \tau (A^\top A - I/\tau)\, x`, in one pass of the shifted normal operator
         (for a circular blur: one FFT round trip and one add)."""
-        tau = _check_rho("L2Fidelity.grad_step (tau)", tau)
+        tau = check_positive("L2Fidelity.grad_step", tau, "tau")
         if self._scaled_aty is None or self._scaled_aty[0] != tau:
             self._scaled_aty = (tau, tau * self.Aty)
         return torch.add(self._scaled_aty[1], self.A.gram(x, -1.0 / tau), alpha=-tau)
 
     def prox(self, x: torch.Tensor, tau: float) -> torch.Tensor:
         r""":math:`\arg\min_u \tfrac12\|Au - y\|^2 + \tfrac1{2\tau}\|u - x\|^2`."""
-        tau = _check_rho("L2Fidelity.prox (tau)", tau)
+        tau = check_positive("L2Fidelity.prox", tau, "tau")
         return self.A.gram_solve(torch.add(self.Aty, x, alpha=1.0 / tau), 1.0 / tau)
 
     @property

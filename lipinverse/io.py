@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["image_metrics", "load_shipped_prior", "read_image", "write_image", "parse_kernel",
+__all__ = ["channels_last", "read_image", "write_image", "parse_kernel",
            "builtin_image", "to_tensor",
            "to_numpy", "center_crop", "save_figure", "history_series", "KERNEL_SPECS"]
 
@@ -181,7 +181,7 @@ def write_image(path: str | os.PathLike, img) -> Path:
     OSError
         If the file cannot be written.
     """
-    arr = _channels_last(img, "write_image")
+    arr = channels_last(img, "write_image")
     if not (arr.ndim == 2 or arr.shape[-1] == 3):
         raise ValueError(f"write_image: expected a grey (H, W) or RGB image, got shape "
                          f"{tuple(np.shape(img))}")
@@ -403,7 +403,7 @@ def save_figure(path: str | os.PathLike, panels, curves=None, *,
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    panels = [(t, _channels_last(im, "save_figure")) for t, im in panels if im is not None]
+    panels = [(t, channels_last(im, "save_figure")) for t, im in panels if im is not None]
     series = {}
     for label, c in (curves or {}).items():
         s = history_series(getattr(c, "history", None), curve_key) if hasattr(c, "history") \
@@ -442,7 +442,7 @@ def save_figure(path: str | os.PathLike, panels, curves=None, *,
     return p
 
 
-def _channels_last(img, name: str = "image_metrics") -> np.ndarray:
+def channels_last(img, name: str = "image_metrics") -> np.ndarray:
     """A grey ``(H, W)`` or colour ``(H, W, C)`` float64 array: tensors ``(1, C, H, W)`` /
     ``(C, H, W)`` are channel-first, arrays ``(H, W, 3|4)`` channel-last."""
     channel_first = isinstance(img, torch.Tensor)
@@ -453,35 +453,3 @@ def _channels_last(img, name: str = "image_metrics") -> np.ndarray:
         raise ValueError(f"{name}: expected a grey (H, W) or colour image, got shape "
                          f"{tuple(np.shape(img))}")
     return arr
-
-
-def image_metrics(x, truth) -> tuple[float, float]:
-    """``(PSNR, SSIM)`` of ``x`` against ``truth`` (arrays or tensors in [0, 1], data range 1).
-
-    Colour images (tensors ``(1, C, H, W)``, arrays ``(H, W, C)``) are compared over all
-    channels, SSIM as the mean over channels (scikit-image's ``channel_axis``). SSIM uses
-    the 7x7 window, or the largest odd window that fits a smaller image (NaN below 3x3).
-    """
-    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
-
-    a, b = _channels_last(x), _channels_last(truth)
-    if a.shape != b.shape:
-        raise ValueError(f"image_metrics: expected images of the same shape, got {a.shape} "
-                         f"and {b.shape}")
-    side = min(a.shape[:2])
-    if side < 3:  # no SSIM window fits
-        return peak_signal_noise_ratio(b, a, data_range=1.0), float("nan")
-    return (peak_signal_noise_ratio(b, a, data_range=1.0),
-            structural_similarity(b, a, data_range=1.0, win_size=min(7, side - 1 + side % 2),
-                                  channel_axis=-1 if a.ndim == 3 else None))
-
-
-def load_shipped_prior(name: str = "crr", device="cpu"):
-    """``(model, None)`` for a shipped prior, or ``(None, reason)`` when it cannot be loaded."""
-    try:
-        from lipinverse import pretrained
-
-        model = pretrained.load(name)
-    except (ImportError, AttributeError, ValueError, KeyError, FileNotFoundError) as err:
-        return None, f"{type(err).__name__}: {err}"
-    return model.to(device).eval(), None

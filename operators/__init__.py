@@ -5,8 +5,7 @@ never imports :mod:`lipinverse`.
 """
 
 from . import kernels, phantoms
-from .algebra import Adjoint, Composition, Identity, Scaled, Sum
-from .base import ConvergenceError, Operator
+from .base import Adjoint, Composition, ConvergenceError, Identity, Operator, Scaled, Sum
 from .blur import Blur
 from .downsampling import Downsample, Subsample
 from .gradient import FiniteDifference

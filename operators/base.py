@@ -8,6 +8,14 @@ Public methods validate, private hooks compute: a subclass implements ``_forward
 ``_adjoint`` (and, where it can do better than the defaults, ``_norm``,
 ``_gram_solve``), while :meth:`Operator.forward` and :meth:`Operator.adjoint` check the
 input's type, dtype, device and shape first.
+
+The algebra of operators lives here too, since ``A @ B``, ``A + B``, ``c * A`` and ``A.T``
+are methods of every operator: adjoint views, composition, sums, scaling and the identity.
+Norms combine by the usual certified rules: :math:`\|A^\top\| = \|A\|`,
+:math:`\|AB\| \le \|A\|\,\|B\|`, :math:`\|A + B\| \le \|A\| + \|B\|`,
+:math:`\|cA\| = |c|\,\|A\|`. The iterative numerics (conjugate gradients, the
+Collatz-Wielandt bound) are in :mod:`operators.linalg`, the argument checks in
+:mod:`operators.validation`.
 """
 
 from __future__ import annotations
@@ -18,44 +26,18 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["Operator", "ConvergenceError", "NORM_SAFETY"]
+from .bounds import Bound
+from .linalg import (
+    NORM_SAFETY,
+    ConvergenceError,
+    collatz_wielandt,
+    conjugate_gradient,
+    operator_norm,
+)
+from .validation import check_positive, check_tensor, shape_str
 
-#: Relative safety margin applied to a power-iteration estimate when no closed form and no
-#: nonnegative majorant is available (see :meth:`Operator.norm`).
-NORM_SAFETY = 1e-2
-
-_FLOAT_DTYPES = (torch.float32, torch.float64)
-
-
-class ConvergenceError(RuntimeError):
-    """An inner iterative method did not reach its tolerance within its iteration cap."""
-
-
-def _shape_str(shape) -> str:
-    return "(" + ", ".join(str(s) for s in shape) + ")"
-
-
-def check_tensor(name: str, x, *, ndim: int | None = 4) -> torch.Tensor:
-    """Check that ``x`` is a real floating tensor (float32 / float64) of ``ndim`` dims.
-
-    Raises
-    ------
-    TypeError
-        If ``x`` is not a tensor or has a dtype other than float32 / float64.
-    ValueError
-        If ``x`` has the wrong number of dimensions or is empty.
-    """
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
-    if x.dtype not in _FLOAT_DTYPES:
-        raise TypeError(f"{name}: expected dtype float32 or float64, got {x.dtype}")
-    if ndim is not None and x.dim() != ndim:
-        raise ValueError(
-            f"{name}: expected a {ndim}-D tensor (B, C, H, W), got shape {_shape_str(x.shape)}"
-        )
-    if x.numel() == 0:
-        raise ValueError(f"{name}: expected a non-empty tensor, got shape {_shape_str(x.shape)}")
-    return x
+__all__ = ["Operator", "ConvergenceError", "NORM_SAFETY", "Identity", "Adjoint",
+           "Composition", "Sum", "Scaled", "compose", "add", "scale", "check_tensor"]
 
 
 class Operator(torch.nn.Module, abc.ABC):
@@ -74,7 +56,7 @@ class Operator(torch.nn.Module, abc.ABC):
 
     * ``A(x)`` / ``A.forward(x)``: :math:`Ax`, ``A.adjoint(y)``: :math:`A^\top y`;
     * ``A.T``: the adjoint as an operator (``A.T.T is A``);
-    * ``A @ B``, ``A + B``, ``c * A``, ``A - B``, ``-A`` (see :mod:`operators.algebra`);
+    * ``A @ B``, ``A + B``, ``c * A``, ``A - B``, ``-A`` (see below);
     * ``A.norm()``: :math:`\|A\|_2` exactly or a certified upper bound;
     * ``A.gram_solve(b, rho)``: :math:`(A^\top A + \rho I)^{-1} b`.
 
@@ -123,7 +105,7 @@ class Operator(torch.nn.Module, abc.ABC):
         if expected is not None and shape != expected:
             raise ValueError(
                 f"{type(self).__name__}.{name}: expected input of shape "
-                f"(B, {', '.join(map(str, expected))}), got {_shape_str((-1,) + shape)}"
+                f"(B, {', '.join(map(str, expected))}), got {shape_str((-1,) + shape)}"
                 .replace("(-1,", "(B,")
             )
 
@@ -147,7 +129,7 @@ class Operator(torch.nn.Module, abc.ABC):
         if expected is not None and shape != tuple(expected):
             raise ValueError(
                 f"{cls}.{name}: expected input of shape (B, {', '.join(map(str, expected))}), "
-                f"got {_shape_str(x.shape)}"
+                f"got {shape_str(x.shape)}"
             )
         self._check_sample_shape(name, shape, None)
         return x
@@ -185,34 +167,22 @@ class Operator(torch.nn.Module, abc.ABC):
     def T(self) -> Operator:  # noqa: N802 - mathematical notation
         """The adjoint operator as a view (``A.T.T is A``)."""
         if self._adjoint_view is None:
-            from .algebra import Adjoint
-
             object.__setattr__(self, "_adjoint_view", Adjoint(self))
         return self._adjoint_view
 
     def __matmul__(self, other):
-        from .algebra import compose
-
         return compose(self, other)
 
     def __add__(self, other):
-        from .algebra import add
-
         return add(self, other)
 
     def __sub__(self, other):
-        from .algebra import add, scale
-
         return add(self, scale(-1.0, other))
 
     def __neg__(self):
-        from .algebra import scale
-
         return scale(-1.0, self)
 
     def __mul__(self, c):
-        from .algebra import scale
-
         if isinstance(c, torch.nn.Module):
             raise TypeError(
                 f"{type(self).__name__} * {type(c).__name__}: use `A @ B` to compose operators; "
@@ -224,7 +194,7 @@ class Operator(torch.nn.Module, abc.ABC):
 
     # ------------------------------------------------------------------ norm
     def norm(self, dtype: torch.dtype = torch.float64, device=None, *, rtol: float = 1e-4,
-             max_iter: int = 2000) -> float:
+             max_iter: int = 2000) -> Bound:
         r"""Spectral norm :math:`\|A\|_2`, exact or a certified upper bound (cached).
 
         In order of preference:
@@ -239,32 +209,17 @@ class Operator(torch.nn.Module, abc.ABC):
            by ``1 + NORM_SAFETY``. This last case is a bound only with high probability;
            a warning says so.
 
-        Results are cached per (dtype, device). The value is a norm, never its square.
+        Results are cached per (dtype, device). The value is a norm, never its square, and
+        a :class:`~operators.bounds.Bound`: a float whose ``certified`` says whether it is
+        a rigorous upper bound (cases 1 and 2) or an estimate (case 3), and ``how`` how it
+        was obtained. The solvers state no theorem on an estimate.
         """
         device = torch.device(device) if device is not None else (self._device() or
                                                                    torch.device("cpu"))
         key = (dtype, str(device))
-        if key in self._norm_cache:
-            return self._norm_cache[key]
-        val = self._norm(dtype, device)
-        if val is None:
-            maj = self._majorant()
-            if maj is not None:
-                val = _collatz_wielandt(maj, dtype, device, rtol, max_iter)
-            else:
-                import warnings
-
-                from .testing import estimate_norm
-
-                warnings.warn(
-                    f"{type(self).__name__}.norm: no closed form or nonnegative majorant; "
-                    f"returning a power-iteration estimate times (1 + {NORM_SAFETY})",
-                    stacklevel=2,
-                )
-                val = estimate_norm(self, dtype=dtype, device=device, tol=rtol,
-                                    max_iter=max_iter) * (1.0 + NORM_SAFETY)
-        self._norm_cache[key] = float(val)
-        return float(val)
+        if key not in self._norm_cache:
+            self._norm_cache[key] = operator_norm(self, dtype, device, rtol, max_iter)
+        return self._norm_cache[key]
 
     def _apply(self, fn, *args, **kwargs):  # device / dtype moves invalidate caches
         out = super()._apply(fn, *args, **kwargs)
@@ -288,22 +243,22 @@ class Operator(torch.nn.Module, abc.ABC):
             If conjugate gradients does not reach ``tol`` within ``max_iter`` iterations.
         """
         name = f"{type(self).__name__}.gram_solve"
-        rho = _check_rho(name, rho)
+        rho = check_positive(name, rho)
         self._validate("gram_solve", b, self.in_shape)
         out = self._gram_solve(b, rho)
         if out is not None:
             return out
         if rho <= 1.0:
             return conjugate_gradient(lambda v: self._adjoint(self._forward(v)) + rho * v, b,
-                                      tol=tol, max_iter=max_iter, x0=x0, name=name)
+                                      tol=tol, max_iter=max_iter, x0=x0, name=name)[0]
         # rho > 1: solve (A^T A / rho + I) u = b for u = rho x instead. Its residual is the
         # same vector (so the same tolerance test), and no vector grows to rho * |b|, which
         # overflowed (NaN, then max_iter wasted iterations) for rho near the float maximum.
         u0 = None if x0 is None else x0 * rho
         if u0 is not None and not bool(torch.isfinite(u0).all()):
             u0 = None
-        u = conjugate_gradient(lambda v: self._adjoint(self._forward(v)) / rho + v, b,
-                               tol=tol, max_iter=max_iter, x0=u0, name=name)
+        u, _ = conjugate_gradient(lambda v: self._adjoint(self._forward(v)) / rho + v, b,
+                                  tol=tol, max_iter=max_iter, x0=u0, name=name)
         return u / rho
 
     def _gram_solve(self, b: torch.Tensor, rho: float) -> torch.Tensor | None:
@@ -314,89 +269,237 @@ class Operator(torch.nn.Module, abc.ABC):
         return f"in_shape={self.in_shape}, out_shape={self.out_shape}"
 
 
-def _check_rho(name: str, rho) -> float:
-    if isinstance(rho, torch.Tensor):
-        if rho.numel() != 1:
-            raise ValueError(f"{name}: expected a scalar rho > 0, got a tensor of shape "
-                             f"{tuple(rho.shape)}")
-        rho = rho.item()
-    if not isinstance(rho, (int, float)) or isinstance(rho, bool):
-        raise TypeError(f"{name}: expected a float rho > 0, got {type(rho).__name__}")
-    if not math.isfinite(rho) or rho <= 0:
-        raise ValueError(f"{name}: expected a finite rho > 0, got {rho}")
-    return float(rho)
+# ------------------------------------------------------------------ the algebra
+def _require_operator(name: str, op) -> Operator:
+    if not isinstance(op, Operator):
+        raise TypeError(f"{name}: expected an operators.Operator, got {type(op).__name__}")
+    return op
 
 
-def _batch_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return (a * b).flatten(1).sum(1)
-
-
-def conjugate_gradient(apply, b: torch.Tensor, *, tol: float = 1e-6, max_iter: int = 500,
-                       x0: torch.Tensor | None = None, name: str = "conjugate_gradient"):
-    r"""Batched conjugate gradients for an SPD map ``apply`` (one system per sample).
-
-    Iterates until :math:`\|r_k\| \le \mathrm{tol}\,\|b\|` for every sample.
-
-    Raises
-    ------
-    ConvergenceError
-        If some sample has not converged after ``max_iter`` iterations.
-    """
-    x = torch.zeros_like(b) if x0 is None else x0.clone()
-    r = b - apply(x) if x0 is not None else b.clone()
-    p = r.clone()
-    rs = _batch_dot(r, r)
-    bnorm = b.flatten(1).norm(dim=1).clamp_min(torch.finfo(b.dtype).tiny)
-    shape = (-1,) + (1,) * (b.dim() - 1)
-    for _ in range(max_iter):
-        if bool((rs.sqrt() <= tol * bnorm).all()):
-            return x
-        ap = apply(p)
-        denom = _batch_dot(p, ap)
-        alpha = torch.where(denom > 0, rs / denom.where(denom > 0, torch.ones_like(denom)),
-                            torch.zeros_like(denom))
-        x = x + alpha.view(shape) * p
-        r = r - alpha.view(shape) * ap
-        rs_new = _batch_dot(r, r)
-        beta = torch.where(rs > 0, rs_new / rs.where(rs > 0, torch.ones_like(rs)),
-                           torch.zeros_like(rs))
-        p = r + beta.view(shape) * p
-        rs = rs_new
-    if bool((rs.sqrt() <= tol * bnorm).all()):
-        return x
-    worst = (rs.sqrt() / bnorm).max().item()
-    raise ConvergenceError(
-        f"{name}: conjugate gradients did not reach relative residual {tol:g} in {max_iter} "
-        f"iterations (worst sample at {worst:.3g}); raise max_iter or tol"
-    )
-
-
-def _collatz_wielandt(M: Operator, dtype, device, rtol: float, max_iter: int) -> float:
-    r"""Certified upper bound of :math:`\|M\|` for an entrywise nonnegative operator.
-
-    For nonnegative :math:`G = M^\top M` and positive :math:`v`,
-    :math:`\rho(G) \le \max_i (Gv)_i / v_i` (Collatz-Wielandt). Power iteration from the
-    all-ones vector keeps ``v`` positive; the bound decreases towards :math:`\rho(G)`.
-    Zero entries of ``Gv`` (pixels that no measurement sees) are handled by a tiny
-    positive floor, which keeps the bound valid.
-    """
-    shape = M.in_shape
-    if shape is None:
+def _shapes_meet(name: str, out_shape, in_shape) -> None:
+    if out_shape is not None and in_shape is not None and tuple(out_shape) != tuple(in_shape):
         raise ValueError(
-            f"{type(M).__name__}.norm: a shape-polymorphic operator needs a closed-form norm"
+            f"{name}: the inner operator's output shape {tuple(out_shape)} does not match the "
+            f"outer operator's input shape {tuple(in_shape)}"
         )
-    v = torch.ones((1,) + tuple(shape), dtype=dtype, device=device)
-    best_upper = math.inf
-    for _ in range(max_iter):
-        g = M._adjoint(M._forward(v))
-        upper = (g / v).max().item()
-        lower = (_batch_dot(v, g) / _batch_dot(v, v)).item()
-        best_upper = min(best_upper, upper)
-        if best_upper - lower <= rtol * best_upper:
-            break
-        gmax = g.max()
-        if gmax <= 0:
-            return 0.0
-        v = (g / gmax).clamp_min(1e-30)
-    # a few ulps of float64 rounding on top
-    return math.sqrt(best_upper) * (1.0 + 1e-12)
+
+
+def _tighten(op: Operator, bound: float, dtype, device) -> float:
+    """min(bound, Collatz-Wielandt bound) when ``op`` has a known shape and a nonnegative
+    majorant: both are certified, the second is tight for nonnegative operators."""
+    maj = op._majorant()
+    if maj is None or op.in_shape is None:
+        return bound
+    return min(bound, collatz_wielandt(maj, dtype, device, 1e-6, 500))
+
+
+class Identity(Operator):
+    r"""The identity :math:`I x = x`; self-adjoint, :math:`\|I\| = 1`.
+
+    Parameters
+    ----------
+    shape : tuple of int, optional
+        Per-sample shape ``(C, H, W)``; ``None`` accepts any shape.
+    """
+
+    nonnegative = True
+
+    def __init__(self, shape: Sequence[int] | None = None):
+        super().__init__(shape, shape)
+
+    def _forward(self, x):
+        return x
+
+    def _adjoint(self, y):
+        return y
+
+    def _norm(self, dtype, device):
+        return 1.0
+
+    def _gram_solve(self, b, rho):
+        return b / (1.0 + rho)
+
+
+class Adjoint(Operator):
+    r"""The adjoint view :math:`A^\top` of an operator (use ``A.T``)."""
+
+    def __init__(self, op: Operator):
+        super().__init__(op.out_shape, op.in_shape)
+        self.op = _require_operator("Adjoint", op)
+        object.__setattr__(self, "_adjoint_view", op)
+        self.nonnegative = op.nonnegative
+
+    def _forward(self, x):
+        return self.op._adjoint(x)
+
+    def _adjoint(self, y):
+        return self.op._forward(y)
+
+    def output_shape(self, in_shape):
+        return self.op.input_shape(in_shape)
+
+    def input_shape(self, out_shape):
+        return self.op.output_shape(out_shape)
+
+    def _norm(self, dtype, device):
+        return self.op.norm(dtype, device)
+
+    def _majorant(self):
+        m = self.op._majorant()
+        return None if m is None else m.T
+
+
+class Composition(Operator):
+    r"""The composition :math:`(A B)x = A(Bx)` (use ``A @ B``).
+
+    Adjoint :math:`(AB)^\top = B^\top A^\top`; norm bound :math:`\|A\|\,\|B\|`.
+    """
+
+    def __init__(self, outer: Operator, inner: Operator):
+        _require_operator("compose", outer)
+        _require_operator("compose", inner)
+        _shapes_meet("compose (A @ B)", inner.out_shape, outer.in_shape)
+        in_shape = inner.in_shape
+        out_shape = outer.out_shape
+        if out_shape is None and in_shape is not None:
+            out_shape = outer.output_shape(inner.output_shape(in_shape))
+        if in_shape is None and out_shape is not None:
+            in_shape = inner.input_shape(outer.input_shape(out_shape))
+        super().__init__(in_shape, out_shape)
+        self.outer = outer
+        self.inner = inner
+        self.nonnegative = outer.nonnegative and inner.nonnegative
+
+    def _forward(self, x):
+        return self.outer._forward(self.inner._forward(x))
+
+    def _adjoint(self, y):
+        return self.inner._adjoint(self.outer._adjoint(y))
+
+    def output_shape(self, in_shape):
+        return self.outer.output_shape(self.inner.output_shape(in_shape))
+
+    def input_shape(self, out_shape):
+        return self.inner.input_shape(self.outer.input_shape(out_shape))
+
+    def _norm(self, dtype, device):
+        bound = self.outer.norm(dtype, device) * self.inner.norm(dtype, device)
+        return _tighten(self, bound, dtype, device)
+
+    def _majorant(self):
+        a, b = self.outer._majorant(), self.inner._majorant()
+        return None if a is None or b is None else Composition(a, b)
+
+
+class Sum(Operator):
+    r"""The sum :math:`(A + B)x = Ax + Bx` (use ``A + B``); norm bound :math:`\|A\| + \|B\|`."""
+
+    def __init__(self, a: Operator, b: Operator):
+        _require_operator("add", a)
+        _require_operator("add", b)
+        for what in ("in_shape", "out_shape"):
+            sa, sb = getattr(a, what), getattr(b, what)
+            if sa is not None and sb is not None and sa != sb:
+                raise ValueError(f"add (A + B): {what} differ: {sa} and {sb}")
+        super().__init__(a.in_shape or b.in_shape, a.out_shape or b.out_shape)
+        self.a = a
+        self.b = b
+        self.nonnegative = a.nonnegative and b.nonnegative
+
+    def _forward(self, x):
+        return self.a._forward(x) + self.b._forward(x)
+
+    def _adjoint(self, y):
+        return self.a._adjoint(y) + self.b._adjoint(y)
+
+    def output_shape(self, in_shape):
+        return self.a.output_shape(in_shape)
+
+    def input_shape(self, out_shape):
+        return self.a.input_shape(out_shape)
+
+    def _norm(self, dtype, device):
+        bound = self.a.norm(dtype, device) + self.b.norm(dtype, device)
+        return _tighten(self, bound, dtype, device)
+
+
+class Scaled(Operator):
+    r"""The scaled operator :math:`(cA)x = c\,Ax` (use ``c * A``); :math:`\|cA\| = |c|\|A\|`."""
+
+    def __init__(self, c: float, op: Operator):
+        _require_operator("scale", op)
+        if isinstance(c, torch.Tensor):
+            if c.numel() != 1:
+                raise ValueError(f"scale (c * A): expected a scalar c, got shape {tuple(c.shape)}")
+            c = c.item()
+        if not isinstance(c, (int, float)) or isinstance(c, bool):
+            raise TypeError(f"scale (c * A): expected a real scalar c, got {type(c).__name__}")
+        if not math.isfinite(c):
+            raise ValueError(f"scale (c * A): expected a finite scalar c, got {c}")
+        super().__init__(op.in_shape, op.out_shape)
+        self.c = float(c)
+        self.op = op
+        self.nonnegative = op.nonnegative and self.c >= 0
+
+    def _forward(self, x):
+        return self.c * self.op._forward(x)
+
+    def _adjoint(self, y):
+        return self.c * self.op._adjoint(y)
+
+    def output_shape(self, in_shape):
+        return self.op.output_shape(in_shape)
+
+    def input_shape(self, out_shape):
+        return self.op.input_shape(out_shape)
+
+    def _norm(self, dtype, device):
+        return abs(self.c) * self.op.norm(dtype, device)
+
+    def _majorant(self):
+        m = self.op._majorant()
+        return None if m is None else Scaled(abs(self.c), m)
+
+    def _gram_solve(self, b, rho):
+        # (c^2 A^T A + rho I) x = b  <=>  (A^T A + rho/c^2 I) x = b / c^2
+        if self.c == 0.0:
+            return b / rho
+        c2 = self.c * self.c
+        if c2 == 0.0 or not math.isfinite(rho / c2):
+            # c^2 underflows (|c| < 1e-154) or rho / c^2 overflows: c^2 A^T A is below
+            # rho's rounding, so x = b / rho to working precision (relative error at most
+            # c^2 ||A||^2 / rho)
+            if c2 * self.op.norm() ** 2 <= 1e-16 * rho:
+                return b / rho
+            return None  # conjugate gradients on the scaled operator
+        return self.op._gram_solve(b / c2, rho / c2)
+
+
+def compose(outer: Operator, inner: Operator) -> Operator:
+    """``outer @ inner``; keeps structure where an operator knows how (``_compose_with``)."""
+    _require_operator("compose", outer)
+    if not isinstance(inner, Operator):
+        raise TypeError(
+            f"compose (A @ B): expected an operators.Operator, got {type(inner).__name__}"
+        )
+    if isinstance(inner, Identity):
+        _shapes_meet("compose (A @ B)", inner.out_shape, outer.in_shape)
+        return outer
+    if isinstance(outer, Identity):
+        _shapes_meet("compose (A @ B)", inner.out_shape, outer.in_shape)
+        return inner
+    fused = getattr(outer, "_compose_with", lambda other: None)(inner)
+    return fused if fused is not None else Composition(outer, inner)
+
+
+def add(a: Operator, b: Operator) -> Operator:
+    """``a + b``."""
+    if not isinstance(b, Operator):
+        raise TypeError(f"add (A + B): expected an operators.Operator, got {type(b).__name__}")
+    return Sum(a, b)
+
+
+def scale(c, op: Operator) -> Operator:
+    """``c * op``."""
+    return Scaled(c, op)
+

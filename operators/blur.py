@@ -10,6 +10,8 @@ import torch.nn.functional as F
 
 from . import _padding
 from .base import Operator
+from .bounds import Bound
+from .linalg import collatz_wielandt
 
 __all__ = ["Blur", "as_kernel"]
 
@@ -258,15 +260,13 @@ class Blur(Operator):
         :math:`\|A\| \le \max|\hat k_{\text{padded grid}}|\,\|P\|`;
         (2) the Collatz-Wielandt bound of the nonnegative majorant ``|k| * .``.
         """
-        from .base import _collatz_wielandt
-
         _, h, w = self.in_shape
         top, bottom, left, right = self.pads
         hp, wp = h + top + bottom, w + left + right
         fft = float(self._kernel_fft(hp, wp, torch.float64, "cpu").abs().max())
         fft *= _padding.pad_norm(h, w, self.pads, self.padding)
-        cw = _collatz_wielandt(self._majorant(), torch.float64, "cpu", 1e-6, 300)
-        return min(fft, cw)
+        cw = collatz_wielandt(self._majorant(), torch.float64, "cpu", 1e-6, 300)
+        return min(Bound(fft, certified=True, how="padded-grid symbol"), cw)
 
     def _majorant(self):
         if self.nonnegative:

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 import torch
 
 from .base import Operator
+from .bounds import Bound
+from .linalg import collatz_wielandt
 
 __all__ = ["from_deepinv", "to_deepinv", "DeepinvOperator"]
 
@@ -77,11 +79,9 @@ class DeepinvOperator(Operator):
 
     def _norm(self, dtype, device):
         if self.norm_bound is not None:
-            return self.norm_bound
+            return Bound(self.norm_bound, certified=True, how="norm_bound given by the user")
         if not self.nonnegative:
             return None
-        from .base import _collatz_wielandt
-
         exact = DeepinvOperator(_to_double(copy.deepcopy(self.physics)), self.in_shape,
                                 self.out_shape)
         exact.nonnegative = True
@@ -90,14 +90,14 @@ class DeepinvOperator(Operator):
         # float64 one by rounding, covered by 1e-5 (float32) relative
         applied = 1.0 if own == torch.float64 else 1.0 + 1e-5
         try:
-            return _collatz_wielandt(exact, torch.float64, device, 1e-6, 2000) * applied
+            return collatz_wielandt(exact, torch.float64, device, 1e-6, 2000) * applied
         except RuntimeError:
             pass  # a physics that does not run in float64 (dtypes fixed inside it)
         # in the physics' own precision: each entry of G v is a sum of products of
         # nonnegative terms, with relative rounding error below (number of terms) * eps;
         # 1e-3 covers sums of up to ~8000 terms in float32
         margin = 1e-3 if own != torch.float64 else 1e-9
-        return _collatz_wielandt(self, own, device, 1e-6, 2000) * (1.0 + margin)
+        return collatz_wielandt(self, own, device, 1e-6, 2000) * (1.0 + margin)
 
     def _majorant(self):
         return None  # handled (in float64) by _norm

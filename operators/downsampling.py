@@ -6,8 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .algebra import Composition, Identity
-from .base import Operator
+from .base import Composition, Identity, Operator
 from .blur import Blur
 
 __all__ = ["Subsample", "Downsample"]

@@ -1,4 +1,5 @@
-r"""Checks for operators: dot test, norm estimate, random test pairs.
+r"""Exact reference computations for checking operators and certificates (float64, small
+sizes): dot tests, norm estimates, dense matrices, exact Jacobian norms, random test pairs.
 
 Used by the test suite and exported for users who write their own operators::
 
@@ -14,8 +15,10 @@ from collections.abc import Sequence
 import torch
 
 from .base import Operator
+from .linalg import power_iteration
 
-__all__ = ["random_pair", "check_adjoint", "estimate_norm", "check_norm", "dense_matrix"]
+__all__ = ["random_pair", "check_adjoint", "estimate_norm", "check_norm", "dense_matrix",
+           "spectral_norm", "jacobian_norm", "adjoint_error"]
 
 
 def _shapes(A: Operator, shape: Sequence[int] | None):
@@ -61,29 +64,11 @@ def check_adjoint(A: Operator, *, dtype: torch.dtype = torch.float64, shape=None
 def estimate_norm(A: Operator, *, dtype: torch.dtype = torch.float64, device=None, shape=None,
                   tol: float = 1e-6, max_iter: int = 1000,
                   generator: torch.Generator | None = None) -> float:
-    r"""Power-iteration estimate of :math:`\sigma_{\max}(A)` (not its square).
-
-    Iterates :math:`v \leftarrow A^\top A v / \|A^\top A v\|` from a random start until the
-    estimate changes by less than ``tol`` (relative). The result is a *lower* bound of the
-    true norm (a Rayleigh quotient), not a certificate: use ``A.norm()`` for that.
-    """
+    r"""Power-iteration estimate of :math:`\sigma_{\max}(A)` (a *lower* bound, not a
+    certificate: use ``A.norm()`` for that); see :func:`operators.linalg.power_iteration`."""
     in_shape, _ = _shapes(A, shape)
-    dev = _device(A, device)
-    g = generator if generator is not None else torch.Generator().manual_seed(0)
-    v = torch.randn((1,) + tuple(in_shape), generator=g, dtype=dtype).to(dev)
-    v = v / v.norm()
-    est = 0.0
-    for _ in range(max_iter):
-        w = A._adjoint(A._forward(v))
-        new = math.sqrt(max(float((v * w).sum()), 0.0))
-        nw = float(w.norm())
-        if nw == 0.0:
-            return 0.0
-        v = w / nw
-        if abs(new - est) <= tol * max(new, 1e-300):
-            return new
-        est = new
-    return est
+    return power_iteration(A, dtype=dtype, device=_device(A, device), shape=in_shape, tol=tol,
+                           max_iter=max_iter, generator=generator)
 
 
 def check_norm(A: Operator, *, rtol: float = 1e-6, dtype: torch.dtype = torch.float64,
@@ -103,10 +88,52 @@ def check_norm(A: Operator, *, rtol: float = 1e-6, dtype: torch.dtype = torch.fl
     return bound, est
 
 
-def dense_matrix(A: Operator, *, shape=None, dtype: torch.dtype = torch.float64,
+def dense_matrix(A, *, shape=None, dtype: torch.dtype = torch.float64,
                  device=None) -> torch.Tensor:
-    """The matrix of ``A`` (rows: flattened outputs), by applying it to the canonical basis."""
-    in_shape, _ = _shapes(A, shape)
+    """The matrix of a linear map (rows: flattened outputs), by applying it to the canonical
+    basis.
+
+    ``A`` is an :class:`~operators.Operator`, or any callable linear on batches (e.g. a
+    :mod:`lipinverse.nn` layer), for which ``shape``, the per-sample input shape, is required.
+    """
+    if isinstance(A, Operator):
+        in_shape, _ = _shapes(A, shape)
+        dev, apply = _device(A, device), A.forward
+    elif callable(A):
+        if shape is None:
+            raise ValueError("dense_matrix: a callable that is not an Operator needs "
+                             "shape=(C, H, W)")
+        in_shape, dev, apply = tuple(shape), torch.device(device or "cpu"), A
+    else:
+        raise TypeError(f"dense_matrix: expected an Operator or a callable, got "
+                        f"{type(A).__name__}")
     n = math.prod(in_shape)
-    eye = torch.eye(n, dtype=dtype, device=_device(A, device)).reshape((n,) + tuple(in_shape))
-    return A.forward(eye).reshape(n, -1).T
+    eye = torch.eye(n, dtype=dtype, device=dev).reshape((n,) + tuple(in_shape))
+    with torch.no_grad():
+        return apply(eye).reshape(n, -1).T
+
+
+def spectral_norm(mat: torch.Tensor) -> float:
+    """Largest singular value of a matrix, as a float (exact, by SVD)."""
+    return float(torch.linalg.matrix_norm(mat.detach(), 2))
+
+
+def jacobian_norm(f, x: torch.Tensor) -> float:
+    r"""Exact :math:`\|J_f(x)\|_2` of a map ``f`` at one sample ``x`` of shape ``(1, ...)``
+    (full Jacobian by autograd: small sizes only)."""
+    jac = torch.autograd.functional.jacobian(f, x)
+    return spectral_norm(jac.reshape(-1, x.numel()))
+
+
+def adjoint_error(forward, transpose, x: torch.Tensor,
+                  generator: torch.Generator | None = None) -> float:
+    r"""Relative dot-test error :math:`|\langle Ax, y\rangle - \langle x, A^\top y\rangle|
+    / (\|Ax\|\|y\|)` for a random ``y``, for a pair of callables (e.g. a layer and its
+    ``transpose``); :func:`check_adjoint` does this for an :class:`~operators.Operator`."""
+    with torch.no_grad():
+        y = forward(x)
+        g = generator if generator is not None else torch.Generator().manual_seed(0)
+        yy = torch.randn(y.shape, generator=g, dtype=y.dtype).to(y.device)
+        lhs = (y * yy).sum()
+        rhs = (x * transpose(yy)).sum()
+        return float((lhs - rhs).abs() / (y.norm() * yy.norm()))

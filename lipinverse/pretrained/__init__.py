@@ -31,7 +31,8 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["load", "available", "certificate", "deblur_prior", "deblur_factor", "config",
+__all__ = ["load", "load_if_available", "available", "certificate", "deblur_prior",
+           "deblur_factor", "config",
            "REGISTRY"]
 
 HERE = Path(__file__).resolve().parent
@@ -122,6 +123,16 @@ def load(name: str, device=None) -> torch.nn.Module:
 
 
 @torch.no_grad()
+def load_if_available(name: str = "crr", device="cpu"):
+    """``(model, None)`` for a shipped prior, or ``(None, reason)`` when it cannot be loaded
+    (for demos and scripts that go on without it)."""
+    try:
+        model = load(name)
+    except (ImportError, AttributeError, ValueError, KeyError, FileNotFoundError) as err:
+        return None, f"{type(err).__name__}: {err}"
+    return model.to(device).eval(), None
+
+
 def certificate(name: str, sigmas=(5 / 255, 15 / 255, 25 / 255)) -> dict:
     r"""Certified facts of a shipped model, as recorded by its own certificate methods.
 

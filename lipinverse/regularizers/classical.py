@@ -9,7 +9,7 @@ import math
 
 import torch
 
-from operators.base import check_tensor
+from operators.validation import check_tensor
 
 __all__ = ["Tikhonov", "ProxDenoiser", "check_tau"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from operators import ConvergenceError, FiniteDifference
-from operators.base import check_tensor
+from operators.validation import check_tensor
 
 from .classical import ProxDenoiser, check_tau
 

@@ -11,6 +11,7 @@ import math
 
 import torch
 
+from ..metrics import psnr
 from .base import IterationInfo
 
 __all__ = ["PSNRRecorder", "MetricRecorder", "StopAfter"]
@@ -69,14 +70,13 @@ class PSNRRecorder(MetricRecorder):
             raise ValueError(f"PSNRRecorder: expected a finite peak > 0, got {peak!r}")
         ref = x_true.detach()
 
-        def psnr(x):
+        def record(x):
             if x.shape != ref.shape:
                 raise ValueError(f"PSNRRecorder: expected iterates of shape {tuple(ref.shape)}, "
                                  f"got {tuple(x.shape)}")
-            mse = (x - ref.to(x)).flatten(1).pow(2).mean(1)
-            return 10 * torch.log10(peak**2 / mse.clamp_min(torch.finfo(x.dtype).tiny))
+            return psnr(x, ref, peak)
 
-        super().__init__(psnr, every)
+        super().__init__(record, every)
 
 
 class StopAfter:

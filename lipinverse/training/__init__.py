@@ -13,8 +13,6 @@ from .objectives import (
     DenoisingLoss,
     DEQDenoisingLoss,
     TStepDenoisingLoss,
-    conjugate_gradient,
-    psnr,
 )
 from .patches import PatchDataset, load_images
 from .trainer import TrainConfig, Trainer, project_constraints, seed_everything
@@ -30,8 +28,6 @@ __all__ = [
     "TStepDenoisingLoss",
     "DEQDenoisingLoss",
     "AdversarialLoss",
-    "psnr",
-    "conjugate_gradient",
     "save_checkpoint",
     "load_checkpoint",
     "load_optimizer_state",

@@ -16,23 +16,14 @@ from __future__ import annotations
 
 import torch
 
+from operators.linalg import conjugate_gradient
+
 __all__ = [
     "DenoisingLoss",
     "TStepDenoisingLoss",
     "DEQDenoisingLoss",
     "AdversarialLoss",
-    "psnr",
-    "conjugate_gradient",
 ]
-
-
-def psnr(estimate: torch.Tensor, clean: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
-    r"""Per-sample PSNR in dB, :math:`10\log_{10}(r^2/\mathrm{MSE})`, shape ``(B,)``."""
-    if estimate.shape != clean.shape:
-        raise ValueError(f"psnr: expected tensors of the same shape, got {tuple(estimate.shape)} "
-                         f"and {tuple(clean.shape)}")
-    mse = (estimate - clean).flatten(1).pow(2).mean(1).clamp_min(1e-20)
-    return 10.0 * torch.log10(data_range ** 2 / mse)
 
 
 def _pixel_loss(name: str, kind: str):
@@ -118,57 +109,6 @@ class TStepDenoisingLoss:
         if self.validate_exact:
             return model.solve(noisy, 1.0, sigma, tol=self.val_tol, max_iter=self.val_max_iter)[0]
         return model.gradient_steps(noisy, sigma, self.t, self.step)
-
-
-def conjugate_gradient(apply_A, b: torch.Tensor, *, tol: float = 1e-6, max_iter: int = 100,
-                       batched: bool = False, precondition=None) -> tuple[torch.Tensor, int]:
-    r"""Batched conjugate gradients for SPD systems :math:`A v = b`, one system per sample.
-
-    A sample stops once :math:`\|r\| \le \mathrm{tol}\,\|b\|`.  With ``batched=True``,
-    ``apply_A(p, idx)`` is called on the samples ``idx`` that have not stopped only (the
-    systems are independent, so this is the same computation for each sample, with less
-    work once some have converged); otherwise ``apply_A(p)`` on the whole batch, and a
-    converged sample is still updated (by steps of size zero or near it).  Returns the
-    solution and the number of iterations of the slowest sample.
-
-    ``precondition(r, idx)`` (with ``batched``), an SPD approximation of
-    :math:`A^{-1}`, gives preconditioned CG: fewer iterations, the same stopping test on
-    the true residual :math:`\|r\|`.
-    """
-    x = torch.zeros_like(b)
-    r = b.clone()
-    every = torch.arange(b.shape[0], device=b.device)
-    z = r if precondition is None else precondition(r, every)
-    p = z.clone()
-    rs = r.flatten(1).pow(2).sum(1)
-    rz = (r * z).flatten(1).sum(1)
-    target = (tol ** 2) * rs
-    shape = (-1,) + (1,) * (b.dim() - 1)
-    active = torch.arange(b.shape[0], device=b.device)
-    it = 0
-    for it in range(1, int(max_iter) + 1):
-        if batched:
-            active = active[rs[active] > target[active]]
-            if active.numel() == 0:
-                it -= 1
-                break
-        elif bool((rs <= target).all()):
-            it -= 1
-            break
-        pa, rza = p[active], rz[active]
-        Ap = apply_A(pa, active) if batched else apply_A(pa)
-        pAp = (pa * Ap).flatten(1).sum(1)
-        alpha = torch.where(pAp > 0, rza / pAp.clamp_min(1e-300), torch.zeros_like(rza))
-        x[active] = x[active] + alpha.reshape(shape) * pa
-        ra = r[active] - alpha.reshape(shape) * Ap
-        za = ra if precondition is None else precondition(ra, active)
-        rz_new = (ra * za).flatten(1).sum(1)
-        beta = torch.where(rza > 0, rz_new / rza.clamp_min(1e-300), torch.zeros_like(rza))
-        r[active] = ra
-        p[active] = za + beta.reshape(shape) * pa
-        rz[active] = rz_new
-        rs[active] = ra.flatten(1).pow(2).sum(1)
-    return x, it
 
 
 class DEQDenoisingLoss:

@@ -15,6 +15,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ..metrics import psnr
 from .checkpoint import (
     is_complete,
     load_checkpoint,
@@ -22,7 +23,6 @@ from .checkpoint import (
     previous_paths,
     save_checkpoint,
 )
-from .objectives import psnr
 from .patches import PatchDataset, load_images
 from .tuning import centre_crop
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .objectives import psnr
+from ..metrics import psnr
 
 __all__ = ["tune_strength", "centre_crop"]
 

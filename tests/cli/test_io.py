@@ -220,7 +220,7 @@ def test_save_figure_writes_a_png(tmp_path):
 def test_image_metrics_on_colour_tensors_and_arrays():
     from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-    image_metrics = io.image_metrics
+    from lipinverse.metrics import image_metrics
     rng = np.random.default_rng(0)
     truth = rng.random((32, 40, 3))
     x = np.clip(truth + 0.05 * rng.standard_normal(truth.shape), 0, 1)

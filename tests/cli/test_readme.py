@@ -54,7 +54,7 @@ def test_main_example_runs_with_the_shipped_prior():
 
 
 def test_ct_example_runs_and_beats_fbp():
-    from lipinverse.io import image_metrics
+    from lipinverse.metrics import image_metrics
 
     ns: dict = {}
     setup = "import torch\nfrom lipinverse import pretrained\n" \

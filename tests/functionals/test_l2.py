@@ -33,7 +33,7 @@ def test_prox_optimality():
     p = f.prox(x, tau)
     res = f.grad(p) + (p - x) / tau
     assert float(res.abs().max()) < 1e-6
-    with pytest.raises(ValueError, match="rho > 0"):
+    with pytest.raises(ValueError, match="tau > 0"):
         f.prox(x, -1.0)
 
 
@@ -46,7 +46,7 @@ def test_grad_step_is_fused_gradient_step(padding):
     f = L2Fidelity(A, y)
     for tau in (0.3, 1.7, 0.3):  # the cached tau * A^T y follows tau
         torch.testing.assert_close(f.grad_step(x, tau), x - tau * f.grad(x))
-    with pytest.raises(ValueError, match="rho > 0"):
+    with pytest.raises(ValueError, match="tau > 0"):
         f.grad_step(x, 0.0)
 
 

@@ -12,7 +12,7 @@ from lipinverse.nn import (
     MultiConv,
     ScaledActivation,
 )
-from lipinverse.nn.testing import jacobian_norm
+from operators.testing import jacobian_norm
 
 
 def _perturb(module, scale=1.0):

@@ -16,7 +16,7 @@ from lipinverse.nn import (
     empirical_lipschitz,
     export,
 )
-from lipinverse.nn.testing import jacobian_norm
+from operators.testing import jacobian_norm
 
 
 def _perturb(module, scale):

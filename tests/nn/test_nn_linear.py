@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from lipinverse.nn import Constrained, ConvMap, DenseMap, MultiConv, symbol_norm_bound
-from lipinverse.nn.testing import adjoint_error, dense_matrix, spectral_norm
+from operators.testing import adjoint_error, dense_matrix, spectral_norm
 
 CONV_CASES = [
     dict(in_channels=3, out_channels=4, kernel_size=3, padding=p, stride=s, groups=g)
@@ -27,7 +27,7 @@ def test_conv_adjoint_and_norm_bound(cfg, size):
     c = ConvMap(**cfg)
     x = torch.randn(2, cfg["in_channels"], *size)
     assert adjoint_error(c, lambda y: c.transpose(y, input_size=size), x) < 1e-12
-    exact = spectral_norm(dense_matrix(c, (cfg["in_channels"], *size)))
+    exact = spectral_norm(dense_matrix(c, shape=(cfg["in_channels"], *size)))
     bound = float(c.norm_bound().detach())
     assert exact <= bound
     est = float(c.norm_estimate(n_iter=30, size=size).detach())
@@ -39,7 +39,7 @@ def test_conv_adjoint_and_norm_bound(cfg, size):
 def test_circular_exact_norm_and_symbol_bound_tightness(groups):
     c = ConvMap(3, 6, 5, padding="circular", groups=groups)
     size = (9, 10)
-    exact = spectral_norm(dense_matrix(c, (3, *size)))
+    exact = spectral_norm(dense_matrix(c, shape=(3, *size)))
     at_size = float(c.norm_bound(input_size=size))
     assert exact <= at_size <= exact * (1 + 1e-9)
     # the all-size bound is >= the norm at any size and within ~2% of the torus sup,
@@ -67,7 +67,7 @@ def test_multiconv_adjoint_and_bound(pad_once, padding):
     size = (8, 9)
     x = torch.randn(2, 1, *size)
     assert adjoint_error(m, m.transpose, x) < 1e-12
-    exact = spectral_norm(dense_matrix(m, (1, *size)))
+    exact = spectral_norm(dense_matrix(m, shape=(1, *size)))
     bound = float(m.norm_bound())
     product = float(m.convs[0].norm_bound() * m.convs[1].norm_bound())
     assert exact <= bound <= product * (1 + 1e-12)
@@ -82,7 +82,7 @@ def test_multiconv_strided_falls_back_to_product():
     size = (9, 8)
     x = torch.randn(1, 2, *size)
     assert adjoint_error(m, lambda y: m.transpose(y, input_size=size), x) < 1e-12
-    exact = spectral_norm(dense_matrix(m, (2, *size)))
+    exact = spectral_norm(dense_matrix(m, shape=(2, *size)))
     assert exact <= float(m.norm_bound())
 
 
@@ -105,10 +105,10 @@ def test_dense_and_constrained():
     exact = spectral_norm(d.weight.detach())
     assert exact <= float(d.norm_bound()) <= exact * (1 + 1e-9)
     c = Constrained(d)
-    assert spectral_norm(dense_matrix(c, (5,))) <= 1.0
+    assert spectral_norm(dense_matrix(c, shape=(5,))) <= 1.0
     assert float(c.norm_bound()) == 1.0
     conv = Constrained(ConvMap(2, 5, 3, padding="zero"))
-    assert spectral_norm(dense_matrix(conv, (2, 6, 6))) <= 1.0
+    assert spectral_norm(dense_matrix(conv, shape=(2, 6, 6))) <= 1.0
     x = torch.randn(1, 2, 6, 6)
     assert adjoint_error(conv, conv.transpose, x) < 1e-12
 

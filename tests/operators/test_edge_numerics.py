@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from lipinverse.io import image_metrics
+from lipinverse.metrics import image_metrics
 from operators import Blur, Mask, kernels
 
 

@@ -184,7 +184,8 @@ def test_norm_fallback_warns_without_certificate():
 def test_motion_kernels_blur_like_camera_shake():
     """Seeded shake paths: no pixel holds most of the weight, the support spans the path
     length given in pixels, and a 15x15 kernel visibly blurs a photo (< 30 dB)."""
-    from lipinverse.io import builtin_image, image_metrics, to_tensor
+    from lipinverse.io import builtin_image, to_tensor
+    from lipinverse.metrics import image_metrics
 
     x = to_tensor(builtin_image("camera")[::2, ::2].copy(), dtype=torch.float64)
     for seed in range(8):

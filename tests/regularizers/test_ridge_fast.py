@@ -129,7 +129,7 @@ def test_compiled_potentials_equal_eager(cls):
 
 @pytest.mark.parametrize("cls", [ConvexRidge, WeakConvexRidge])
 def test_preconditioned_cg_solves_the_same_system_in_fewer_iterations(cls):
-    from lipinverse.training import conjugate_gradient
+    from operators.linalg import conjugate_gradient
 
     R = trained_like(cls, seed=2)
     y, sigma = noisy_batch(n=4, size=24)

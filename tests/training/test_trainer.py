@@ -12,10 +12,10 @@ from lipinverse.training import (
     TrainConfig,
     Trainer,
     TStepDenoisingLoss,
-    conjugate_gradient,
     load_checkpoint,
     seed_everything,
 )
+from operators.linalg import conjugate_gradient
 
 
 def data():

@@ -1,0 +1,193 @@
+r"""The iterative linear algebra of the library, written once.
+
+- :func:`conjugate_gradient`: batched CG for SPD systems (one system per sample), optionally
+  preconditioned, with per-sample stopping;
+- :func:`collatz_wielandt`: a certified upper bound of :math:`\|M\|` for an entrywise
+  nonnegative operator;
+- :func:`power_iteration`: an estimate (a lower bound) of :math:`\|A\|`;
+- :func:`operator_norm`: the norm an :class:`~operators.Operator` reports, as a typed
+  :class:`~operators.bounds.Bound`.
+
+The functions take duck-typed operators (``_forward`` / ``_adjoint`` on validated input,
+``in_shape``), so this module imports nothing else of the package.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import torch
+
+from .bounds import Bound
+
+__all__ = ["ConvergenceError", "NORM_SAFETY", "batch_dot", "conjugate_gradient",
+           "collatz_wielandt", "power_iteration", "operator_norm"]
+
+#: Relative safety margin applied to a power-iteration estimate when no closed form and no
+#: nonnegative majorant is available (see :func:`operator_norm`). The result is still an
+#: estimate: its ``Bound.certified`` is False.
+NORM_SAFETY = 1e-2
+
+
+class ConvergenceError(RuntimeError):
+    """An inner iterative method did not reach its tolerance within its iteration cap."""
+
+
+def batch_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-sample inner products :math:`\\langle a_i, b_i\\rangle`, shape ``(B,)``."""
+    return (a * b).flatten(1).sum(1)
+
+
+def conjugate_gradient(apply, b: torch.Tensor, *, tol: float = 1e-6, max_iter: int = 500,
+                       x0: torch.Tensor | None = None, batched: bool = False,
+                       precondition=None, name: str | None = None
+                       ) -> tuple[torch.Tensor, int]:
+    r"""Batched conjugate gradients for SPD systems :math:`A v = b`, one system per sample.
+
+    A sample stops once :math:`\|r\| \le \mathrm{tol}\,\|b\|` (true residual). With
+    ``batched=True``, ``apply(p, idx)`` is called on the samples ``idx`` that have not
+    stopped only (the systems are independent, so each sample's computation is the same,
+    with less work once some have converged); otherwise ``apply(p)`` on the whole batch.
+    ``precondition(r, idx)``, an SPD approximation of :math:`A^{-1}`, gives preconditioned
+    CG: fewer iterations, the same stopping test.
+
+    Returns
+    -------
+    x, iterations :
+        The solution and the number of iterations of the slowest sample.
+
+    Raises
+    ------
+    ConvergenceError
+        With a ``name``, if some sample has not met ``tol`` after ``max_iter`` iterations
+        (without a name, the last iterate is returned and the caller checks).
+    """
+    x = torch.zeros_like(b) if x0 is None else x0.clone()
+    r = b.clone() if x0 is None else b - (apply(x, torch.arange(b.shape[0], device=b.device))
+                                          if batched else apply(x))
+    every = torch.arange(b.shape[0], device=b.device)
+    z = r if precondition is None else precondition(r, every)
+    p = z.clone()
+    rs = r.flatten(1).pow(2).sum(1)
+    rz = (r * z).flatten(1).sum(1)
+    target = (tol ** 2) * b.flatten(1).pow(2).sum(1)
+    shape = (-1,) + (1,) * (b.dim() - 1)
+    active = every
+    it = 0
+    for it in range(1, int(max_iter) + 1):
+        if batched:
+            active = active[rs[active] > target[active]]
+            if active.numel() == 0:
+                it -= 1
+                break
+        elif bool((rs <= target).all()):
+            it -= 1
+            break
+        pa, rza = p[active], rz[active]
+        Ap = apply(pa, active) if batched else apply(pa)
+        pAp = (pa * Ap).flatten(1).sum(1)
+        alpha = torch.where(pAp > 0, rza / pAp.clamp_min(1e-300), torch.zeros_like(rza))
+        x[active] = x[active] + alpha.reshape(shape) * pa
+        ra = r[active] - alpha.reshape(shape) * Ap
+        za = ra if precondition is None else precondition(ra, active)
+        rz_new = (ra * za).flatten(1).sum(1)
+        beta = torch.where(rza > 0, rz_new / rza.clamp_min(1e-300), torch.zeros_like(rza))
+        r[active] = ra
+        p[active] = za + beta.reshape(shape) * pa
+        rz[active] = rz_new
+        rs[active] = ra.flatten(1).pow(2).sum(1)
+    if name is not None and not bool((rs <= target).all()):
+        worst = (rs / target.clamp_min(torch.finfo(b.dtype).tiny)).max().sqrt().item() * tol
+        raise ConvergenceError(
+            f"{name}: conjugate gradients did not reach relative residual {tol:g} in "
+            f"{max_iter} iterations (worst sample at {worst:.3g}); raise max_iter or tol")
+    return x, it
+
+
+def collatz_wielandt(M, dtype=torch.float64, device="cpu", rtol: float = 1e-6,
+                     max_iter: int = 500) -> Bound:
+    r"""Certified upper bound of :math:`\|M\|` for an entrywise nonnegative operator.
+
+    For nonnegative :math:`G = M^\top M` and positive :math:`v`,
+    :math:`\rho(G) \le \max_i (Gv)_i / v_i` (Collatz-Wielandt). Power iteration from the
+    all-ones vector keeps ``v`` positive, and the bound decreases towards :math:`\rho(G)`;
+    it stops when it is within ``rtol`` of the Rayleigh-quotient lower bound. Zero entries
+    of ``Gv`` (pixels that no measurement sees) get a tiny positive floor, which keeps the
+    bound valid.
+    """
+    shape = M.in_shape
+    if shape is None:
+        raise ValueError(
+            f"{type(M).__name__}.norm: a shape-polymorphic operator needs a closed-form norm"
+        )
+    v = torch.ones((1,) + tuple(shape), dtype=dtype, device=device)
+    best_upper = math.inf
+    for _ in range(max_iter):
+        g = M._adjoint(M._forward(v))
+        upper = (g / v).max().item()
+        lower = (batch_dot(v, g) / batch_dot(v, v)).item()
+        best_upper = min(best_upper, upper)
+        if best_upper - lower <= rtol * best_upper:
+            break
+        gmax = g.max()
+        if gmax <= 0:
+            return Bound(0.0, certified=True, how="Collatz-Wielandt")
+        v = (g / gmax).clamp_min(1e-30)
+    # a few ulps of float64 rounding on top
+    return Bound(math.sqrt(best_upper) * (1.0 + 1e-12), certified=True, how="Collatz-Wielandt")
+
+
+def power_iteration(A, *, dtype: torch.dtype = torch.float64, device="cpu", shape=None,
+                    tol: float = 1e-6, max_iter: int = 1000,
+                    generator: torch.Generator | None = None) -> float:
+    r"""Power-iteration estimate of :math:`\sigma_{\max}(A)` (not its square).
+
+    Iterates :math:`v \leftarrow A^\top A v / \|A^\top A v\|` from a random start until the
+    estimate changes by less than ``tol`` (relative). The result is a *lower* bound of the
+    true norm (a Rayleigh quotient), not a certificate.
+    """
+    in_shape = A.in_shape if shape is None else tuple(shape)
+    if in_shape is None:
+        raise ValueError(f"power_iteration: {type(A).__name__} is shape-polymorphic; pass "
+                         "shape=(C, H, W)")
+    g = generator if generator is not None else torch.Generator().manual_seed(0)
+    v = torch.randn((1,) + tuple(in_shape), generator=g, dtype=dtype).to(device)
+    v = v / v.norm()
+    est = 0.0
+    for _ in range(max_iter):
+        w = A._adjoint(A._forward(v))
+        new = math.sqrt(max(float((v * w).sum()), 0.0))
+        nw = float(w.norm())
+        if nw == 0.0:
+            return 0.0
+        v = w / nw
+        if abs(new - est) <= tol * max(new, 1e-300):
+            return new
+        est = new
+    return est
+
+
+def operator_norm(A, dtype, device, rtol: float, max_iter: int) -> Bound:
+    r"""The norm that :meth:`operators.Operator.norm` reports, in order of preference.
+
+    1. a closed form (``A._norm``), exact or an analytic upper bound: certified;
+    2. with a nonnegative entrywise majorant :math:`M \ge |A|` (``A._majorant()``), the
+       Collatz-Wielandt bound of :math:`\|M\| \ge \|A\|`: certified;
+    3. otherwise power iteration to relative change ``rtol``, times ``1 + NORM_SAFETY``:
+       an *estimate* (``certified=False``), with a warning.
+    """
+    val = A._norm(dtype, device)
+    if val is not None:
+        return val if isinstance(val, Bound) else Bound(val, certified=True, how="closed form")
+    maj = A._majorant()
+    if maj is not None:
+        return collatz_wielandt(maj, dtype, device, rtol, max_iter)
+    warnings.warn(
+        f"{type(A).__name__}.norm: no closed form or nonnegative majorant; returning a "
+        f"power-iteration estimate times (1 + {NORM_SAFETY}), which is not certified",
+        stacklevel=3,
+    )
+    est = power_iteration(A, dtype=dtype, device=device, tol=rtol, max_iter=max_iter)
+    return Bound(est * (1.0 + NORM_SAFETY), certified=False,
+                 how=f"power-iteration estimate x (1 + {NORM_SAFETY})")
