@@ -14,9 +14,11 @@ demo: $(STAMP)
 	$(PY) demos/deblur.py
 
 test: $(STAMP)
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -q
 
 test-all: $(STAMP)
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -q -m "not gpu"
 
 bench: $(STAMP)

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["channels_last", "read_image", "write_image", "parse_kernel",
+__all__ = ["channels_last", "as_unit_image", "read_image", "write_image", "parse_kernel",
            "builtin_image", "to_tensor",
            "to_numpy", "center_crop", "save_figure", "history_series", "KERNEL_SPECS"]
 
@@ -60,7 +60,7 @@ def builtin_image(name: str, *, gray: bool = True) -> np.ndarray:
     except Exception as err:  # pooch missing / no network: a clear message, not a traceback
         raise ValueError(f"builtin_image: scikit-image image {name!r} is not bundled "
                          f"({type(err).__name__}); use 'camera' or a file") from None
-    return _to_unit(np.asarray(img), f"skimage:{name}", gray)
+    return as_unit_image(np.asarray(img), f"skimage:{name}", gray)
 
 
 def read_image(path: str | os.PathLike, *, gray: bool = True) -> np.ndarray:
@@ -90,7 +90,7 @@ def read_image(path: str | os.PathLike, *, gray: bool = True) -> np.ndarray:
     if not p.is_file():  # a FIFO or a device would block or stream forever
         raise ValueError(f"read_image: expected a regular image file, got '{spec}' (a FIFO, "
                          "socket or device)")
-    return _to_unit(_decode(p, spec), spec, gray)
+    return as_unit_image(_decode(p, spec), spec, gray)
 
 
 #: PIL modes that the array readers get wrong (CMYK read as RGBA, palettes as indices,
@@ -128,7 +128,11 @@ def _decode(p: Path, spec: str) -> np.ndarray:
                          f"({type(err).__name__})") from None
 
 
-def _to_unit(img: np.ndarray, name: str, gray: bool = True) -> np.ndarray:
+def as_unit_image(img: np.ndarray, name: str, gray: bool = True) -> np.ndarray:
+    """A decoded array as float64 in [0, 1] by the reader's rules: alpha dropped, integers
+    divided by their type's maximum (32/64-bit integers by 65535 when the values fit in 16
+    bits), floats required in [0, 1] (NaN refused), colour kept or turned to luminance
+    (``gray``). ``name`` is for the error messages."""
     if img.dtype == object or img.size == 0:
         raise ValueError(f"read_image: could not read '{name}' as an image")
     if img.ndim == 3 and img.shape[-1] in (2, 4):  # gray+alpha or RGBA: drop alpha

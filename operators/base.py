@@ -31,13 +31,13 @@ from .linalg import (
     NORM_SAFETY,
     ConvergenceError,
     collatz_wielandt,
-    conjugate_gradient,
     operator_norm,
+    shifted_normal_cg,
 )
 from .validation import check_positive, check_tensor, shape_str
 
 __all__ = ["Operator", "ConvergenceError", "NORM_SAFETY", "Identity", "Adjoint",
-           "Composition", "Sum", "Scaled", "compose", "add", "scale", "check_tensor"]
+           "Composition", "Sum", "Scaled", "compose", "add", "scale"]
 
 
 class Operator(torch.nn.Module, abc.ABC):
@@ -248,18 +248,7 @@ class Operator(torch.nn.Module, abc.ABC):
         out = self._gram_solve(b, rho)
         if out is not None:
             return out
-        if rho <= 1.0:
-            return conjugate_gradient(lambda v: self._adjoint(self._forward(v)) + rho * v, b,
-                                      tol=tol, max_iter=max_iter, x0=x0, name=name)[0]
-        # rho > 1: solve (A^T A / rho + I) u = b for u = rho x instead. Its residual is the
-        # same vector (so the same tolerance test), and no vector grows to rho * |b|, which
-        # overflowed (NaN, then max_iter wasted iterations) for rho near the float maximum.
-        u0 = None if x0 is None else x0 * rho
-        if u0 is not None and not bool(torch.isfinite(u0).all()):
-            u0 = None
-        u, _ = conjugate_gradient(lambda v: self._adjoint(self._forward(v)) / rho + v, b,
-                                  tol=tol, max_iter=max_iter, x0=u0, name=name)
-        return u / rho
+        return shifted_normal_cg(self, b, rho, tol=tol, max_iter=max_iter, x0=x0, name=name)
 
     def _gram_solve(self, b: torch.Tensor, rho: float) -> torch.Tensor | None:
         """Fast exact solve of (A^T A + rho I) x = b, or None to use conjugate gradients."""

@@ -22,7 +22,7 @@ import torch
 from .bounds import Bound
 
 __all__ = ["ConvergenceError", "NORM_SAFETY", "batch_dot", "conjugate_gradient",
-           "collatz_wielandt", "power_iteration", "operator_norm"]
+           "collatz_wielandt", "power_iteration", "operator_norm", "shifted_normal_cg"]
 
 #: Relative safety margin applied to a power-iteration estimate when no closed form and no
 #: nonnegative majorant is available (see :func:`operator_norm`). The result is still an
@@ -103,6 +103,29 @@ def conjugate_gradient(apply, b: torch.Tensor, *, tol: float = 1e-6, max_iter: i
             f"{name}: conjugate gradients did not reach relative residual {tol:g} in "
             f"{max_iter} iterations (worst sample at {worst:.3g}); raise max_iter or tol")
     return x, it
+
+
+def shifted_normal_cg(A, b: torch.Tensor, rho: float, *, tol: float, max_iter: int,
+                      x0: torch.Tensor | None = None, name: str) -> torch.Tensor:
+    r"""Solve :math:`(A^\top A + \rho I)\,x = b` by conjugate gradients (raises
+    :class:`ConvergenceError` past ``max_iter``).
+
+    For :math:`\rho > 1` it solves :math:`(A^\top A/\rho + I)\,u = b` for :math:`u = \rho x`
+    instead: the residual is the same vector (so the same test), and no vector grows to
+    :math:`\rho\|b\|`, which overflowed for :math:`\rho` near the float maximum.
+    """
+    def normal(v):
+        return A._adjoint(A._forward(v))
+
+    if rho <= 1.0:
+        return conjugate_gradient(lambda v: normal(v) + rho * v, b, tol=tol, max_iter=max_iter,
+                                  x0=x0, name=name)[0]
+    u0 = None if x0 is None else x0 * rho
+    if u0 is not None and not bool(torch.isfinite(u0).all()):
+        u0 = None
+    u, _ = conjugate_gradient(lambda v: normal(v) / rho + v, b, tol=tol, max_iter=max_iter,
+                              x0=u0, name=name)
+    return u / rho
 
 
 def collatz_wielandt(M, dtype=torch.float64, device="cpu", rtol: float = 1e-6,

@@ -14,7 +14,8 @@ from .activations import (
 )
 from .blocks import GradientStepBlock
 from .certify import certify, empirical_lipschitz, export
-from .linear import Constrained, ConvMap, DenseMap, LinearMap, MultiConv
+from .linear import Constrained, ConvMap, DenseMap, LinearMap
+from .multiconv import MultiConv
 from .norms import circular_symbol_norm, symbol_norm_bound
 from .resnet import LipschitzResNet, SpatialPool, UnrolledNetwork
 from .splines import LipschitzSpline

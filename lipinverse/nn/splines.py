@@ -176,7 +176,7 @@ class LipschitzSpline(nn.Module):
         self.coefficients.copy_(self.projected_coefficients())
         return self
 
-    def _table(self) -> torch.Tensor:
+    def segment_table(self) -> torch.Tensor:
         """Per-interval (intercept, slope) pairs, shape ``(C * (K-1), 2)``."""
         if self.frozen_table is not None:
             return self.frozen_table
@@ -185,7 +185,7 @@ class LipschitzSpline(nn.Module):
         intercept = c[:, :-1] - s * self.knots()[:-1]
         return torch.stack([intercept, s], dim=-1).reshape(-1, 2)
 
-    def _lookup(self, table: torch.Tensor, x: torch.Tensor) -> list[torch.Tensor]:
+    def lookup(self, table: torch.Tensor, x: torch.Tensor) -> list[torch.Tensor]:
         """The row of ``table`` (``(C * (K-1), m)``, one row per channel and interval) at the
         (extended) interval of each element of ``x``: ``m`` tensors shaped like ``x``.
 
@@ -215,13 +215,13 @@ class LipschitzSpline(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         r"""Evaluate :math:`\sigma` elementwise along channel dimension 1."""
         self._check_input("forward", x)
-        intercept, slope = self._lookup(self._table(), x)
+        intercept, slope = self.lookup(self.segment_table(), x)
         return intercept + slope * x
 
     def derivative(self, x: torch.Tensor) -> torch.Tensor:
         r"""Elementwise derivative :math:`\sigma'(x)` (right derivative at knots)."""
         self._check_input("derivative", x)
-        return self._lookup(self._table()[:, 1:], x)[0]
+        return self.lookup(self.segment_table()[:, 1:], x)[0]
 
     def integrate(self, x: torch.Tensor) -> torch.Tensor:
         r"""Exact antiderivative :math:`\Psi(x) = \int_0^x \sigma(t)\,dt`, elementwise.
@@ -247,7 +247,7 @@ class LipschitzSpline(nn.Module):
         table = torch.stack([cum[:, :-1], c[:, :-1], s, t[:-1].expand_as(s)], -1).reshape(-1, 4)
 
         def primitive(z: torch.Tensor) -> torch.Tensor:
-            p0, ck, sk, tk = self._lookup(table, z)
+            p0, ck, sk, tk = self.lookup(table, z)
             d = z - tk
             return p0 + d * (ck + 0.5 * sk * d)
 
@@ -270,7 +270,7 @@ class LipschitzSpline(nn.Module):
         Always inside :attr:`slope_bounds`; a tighter, still certified, pair of bounds
         on :math:`\sigma'`.
         """
-        table = self._table()
+        table = self.segment_table()
         s = table[:, 1]
         return float(s.min()), float(s.max())
 
@@ -279,7 +279,7 @@ class LipschitzSpline(nn.Module):
     def freeze(self) -> LipschitzSpline:
         """Cache the projected (intercept, slope) table for fast inference; returns ``self``."""
         self.frozen_table = None
-        self.frozen_table = self._table().detach().clone()
+        self.frozen_table = self.segment_table().detach().clone()
         return self
 
     def unfreeze(self) -> LipschitzSpline:

@@ -6,7 +6,9 @@ and / or ``grad``, and the certificates ``convex``, ``weak_convexity``, ``grad_l
 
 from .classical import ProxDenoiser, Tikhonov
 from .resnet_regularizer import LipschitzResNetRegularizer
-from .ridge import ConvexRidge, RidgeAtSigma, WeakConvexRidge
+from .ridge import ConvexRidge
+from .ridge_parts import RidgeAtSigma
+from .ridge_weak import WeakConvexRidge
 from .tv import TV
 
 __all__ = ["TV", "Tikhonov", "ProxDenoiser", "ConvexRidge", "WeakConvexRidge", "RidgeAtSigma",

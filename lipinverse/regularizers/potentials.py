@@ -119,7 +119,7 @@ class EvenPotential(nn.Module):
         # per interval k of the spline's knots t_k: (h(t_k) - h(0), prefix integral, t_k)
         knots = sp.knots().to(t.dtype)[:-1].expand_as(d[:, :-1])
         table = torch.stack([d[:, :-1], prefix[:, :-1], knots], -1).reshape(-1, 3)
-        dk, pk, tk = sp._lookup(table, u)
+        dk, pk, tk = sp.lookup(table, u)
         partial = _relu_segment(dk, self._d(u), u - tk)
         tail = self._view(t, d[:, -1].clamp(min=0.0)) * (s - self.range).clamp(min=0.0)
         return pk + partial + tail

@@ -23,10 +23,7 @@ convexity stays below 1.
 
 from __future__ import annotations
 
-import math
-import numbers
 import warnings
-import weakref
 
 import torch
 from torch import nn
@@ -34,31 +31,28 @@ from torch import nn
 from lipinverse.nn import ConvMap, GradientStepBlock, LipschitzSpline, MultiConv
 from lipinverse.nn.norms import round_down_f32
 
-from . import ridge_fused
 from ._sigma import SigmaFunction, as_sigma
 from .colour import fold, repeat_per_channel, unfold
 from .potentials import EvenPotential
+from .ridge_calculus import RidgeCalculus
 from .ridge_parts import (
     NormalizedChain,
     RidgeActivation,
+    RidgeAtSigma,
     RidgeScalings,
     SolveInfo,
     UnrolledRidgeDenoiser,
-    composed_kernel,
     concave_strength,
     concave_top,
     curvature_interval,
 )
-from .ridge_solve import anderson, fista
+from .ridge_solve import solve_ridge
 
-__all__ = ["ConvexRidge", "WeakConvexRidge", "RidgeAtSigma"]
-
-# the ridges whose potentials run compiled (ConvexRidge.compile_potentials); kept outside
-# the modules so that copying or saving a model never carries the flag
-_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+__all__ = ["ConvexRidge"]
 
 
-class ConvexRidge(nn.Module):
+
+class ConvexRidge(RidgeCalculus):
     r"""Convex ridge regulariser (CRR-NN style), conditioned on the noise level.
 
     Parameters
@@ -189,150 +183,6 @@ class ConvexRidge(nn.Module):
                                      self.num_convex_only)
         return RidgeScalings(s, lam, mu, kappa, nu)
 
-    def _filters(self, x: torch.Tensor, sc: RidgeScalings) -> torch.Tensor:
-        return self.W.linear(x) * sc.s.to(x.dtype)
-
-    def _concave(self, z: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """``v`` on all channels, with ``0`` on the convex-only ones prepended."""
-        return torch.cat([torch.zeros_like(z[:, :self.num_convex_only]), v], dim=1)
-
-    def _activation(self, z: torch.Tensor, sc: RidgeScalings) -> torch.Tensor:
-        r"""Elementwise :math:`\lambda\psi'(\mu z) - (0,\ \kappa\phi'(\nu z_2))` of the
-        filter responses ``z`` (the derivative of the potentials)."""
-        lam, mu = sc.lam.to(z.dtype), sc.mu.to(z.dtype)
-        out = lam * self.convex_spline(mu * z)
-        if self.concave_part is not None:
-            kappa, nu = sc.kappa.to(z.dtype), sc.nu.to(z.dtype)
-            z2 = z[:, self.num_convex_only:]
-            out = out - self._concave(z, kappa * self.concave_part(nu * z2))
-        return out
-
-    def _curvature(self, z: torch.Tensor, sc: RidgeScalings) -> torch.Tensor:
-        r"""Elementwise second derivative of the potentials at the responses ``z``,
-        :math:`\lambda\mu\psi''(\mu z) - (0,\ \kappa\nu\phi''(\nu z_2))` (a.e.)."""
-        lam, mu = sc.lam.to(z.dtype), sc.mu.to(z.dtype)
-        d2 = lam * mu * self.convex_spline.derivative(mu * z)
-        if self.concave_part is not None:
-            kappa, nu = sc.kappa.to(z.dtype), sc.nu.to(z.dtype)
-            z2 = z[:, self.num_convex_only:]
-            d2 = d2 - self._concave(z, kappa * nu * self.concave_part.derivative(nu * z2))
-        return d2
-
-    def _fused_args(self, z: torch.Tensor, sc: RidgeScalings) -> tuple:
-        """Arguments of :mod:`~lipinverse.regularizers.ridge_fused` (tables in ``z.dtype``)."""
-        def tables(spline):
-            tab = spline._table().to(z.dtype).reshape(spline.num_channels,
-                                                      spline.num_knots - 1, 2)
-            return tab, (float(spline.knot_range[0]), float(spline.spacing),
-                         spline.num_knots - 2)
-
-        table, grid = tables(self.convex_spline)
-        concave = None
-        if self.concave_part is not None:
-            h = self.concave_part.spline
-            htab, hgrid = tables(h)
-            h0 = h.projected_coefficients()[:, 0].to(z.dtype).view(1, -1, 1, 1)
-            concave = (sc.kappa.to(z.dtype), sc.nu.to(z.dtype), htab, h0, hgrid,
-                       float(self.concave_part.range), self.num_convex_only)
-        return sc.lam.to(z.dtype), sc.mu.to(z.dtype), table, grid, concave
-
-    def _fn(self, name: str):
-        """``self._activation`` / ``self._curvature``, or their compiled pure forms
-        (:mod:`~lipinverse.regularizers.ridge_fused`) after :meth:`compile_potentials`."""
-        if self not in _COMPILED:
-            return getattr(self, name)
-        fused = ridge_fused.compiled(name.lstrip("_"))
-        eager = getattr(self, name)
-
-        def call(z: torch.Tensor, sc: RidgeScalings) -> torch.Tensor:
-            try:
-                return fused(z, *self._fused_args(z, sc))
-            except Exception as err:  # no compiler, or torch.compile unsupported here
-                _COMPILED.pop(self, None)
-                warnings.warn(f"{type(self).__name__}.compile_potentials: torch.compile failed "
-                              f"({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
-                              "running the potentials eagerly", RuntimeWarning, stacklevel=3)
-                return eager(z, sc)
-
-        return call
-
-    def compile_potentials(self, enabled: bool = True) -> ConvexRidge:
-        r"""Run the elementwise potentials through :func:`torch.compile` (or back to eager).
-
-        The spline lookups, the scalings and the concave part then run as one fused
-        loop per call instead of about ten passes over the filter responses (the
-        compiled code is shared by every ridge prior in the process). Under autograd the
-        compiled backward's scatter-add into the spline tables is slower than eager's,
-        but the fused forward more than makes up for it in training (t-step stage, batch
-        128, 2 threads: 7.4 s / step compiled, 9.3 s eager). The first calls compile
-        (tens of seconds, then cached on disk by torch); values equal the eager ones up
-        to float rounding. Returns ``self``.
-        """
-        if enabled:
-            _COMPILED[self] = True
-        else:
-            _COMPILED.pop(self, None)
-        return self
-
-    def _grad(self, x: torch.Tensor, sc: RidgeScalings) -> torch.Tensor:
-        z = self._filters(x, sc)
-        out = self._fn("_activation")(z, sc)
-        return self.W.linear.transpose(out, input_size=tuple(x.shape[-2:])) * sc.s.to(x.dtype)
-
-    def _value(self, x: torch.Tensor, sc: RidgeScalings) -> torch.Tensor:
-        z = self._filters(x, sc)
-        lam, mu = sc.lam.to(x.dtype), sc.mu.to(x.dtype)
-        val = (lam / mu * self.convex_spline.integrate(mu * z)).flatten(1).sum(1)
-        if self.concave_part is not None:
-            kappa, nu = sc.kappa.to(x.dtype), sc.nu.to(x.dtype)
-            z2 = z[:, self.num_convex_only:]
-            val = val - (kappa / nu * self.concave_part.integrate(nu * z2)).flatten(1).sum(1)
-        return val
-
-    def hessian_at(self, x: torch.Tensor, sc: RidgeScalings, *, preconditioner: bool = False):
-        r"""The map :math:`v \mapsto \nabla^2 R_\sigma(x)\,v = (sW)^\top D\,(sW)v` at a
-        fixed ``x``, with the curvatures :math:`D` computed once (for conjugate
-        gradients: one filter pass and one transposed pass per product). Called as
-        ``apply(v)``, or ``apply(v, idx)`` for ``v`` holding only the samples ``idx``.
-
-        With ``preconditioner=True`` also returns ``solve(r, idx)``, an SPD approximation
-        of :math:`(I + \nabla^2 R_\sigma(x))^{-1}` for preconditioned CG: the curvatures
-        of each channel replaced by their mean :math:`\bar d_c` over the image, so that
-        :math:`I + \sum_c \bar d_c W_c^\top W_c` is diagonalised by the FFT (periodic on
-        a grid padded by the filter support, then cropped: :math:`C P^{-1} C^\top`,
-        symmetric positive definite whenever :math:`1 + \sum_c \bar d_c|\hat K_c|^2 > 0`;
-        a channel mean is clamped at 0 from below, so it always is). It only changes the
-        number of CG iterations, not what CG converges to.
-        """
-        s = sc.s.to(x.dtype)
-        d2 = self._fn("_curvature")(self._filters(x, sc), sc) * (s * s)
-        size = tuple(x.shape[-2:])
-        lin = self.W.linear
-
-        def apply(v: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
-            d = d2 if idx is None or idx.numel() == d2.shape[0] else d2[idx]
-            return lin.transpose(d * lin(v), input_size=size)
-
-        if not preconditioner:
-            return apply
-        with torch.no_grad():
-            k = composed_kernel(list(lin.convs)).detach().to(x.dtype)   # (C, 1, kh, kw)
-            grid = (size[0] + k.shape[-2] - 1, size[1] + k.shape[-1] - 1)
-            kh = torch.fft.rfft2(k[:, 0], s=grid)
-            p_hat = 1.0 + torch.einsum("bc,cuv->buv", d2.mean((-2, -1)).clamp(min=0.0),
-                                       kh.real.square() + kh.imag.square())
-
-        def solve(r: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
-            p = p_hat if idx is None or idx.numel() == p_hat.shape[0] else p_hat[idx]
-            z = torch.fft.irfft2(torch.fft.rfft2(r, s=grid) / p.unsqueeze(1), s=grid)
-            return z[..., :size[0], :size[1]]
-
-        return apply, solve
-
-    def _hvp(self, x: torch.Tensor, v: torch.Tensor, sc: RidgeScalings) -> torch.Tensor:
-        r"""Hessian-vector product :math:`\nabla^2 R_\sigma(x)\,v` (a.e.)."""
-        return self.hessian_at(x, sc)(v)
-
     def _check_x(self, name: str, x) -> None:
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"{type(self).__name__}.{name}: expected a torch.Tensor, got {type(x)}")
@@ -381,7 +231,7 @@ class ConvexRidge(nn.Module):
             s = self._per_channel(f"{type(self).__name__}.grad", sigma, x.shape[0], k,
                                   x.device)
             return unfold(self.grad(fold(x), s), k)
-        return self._grad(x, self.scalings(sigma, x.shape[0], x.dtype, x.device))
+        return self.grad_scaled(x, self.scalings(sigma, x.shape[0], x.dtype, x.device))
 
     def tv2(self) -> torch.Tensor:
         """Second-order total variation of all splines (training penalty)."""
@@ -509,52 +359,8 @@ class ConvexRidge(nn.Module):
         results do not depend on the batch).  Returns the gradient step taken from the
         first point meeting the tolerance, which is no farther from the minimiser.
         """
-        name = f"{type(self).__name__}.solve"
-        self._check_x("solve", y)
-        if (isinstance(tol, bool) or not isinstance(tol, numbers.Real)
-                or isinstance(max_iter, bool) or not isinstance(max_iter, numbers.Integral)):
-            raise TypeError(f"{name}: expected a float tol and an int max_iter, got "
-                            f"{type(tol).__name__}, {type(max_iter).__name__}")
-        if not tol > 0 or max_iter < 1:
-            raise ValueError(f"{name}: expected tol > 0 and max_iter >= 1, got {tol}, {max_iter}")
-        if method not in ("fista", "anderson"):
-            raise ValueError(f"{name}: expected method 'fista' or 'anderson', got {method!r}")
-        k = self._colour(y)
-        if k > 1:  # separable in the transformed channels (colour module Notes)
-            B = y.shape[0]
-            if x0 is not None and x0.shape != y.shape:
-                raise ValueError(f"{name}: expected x0 of shape {tuple(y.shape)}, got "
-                                 f"{tuple(x0.shape)}")
-            u, info = self.solve(fold(y), self._per_channel(f"{name} (tau)", tau, B, k, y.device),
-                                 self._per_channel(name, sigma, B, k, y.device), tol=tol,
-                                 max_iter=max_iter, x0=None if x0 is None else fold(x0),
-                                 method=method)
-            return unfold(u, k), SolveInfo(
-                info.iterations.reshape(B, k).amax(1), info.converged.reshape(B, k).all(1),
-                info.error_bound.reshape(B, k).square().sum(1).sqrt())
-        B = y.shape[0]
-        with torch.no_grad():
-            tau_t = as_sigma(f"{name} (tau)", tau, B, torch.float64, y.device)
-            if bool((tau_t <= 0).any()):
-                raise ValueError(f"{name}: expected tau > 0, got {tau_t.tolist()}")
-            sc = self.scalings(sigma, B, y.dtype, y.device)
-            sc64 = self.scalings(sigma, B, torch.float64, y.device)
-            b2 = ((0.0, 0.0) if self.concave_part is None
-                  else self.concave_part.derivative_bounds())
-            lo, hi = curvature_interval(sc64, self.convex_spline.derivative_bounds(), b2)
-            m = 1.0 + tau_t * lo
-            L = 1.0 + tau_t * hi
-            if bool((m <= 0).any()):
-                raise ValueError(f"{name}: 1/2||x-y||^2 + tau R is not strongly convex "
-                                 f"(tau * rho = {(-tau_t * lo).max().item():.3g} >= 1)")
-            tau_x = tau_t.to(y.dtype).reshape(-1, 1, 1, 1)
-
-            def grad(z: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-                return z - y[idx] + tau_x[idx] * self._grad(z, sc.select(idx))
-
-            run = fista if method == "fista" else anderson
-            x, its, converged, err = run(grad, y, m, L, tol=tol, max_iter=max_iter, x0=x0)
-        return x, SolveInfo(its, converged, err)
+        return solve_ridge(self, y, tau, sigma, tol=tol, max_iter=max_iter, x0=x0,
+                           method=method)
 
     def prox(self, x: torch.Tensor, tau=1.0, sigma=None, *, tol: float = 1e-4,
              max_iter: int = 1000, x0: torch.Tensor | None = None) -> torch.Tensor:
@@ -604,7 +410,7 @@ class ConvexRidge(nn.Module):
         h = self.step_size(sc, step).to(y.dtype).reshape(-1, 1, 1, 1)
         x = y
         for _ in range(int(t)):
-            x = x - h * (x - y + self._grad(x, sc))
+            x = x - h * (x - y + self.grad_scaled(x, sc))
         return x
 
     def activation_at(self, sigma: float) -> RidgeActivation:
@@ -629,156 +435,3 @@ class ConvexRidge(nn.Module):
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}, sigma={self.sigma:.4g}"
-
-
-class WeakConvexRidge(ConvexRidge):
-    r"""Weakly convex ridge regulariser (WCRR-NN style), conditioned on the noise level.
-
-    Parameters
-    ----------
-    channels, kernel_size, num_knots, knot_range, sigma_range, num_sigma_nodes, sigma,
-    spline_init :
-        As for :class:`ConvexRidge`.
-    nonconvex_channels : int, default half of ``channels[-1]``
-        Number of filter channels :math:`C_2` (the last ones) that carry the subtracted
-        concave part.
-    rho_max : float in (0, 1), default 0.9
-        Cap on the weak convexity: :math:`\kappa(\sigma)\nu(\sigma) =
-        \rho_{max}\,\mathrm{sigmoid}(a(\sigma))`.
-
-    Notes
-    -----
-    Every channel has the convex potential :math:`\frac\lambda\mu\psi_c(\mu\,\cdot)` of
-    :class:`ConvexRidge`; the channels :math:`C_2` also have the subtracted
-    :math:`\frac\kappa\nu\phi_c(\nu\,\cdot)`, with :math:`\phi_c` an
-    :class:`~lipinverse.regularizers.potentials.EvenPotential` with slopes in
-    :math:`[0, 1]`: even, convex, :math:`\phi_c'' \in [0, 1]`, quadratic near 0 and
-    linear beyond its range.  With :math:`\|sW\|\le1`
-
-    .. math:: \min(0, -\kappa\nu)\, I \preceq \nabla^2 R_\sigma \preceq \lambda\mu\, I,
-
-    i.e. ``weak_convexity`` :math:`\rho \le \kappa\nu \le \rho_{max} < 1`: the denoising
-    objective :math:`\tfrac12\|x-y\|^2 + R_\sigma(x)` is :math:`(1-\rho)`-strongly
-    convex for every σ, its minimiser is unique and :meth:`denoise` converges.  The
-    certificates use the current slopes (tighter than the constraints).
-
-    Why a *difference*: in WCRR-NN the potential of a channel is steep near 0 and then
-    bends down (a redescending :math:`\psi'`, which spares large filter responses,
-    i.e. edges).  The steep part needs a curvature :math:`\lambda\mu` of tens while the
-    bend must stay above :math:`-\rho_{max}`; a single potential whose curvature is
-    capped by :math:`\rho_{max}` in *both* directions cannot be steep, and then
-    contributes almost nothing (the previous form of this class learned
-    :math:`\kappa\nu\phi''\approx 0.2` against :math:`\lambda\mu \approx 16`-:math:`49`).
-    Here the convex part supplies the steepness and the concave part the bend.
-
-    Bounded below: the concave part grows linearly beyond its range.  Where the convex
-    part of a channel ends flat (a constant :math:`\psi_c'`, TV-like), the strength of
-    that channel is capped, :math:`\kappa_c = \min(\kappa, \lambda P_c/f_c(r))` (see
-    :func:`~lipinverse.regularizers.ridge_parts.concave_strength`), so that the concave
-    part never outgrows it: :math:`R_\sigma` is bounded below whenever its convex part
-    is, which keeps problems with a non-injective forward operator well posed.
-    :meth:`~ConvexRidge.bounded_below` certifies it.  ``kappa`` of :meth:`scalings` is
-    this per-channel :math:`\kappa_c`.
-
-    References
-    ----------
-    A. Goujon, S. Neumayer, M. Unser, "Learning weakly convex regularizers for convergent
-    image-reconstruction algorithms", SIAM J. Imaging Sci. 2024.
-    """
-
-    def __init__(
-        self,
-        channels: tuple[int, ...] = (1, 8, 32),
-        kernel_size: int = 5,
-        num_knots: int = 21,
-        knot_range: float = 1.0,
-        sigma_range: tuple[float, float] = (1.0 / 255, 64.0 / 255),
-        num_sigma_nodes: int = 8,
-        sigma: float = 15.0 / 255,
-        spline_init: str = "identity",
-        nonconvex_channels: int | None = None,
-        rho_max: float = 0.9,
-    ) -> None:
-        c2 = channels[-1] // 2 if nonconvex_channels is None else int(nonconvex_channels)
-        if c2 < 1:
-            raise ValueError(f"WeakConvexRidge: expected nonconvex_channels >= 1, got {c2}")
-        super().__init__(channels, kernel_size, num_knots, knot_range, sigma_range,
-                         num_sigma_nodes, sigma, spline_init,
-                         _nonconvex_channels=c2, _rho_max=rho_max)
-        self._kwargs.update(nonconvex_channels=c2, rho_max=float(rho_max))
-
-    @classmethod
-    def from_convex(cls, convex: ConvexRidge, nonconvex_channels: int | None = None,
-                    rho_max: float = 0.9, nu_ratio: float = 1.0 / 32) -> WeakConvexRidge:
-        r"""A weakly convex ridge that starts from a trained :class:`ConvexRidge`.
-
-        It shares nothing with ``convex`` (a deep copy of its filters, splines and
-        :math:`\lambda, \mu`).  The concave part starts at its default (slope 0.5,
-        :math:`\kappa\nu = \rho_{max}/2`), so the curvature of each channel of
-        :math:`C_2` is lowered by :math:`\rho_{max}/4` near 0, and
-        :math:`\nu(\sigma) = \nu_{ratio}\,\mu(\sigma)`: the concave part acts on
-        responses up to :math:`1/\nu` (its knot range :math:`r = 1`), i.e. up to
-        :math:`\mu z = 1/\nu_{ratio}`.  Used to fine-tune a WCRR from a CRR.
-        """
-        if type(convex) is not ConvexRidge:
-            raise TypeError(f"{cls.__name__}.from_convex: expected a ConvexRidge, "
-                            f"got {type(convex).__name__}")
-        if not nu_ratio > 0:
-            raise ValueError(f"{cls.__name__}.from_convex: expected nu_ratio > 0, got {nu_ratio}")
-        reg = cls(**convex.config(), nonconvex_channels=nonconvex_channels, rho_max=rho_max)
-        reg = reg.to(convex.lam.values.device)
-        missing, unexpected = reg.load_state_dict(convex.state_dict(), strict=False)
-        new = ("concave_part.", "kappa_nu.", "nu.")
-        if unexpected or any(not k.startswith(new) for k in missing):
-            raise RuntimeError(f"{cls.__name__}.from_convex: state mismatch "
-                               f"(missing {missing}, unexpected {unexpected})")
-        with torch.no_grad():
-            reg.nu.values.copy_(convex.mu.values + math.log(nu_ratio))
-        return reg
-
-
-class RidgeAtSigma:
-    r"""A ridge regulariser frozen at one noise level: the functional :math:`R_\sigma`.
-
-    Exposes the solver contract: ``__call__``/``value`` (per sample), ``grad``, ``prox``,
-    ``denoise``, ``grad_lipschitz``, ``convex``, ``weak_convexity``; shares the weights
-    of ``regularizer``.
-    """
-
-    def __init__(self, regularizer: ConvexRidge, sigma: float) -> None:
-        if not isinstance(regularizer, ConvexRidge):
-            raise TypeError(f"RidgeAtSigma: expected a ConvexRidge or WeakConvexRidge, "
-                            f"got {type(regularizer).__name__}")
-        as_sigma("RidgeAtSigma", sigma, 1, torch.float64, None)
-        self.regularizer, self.sigma = regularizer, float(sigma)
-
-    def value(self, x: torch.Tensor) -> torch.Tensor:
-        return self.regularizer.value(x, self.sigma)
-
-    __call__ = value
-
-    def grad(self, x: torch.Tensor) -> torch.Tensor:
-        return self.regularizer.grad(x, self.sigma)
-
-    def prox(self, x: torch.Tensor, tau=1.0, *, tol: float = 1e-4,
-             max_iter: int = 1000, x0: torch.Tensor | None = None) -> torch.Tensor:
-        return self.regularizer.prox(x, tau, self.sigma, tol=tol, max_iter=max_iter, x0=x0)
-
-    def denoise(self, y: torch.Tensor, *, tol: float = 1e-4, max_iter: int = 1000) -> torch.Tensor:
-        return self.regularizer.denoise(y, self.sigma, tol=tol, max_iter=max_iter)
-
-    @property
-    def grad_lipschitz(self) -> float:
-        lo, hi = self.regularizer.curvature_bounds(self.sigma)
-        return max(-lo, hi)
-
-    @property
-    def weak_convexity(self) -> float:
-        return max(0.0, -self.regularizer.curvature_bounds(self.sigma)[0])
-
-    @property
-    def convex(self) -> bool:
-        return self.weak_convexity == 0.0
-
-    def __repr__(self) -> str:
-        return f"RidgeAtSigma({type(self.regularizer).__name__}, sigma={self.sigma:.4g})"

@@ -15,6 +15,8 @@ from lipinverse.nn import GradientStepBlock, LipschitzResNet, LipschitzSpline, M
 from lipinverse.nn.linear import Constrained
 from lipinverse.nn.norms import round_down_f32, symbol_norm_bound
 
+from ._sigma import as_sigma
+
 __all__ = [
     "composed_kernel",
     "NormalizedChain",
@@ -267,3 +269,51 @@ class UnrolledRidgeDenoiser(nn.Module):
         q = self.block.lipschitz_bound()
         h = float(self.block.step_size())
         return q ** self.depth + h * sum(q ** k for k in range(self.depth))
+
+
+class RidgeAtSigma:
+    r"""A ridge regulariser frozen at one noise level: the functional :math:`R_\sigma`.
+
+    Exposes the solver contract: ``__call__``/``value`` (per sample), ``grad``, ``prox``,
+    ``denoise``, ``grad_lipschitz``, ``convex``, ``weak_convexity``; shares the weights
+    of ``regularizer``.
+    """
+
+    def __init__(self, regularizer, sigma: float) -> None:
+        if not (callable(getattr(regularizer, "scalings", None))
+                and callable(getattr(regularizer, "solve", None))):
+            raise TypeError(f"RidgeAtSigma: expected a ConvexRidge or WeakConvexRidge, "
+                            f"got {type(regularizer).__name__}")
+        as_sigma("RidgeAtSigma", sigma, 1, torch.float64, None)
+        self.regularizer, self.sigma = regularizer, float(sigma)
+
+    def value(self, x: torch.Tensor) -> torch.Tensor:
+        return self.regularizer.value(x, self.sigma)
+
+    __call__ = value
+
+    def grad(self, x: torch.Tensor) -> torch.Tensor:
+        return self.regularizer.grad(x, self.sigma)
+
+    def prox(self, x: torch.Tensor, tau=1.0, *, tol: float = 1e-4,
+             max_iter: int = 1000, x0: torch.Tensor | None = None) -> torch.Tensor:
+        return self.regularizer.prox(x, tau, self.sigma, tol=tol, max_iter=max_iter, x0=x0)
+
+    def denoise(self, y: torch.Tensor, *, tol: float = 1e-4, max_iter: int = 1000) -> torch.Tensor:
+        return self.regularizer.denoise(y, self.sigma, tol=tol, max_iter=max_iter)
+
+    @property
+    def grad_lipschitz(self) -> float:
+        lo, hi = self.regularizer.curvature_bounds(self.sigma)
+        return max(-lo, hi)
+
+    @property
+    def weak_convexity(self) -> float:
+        return max(0.0, -self.regularizer.curvature_bounds(self.sigma)[0])
+
+    @property
+    def convex(self) -> bool:
+        return self.weak_convexity == 0.0
+
+    def __repr__(self) -> str:
+        return f"RidgeAtSigma({type(self.regularizer).__name__}, sigma={self.sigma:.4g})"

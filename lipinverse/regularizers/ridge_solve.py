@@ -21,7 +21,13 @@ the distance to the minimiser whatever the iterates were. They return the gradie
 
 from __future__ import annotations
 
+import numbers
+
 import torch
+
+from ._sigma import as_sigma
+from .colour import fold, unfold
+from .ridge_parts import SolveInfo, curvature_interval
 
 __all__ = ["fista", "anderson"]
 
@@ -141,3 +147,58 @@ def anderson(grad, y, m, L, *, tol, max_iter, x0=None, memory: int = 8,
     converged = torch.ones(B, dtype=torch.bool, device=dev)
     converged[active] = False
     return x, its, converged, err
+
+
+def solve_ridge(model, y: torch.Tensor, tau=1.0, sigma=None, *, tol: float = 1e-4,
+                max_iter: int = 1000, x0: torch.Tensor | None = None, method: str = "fista"):
+    r"""The body of :meth:`~lipinverse.regularizers.ConvexRidge.solve` (see there): checks,
+    colour folding, the strong-convexity and smoothness constants from the certified
+    curvature interval, then :func:`fista` or :func:`anderson` on
+    :math:`F(x) = \tfrac12\|x-y\|^2 + \tau R_\sigma(x)`."""
+    name = f"{type(model).__name__}.solve"
+    model._check_x("solve", y)
+    if (isinstance(tol, bool) or not isinstance(tol, numbers.Real)
+            or isinstance(max_iter, bool) or not isinstance(max_iter, numbers.Integral)):
+        raise TypeError(f"{name}: expected a float tol and an int max_iter, got "
+                        f"{type(tol).__name__}, {type(max_iter).__name__}")
+    if not tol > 0 or max_iter < 1:
+        raise ValueError(f"{name}: expected tol > 0 and max_iter >= 1, got {tol}, {max_iter}")
+    if method not in ("fista", "anderson"):
+        raise ValueError(f"{name}: expected method 'fista' or 'anderson', got {method!r}")
+    k = model._colour(y)
+    if k > 1:  # separable in the transformed channels (colour module Notes)
+        B = y.shape[0]
+        if x0 is not None and x0.shape != y.shape:
+            raise ValueError(f"{name}: expected x0 of shape {tuple(y.shape)}, got "
+                             f"{tuple(x0.shape)}")
+        u, info = solve_ridge(model, fold(y),
+                              model._per_channel(f"{name} (tau)", tau, B, k, y.device),
+                              model._per_channel(name, sigma, B, k, y.device), tol=tol,
+                              max_iter=max_iter, x0=None if x0 is None else fold(x0),
+                              method=method)
+        return unfold(u, k), SolveInfo(
+            info.iterations.reshape(B, k).amax(1), info.converged.reshape(B, k).all(1),
+            info.error_bound.reshape(B, k).square().sum(1).sqrt())
+    B = y.shape[0]
+    with torch.no_grad():
+        tau_t = as_sigma(f"{name} (tau)", tau, B, torch.float64, y.device)
+        if bool((tau_t <= 0).any()):
+            raise ValueError(f"{name}: expected tau > 0, got {tau_t.tolist()}")
+        sc = model.scalings(sigma, B, y.dtype, y.device)
+        sc64 = model.scalings(sigma, B, torch.float64, y.device)
+        b2 = ((0.0, 0.0) if model.concave_part is None
+              else model.concave_part.derivative_bounds())
+        lo, hi = curvature_interval(sc64, model.convex_spline.derivative_bounds(), b2)
+        m = 1.0 + tau_t * lo
+        L = 1.0 + tau_t * hi
+        if bool((m <= 0).any()):
+            raise ValueError(f"{name}: 1/2||x-y||^2 + tau R is not strongly convex "
+                             f"(tau * rho = {(-tau_t * lo).max().item():.3g} >= 1)")
+        tau_x = tau_t.to(y.dtype).reshape(-1, 1, 1, 1)
+
+        def grad(z: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+            return z - y[idx] + tau_x[idx] * model.grad_scaled(z, sc.select(idx))
+
+        run = fista if method == "fista" else anderson
+        x, its, converged, err = run(grad, y, m, L, tol=tol, max_iter=max_iter, x0=x0)
+    return x, SolveInfo(its, converged, err)

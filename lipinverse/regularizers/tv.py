@@ -162,7 +162,7 @@ class TV:
         # every few iterations: the check costs one extra forward/adjoint pair
         check_every = 5
         # x was validated above: call the operator's unvalidated hooks inside the loop
-        grad, div = self.D._forward, self.D._adjoint
+        grad, div = self.D.forward, self.D.adjoint
         b = x.shape[0]
         q, p_prev = p, p
         t = torch.ones((b,) + (1,) * (x.dim() - 1), dtype=x.dtype, device=x.device)
@@ -201,7 +201,7 @@ class TV:
         ``p`` is aligned with ``g``, and float32 rounding would put a floor of about
         :math:`\epsilon_{32}\,\tau\,\mathrm{TV}(u)` under the gap.
         """
-        g = self.D._forward(u.double())
+        g = self.D.forward(u.double())
         p = p.double()
         c = g.shape[1] // 2
         if self.isotropic:

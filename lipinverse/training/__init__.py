@@ -8,6 +8,7 @@ from .checkpoint import (
     registered_models,
     save_checkpoint,
 )
+from .config import TrainConfig, project_constraints, seed_everything
 from .objectives import (
     AdversarialLoss,
     DenoisingLoss,
@@ -15,7 +16,7 @@ from .objectives import (
     TStepDenoisingLoss,
 )
 from .patches import PatchDataset, load_images
-from .trainer import TrainConfig, Trainer, project_constraints, seed_everything
+from .trainer import Trainer
 
 __all__ = [
     "PatchDataset",

@@ -392,3 +392,14 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, path) -> None:
             if isinstance(v, list) and k != "params":
                 g[k] = tuple(v)
     optimizer.load_state_dict({"state": state, "param_groups": groups})
+
+
+def write_history_csv(history: list[dict], path) -> None:
+    """The per-epoch history as CSV (one row per epoch, every metric a column), atomically."""
+    keys: list[str] = []
+    for rec in history:
+        keys += [k for k in rec if k not in keys]
+    lines = [",".join(keys)]
+    for rec in history:
+        lines.append(",".join("" if rec.get(k) is None else f"{rec[k]}" for k in keys))
+    _atomic_write(Path(path), ("\n".join(lines) + "\n").encode())

@@ -169,7 +169,7 @@ class DEQDenoisingLoss:
         extra = {"fixed_point_iterations": float(info.iterations.float().mean())}
         if self.backward == "jfb":
             h = model.step_size(sc, 0.5).to(noisy.dtype).reshape(-1, 1, 1, 1)
-            est = x_star - h * (x_star - noisy + model._grad(x_star, sc))
+            est = x_star - h * (x_star - noisy + model.grad_scaled(x_star, sc))
             return _finish(self._loss(est, clean), model, self.tv2_weight, extra)
         leaf = x_star.detach().requires_grad_(True)
         with torch.enable_grad():
@@ -182,7 +182,7 @@ class DEQDenoisingLoss:
                                         max_iter=self.cg_max_iter, batched=True,
                                         precondition=prec)
         extra["cg_iterations"] = float(its)
-        surrogate = -(v * model._grad(x_star, sc)).sum()
+        surrogate = -(v * model.grad_scaled(x_star, sc)).sum()
         value = per_sample.detach().mean()
         data = surrogate + (value - surrogate).detach()
         loss, metrics = _finish(data.reshape(1), model, self.tv2_weight, extra)

@@ -66,9 +66,9 @@ def _as_images(source, name: str) -> list[torch.Tensor]:
         out = []
         for img in source:
             if isinstance(img, np.ndarray):
-                from ..io import _to_unit
+                from ..io import as_unit_image
 
-                img = torch.from_numpy(_to_unit(img, name, gray=True)).float()
+                img = torch.from_numpy(as_unit_image(img, name, gray=True)).float()
             if not isinstance(img, torch.Tensor):
                 raise TypeError(f"{name}: expected images as tensors or arrays, got {type(img)}")
             img = img.detach().float()

@@ -28,10 +28,11 @@ from pathlib import Path
 import torch
 
 from .checkpoint import _atomic_write, load_checkpoint, registered_models, save_checkpoint
+from .config import TrainConfig, seed_everything
 from .lock import run_lock
 from .objectives import DEQDenoisingLoss, TStepDenoisingLoss
 from .patches import PatchDataset, load_images
-from .trainer import TrainConfig, Trainer, seed_everything
+from .trainer import Trainer
 from .tuning import tune_strength  # noqa: F401
 
 __all__ = ["load_recipe", "available_recipes", "run_recipe", "resume_run"]

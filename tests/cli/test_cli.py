@@ -281,14 +281,6 @@ def test_errors_in_a_real_process_have_no_traceback(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("lipinverse: error: "), r.stderr
 
 
-def test_missing_feature_is_one_line_exit_1(image, tmp_path, capsys, monkeypatch):
-    """A feature absent from the installation (here: the solvers) is reported, not raised."""
-    monkeypatch.setitem(sys.modules, "lipinverse.solvers", None)  # import fails
-    code = call(["deblur", image, "--prior", "tv", "--out", tmp_path / "o.png"])
-    assert code == 1
-    assert "not available in this installation" in _error_line(capsys)
-
-
 # ------------------------------------------------------------------ GPU
 @pytest.mark.gpu
 def test_deblur_on_cuda_matches_cpu(image, tmp_path, capsys):
@@ -305,7 +297,7 @@ def test_deblur_on_cuda_matches_cpu(image, tmp_path, capsys):
 
 
 def test_train_model_names_build_the_documented_classes():
-    from lipinverse._cli_train import build_model
+    from lipinverse.cli.train import build_model
     from lipinverse.denoisers import LipschitzDenoiser
     from lipinverse.regularizers import ConvexRidge, WeakConvexRidge
 

@@ -85,9 +85,9 @@ def test_cached_hessian_equals_autograd(cls):
     sc = R.scalings(sigma, 2, torch.float64)
     v = torch.randn_like(y)
     x = y.clone().requires_grad_(True)
-    (hv,) = torch.autograd.grad((R._grad(x, sc) * v).sum(), x)
+    (hv,) = torch.autograd.grad((R.grad_scaled(x, sc) * v).sum(), x)
     assert torch.allclose(R.hessian_at(y, sc)(v), hv, atol=1e-10)
-    assert torch.allclose(R._hvp(y, v, sc), hv, atol=1e-10)
+    assert torch.allclose(R.hvp_scaled(y, v, sc), hv, atol=1e-10)
 
 
 @pytest.mark.slow
@@ -102,25 +102,25 @@ def test_compiled_potentials_equal_eager(cls):
     y, sigma = y.float(), sigma.float()
     sc = R.scalings(sigma, 3, torch.float32)
     with torch.no_grad():
-        eager = R._grad(y, sc)
+        eager = R.grad_scaled(y, sc)
         x_e, _ = R.solve(y, 1.0, sigma, tol=1e-4)
         h_e = R.hessian_at(y, sc)(y)
     R.compile_potentials()
     try:
         with torch.no_grad():
-            compiled = R._grad(y, sc)
+            compiled = R.grad_scaled(y, sc)
             assert "activation" in ridge_fused._COMPILED  # the compiled path ran
             assert torch.allclose(compiled, eager, rtol=1e-5, atol=1e-6)
             x_c, _ = R.solve(y, 1.0, sigma, tol=1e-4)
             assert torch.allclose(x_c, x_e, atol=1e-4)
             assert torch.allclose(R.hessian_at(y, sc)(y), h_e, rtol=1e-5, atol=1e-6)
         R.zero_grad()
-        R._grad(y, R.scalings(sigma, 3, torch.float32)).pow(2).sum().backward()
+        R.grad_scaled(y, R.scalings(sigma, 3, torch.float32)).pow(2).sum().backward()
         g_c = [p.grad.clone() for p in R.parameters() if p.grad is not None]
     finally:
         R.compile_potentials(False)
     R.zero_grad()
-    R._grad(y, R.scalings(sigma, 3, torch.float32)).pow(2).sum().backward()
+    R.grad_scaled(y, R.scalings(sigma, 3, torch.float32)).pow(2).sum().backward()
     g_e = [p.grad.clone() for p in R.parameters() if p.grad is not None]
     assert len(g_c) == len(g_e)
     for a, b in zip(g_c, g_e, strict=True):
@@ -165,9 +165,9 @@ def test_compile_failure_falls_back_to_eager_with_a_warning(monkeypatch):
     y, sigma = noisy_batch(n=2, size=10)
     sc = R.scalings(sigma, 2, torch.float64)
     with torch.no_grad():
-        eager = R._grad(y, sc)
+        eager = R.grad_scaled(y, sc)
         R.compile_potentials()
         with pytest.warns(RuntimeWarning, match="torch.compile failed .*no C\\+\\+ compiler"):
-            got = R._grad(y, sc)
+            got = R.grad_scaled(y, sc)
         assert torch.equal(got, eager)
-        assert torch.equal(R._grad(y, sc), eager)  # eager from now on, no second warning
+        assert torch.equal(R.grad_scaled(y, sc), eager)  # eager from now on, no second warning

@@ -7,12 +7,11 @@ default strength from the noise level, and turns certificates into text.
 
 from __future__ import annotations
 
-import importlib
 import math
 
 import torch
 
-__all__ = ["require", "load_prior", "shipped_names", "reconstruct", "denoise",
+__all__ = ["load_prior", "shipped_names", "reconstruct", "denoise",
            "guarantee_text", "certificate_lines", "load_model", "solver_class", "make_solver",
            "tv_lam",
            "TV_LAM_PER_SIGMA2"]
@@ -25,24 +24,6 @@ TV_LAM_PER_SIGMA2 = 5.0
 TV_DENOISE_PER_SIGMA = 0.6
 
 
-def require(module: str, name: str | None, feature: str):
-    """Import ``module`` (and ``name`` from it) or raise ``UnavailableError`` in one line."""
-    from .cli import UnavailableError
-
-    try:
-        mod = importlib.import_module(module)
-    except ImportError as err:
-        raise UnavailableError(f"{feature} needs {module}, which is not available in this "
-                               f"installation ({err})") from None
-    if name is None:
-        return mod
-    try:
-        return getattr(mod, name)
-    except AttributeError:
-        raise UnavailableError(f"{feature} needs {module}.{name}, which is not available in "
-                               "this installation") from None
-
-
 def tv_lam(sigma: float) -> float:
     r"""Default TV strength for :math:`\tfrac12\|Ax-y\|^2 + \lambda\,\mathrm{TV}(x)` at noise
     level ``sigma`` (standard deviation, [0, 1] units): :math:`\lambda = c\,\sigma^2` with
@@ -51,16 +32,11 @@ def tv_lam(sigma: float) -> float:
     return max(TV_LAM_PER_SIGMA2 * float(sigma) ** 2, 1e-6)
 
 
-def shipped_names() -> list[str] | None:
-    """Names of the shipped pretrained priors, or ``None`` if the package has none."""
-    try:
-        pretrained = importlib.import_module("lipinverse.pretrained")
-    except ImportError:
-        return None
-    available = getattr(pretrained, "available", None)
-    if available is None:
-        return None
-    return list(available())
+def shipped_names() -> list[str]:
+    """Names of the shipped pretrained priors."""
+    from .. import pretrained
+
+    return list(pretrained.available())
 
 
 def load_prior(name: str, device: torch.device):
@@ -75,11 +51,12 @@ def load_prior(name: str, device: torch.device):
     from pathlib import Path
 
     if name == "tv":
-        TV = require("lipinverse.regularizers", "TV", "the TV prior")
+        from ..regularizers import TV
+
         return TV()
     names = shipped_names()
-    if names is not None and name in names:
-        from . import pretrained
+    if name in names:
+        from .. import pretrained
 
         model = pretrained.load(name)
         if isinstance(model, torch.nn.Module):
@@ -89,12 +66,7 @@ def load_prior(name: str, device: torch.device):
     p = Path(name)
     if p.is_dir() or p.is_file() or p.with_name(p.name + ".json").is_file():
         return load_model(name, device)[0]
-    if names is None and name in ("crr", "wcrr", "lipdenoiser"):
-        from .cli import UnavailableError
-
-        raise UnavailableError(f"--prior {name}: the shipped priors are not available in "
-                               "this installation (lipinverse.pretrained); use --prior tv")
-    valid = ["tv"] + (names or [])
+    valid = ["tv"] + names
     raise ValueError(f"--prior: unknown prior {name!r}; expected one of {', '.join(valid)} "
                      "or a checkpoint folder written by 'lipinverse train' (see 'lipinverse "
                      "models')")
@@ -106,11 +78,13 @@ def _is_denoiser(prior) -> bool:
 
 
 def solver_class(solver: str):
-    """``PGD`` or ``ADMM`` from :mod:`lipinverse.solvers` (``UnavailableError`` if absent)."""
+    """``PGD`` or ``ADMM`` from :mod:`lipinverse.solvers`."""
     cls = {"pgd": "PGD", "admm": "ADMM"}.get(solver)
     if cls is None:
         raise ValueError(f"--solver: expected 'pgd' or 'admm', got {solver!r}")
-    return require("lipinverse.solvers", cls, f"--solver {solver}")
+    from .. import solvers
+
+    return getattr(solvers, cls)
 
 
 def make_solver(A, y, name: str, prior, *, solver: str = "pgd", lam: float | None = None,
@@ -130,7 +104,7 @@ def make_solver(A, y, name: str, prior, *, solver: str = "pgd", lam: float | Non
       denoiser is only nonexpansive) or PnP-ADMM with the firmly nonexpansive
       :math:`(I + D)/2` (``admm``).
     """
-    from .functionals import L2Fidelity
+    from ..functionals import L2Fidelity
 
     Solver = solver_class(solver)
     f = L2Fidelity(A, y)
@@ -142,10 +116,10 @@ def make_solver(A, y, name: str, prior, *, solver: str = "pgd", lam: float | Non
             raise ValueError(f"--lam: the denoiser {name!r} sets its own strength from the "
                              "noise level; leave --lam out")
         if solver == "admm":
-            averaged = require("lipinverse.denoisers", "averaged", "PnP-ADMM")
+            from ..denoisers import averaged
             prior = averaged(prior, 0.5)
         return Solver(f, prior, sigma=max(float(sigma), 1e-3))
-    from .pretrained import deblur_prior
+    from ..pretrained import deblur_prior
 
     fixed, default_lam = deblur_prior(prior, sigma)
     lam = default_lam if lam is None else lam
@@ -254,7 +228,7 @@ def load_model(spec: str, device: torch.device):
 
     from lipinverse.training.checkpoint import checkpoint_in_folder
 
-    names = shipped_names() or []
+    names = shipped_names()
     p = Path(spec)
     if p.is_dir():
         try:
@@ -271,7 +245,7 @@ def load_model(spec: str, device: torch.device):
             raise FileNotFoundError(f"certify: no such checkpoint: '{spec}'"
                                     + (f" (shipped priors: {', '.join(names)})" if names
                                        else ""))
-    load_checkpoint = require("lipinverse.training", "load_checkpoint", "lipinverse certify")
+    from ..training import load_checkpoint
     model = load_checkpoint(p, map_location=device)
     if isinstance(model, tuple):
         model = model[0]

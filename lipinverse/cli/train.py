@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from ._cli_priors import certificate_lines, require
+from .priors import certificate_lines
 
 __all__ = ["train", "train_recipe", "build_model"]
 
@@ -39,14 +39,15 @@ T_STEPS = 10
 
 def build_model(kind: str):
     """A fresh model and its training objective for ``--model kind``."""
-    training = require("lipinverse.training", None, "lipinverse train")
+    from .. import training
+    from ..denoisers import LipschitzDenoiser
+    from ..regularizers import ConvexRidge, WeakConvexRidge
+
     if kind in ("crr", "wcrr"):
-        cls_name = "ConvexRidge" if kind == "crr" else "WeakConvexRidge"
-        cls = require("lipinverse.regularizers", cls_name, f"--model {kind}")
+        cls = ConvexRidge if kind == "crr" else WeakConvexRidge
         return cls(), training.TStepDenoisingLoss(t=T_STEPS, step=0.5, tv2_weight=TV2_WEIGHT)
     if kind == "lipresnet":
-        cls = require("lipinverse.denoisers", "LipschitzDenoiser", "--model lipresnet")
-        model = cls()
+        model = LipschitzDenoiser()
         try:
             conditioned = "sigma" in inspect.signature(model.forward).parameters
         except (TypeError, ValueError):
@@ -57,7 +58,8 @@ def build_model(kind: str):
 
 def train(args, device: torch.device) -> None:
     """Train ``args.model`` on patches of ``args.images``; checkpoints go to ``args.out``."""
-    training = require("lipinverse.training", None, "lipinverse train")
+    from .. import training
+
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out: expected a folder for the checkpoints, got the file '{out}'")

@@ -1,32 +1,13 @@
-r"""The ``lipinverse`` command: deblur, CT, denoise, train, certify, list the shipped models.
-
-Run ``lipinverse --help`` or ``lipinverse SUBCOMMAND --help``. Every subcommand reads images
-as floats in [0, 1] (integer images are divided by their maximum value, e.g. 255); deblur
-and denoise keep colour (``--gray`` for the luminance), CT reads the luminance. Outputs are
-8-bit PNGs clipped to [0, 1] for display only; PSNR and SSIM (over all channels) are
-computed on the unclipped values.
-
-Exit status: 0 on success, 2 for a user error (missing or unreadable file, bad kernel spec,
-unknown prior, negative noise, CUDA requested but unavailable: one line
-``lipinverse: error: ...`` on stderr, never a traceback), 1 when a solve fails (divergence,
-NaN) or a feature is missing from this installation, 130 on Ctrl-C.
-"""
+"""The argument parser of the ``lipinverse`` command (every subcommand and flag)."""
 
 from __future__ import annotations
 
 import argparse
-import sys
 
-from . import __version__
+from .. import __version__
+from .errors import EXIT_USER_ERROR
 
-__all__ = ["main", "build_parser"]
-
-EXIT_USER_ERROR = 2
-EXIT_FAILURE = 1
-
-
-class UnavailableError(RuntimeError):
-    """A feature the command needs is not part of this installation (yet)."""
+__all__ = ["build_parser"]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -99,7 +80,7 @@ def _add_gray(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``lipinverse`` command (all subcommands)."""
-    from .io import KERNEL_SPECS
+    from ..io import KERNEL_SPECS
 
     parser = _Parser(
         prog="lipinverse",
@@ -258,44 +239,3 @@ def build_parser() -> argparse.ArgumentParser:
         **_fmt("List the priors that ship with the package (usable as --prior NAME) with "
                "their parameter counts and certificates; 'tv' is always available."))
     return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run the ``lipinverse`` command; returns the exit status (see the module docstring)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    from . import _cli_commands as commands
-
-    handler = getattr(commands, f"run_{args.command}")
-    try:
-        handler(args)
-    except KeyboardInterrupt:
-        print("lipinverse: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:  # output piped into e.g. `head`, which closed it: stop quietly
-        import os
-
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 141
-    except UnavailableError as err:
-        _say(err)
-        return EXIT_FAILURE
-    except (ValueError, TypeError, FileNotFoundError, IsADirectoryError, PermissionError,
-            KeyError) as err:
-        _say(err)
-        return EXIT_USER_ERROR
-    except (RuntimeError, OSError, ArithmeticError, MemoryError) as err:  # divergence, NaN,
-        # disk full, a problem larger than the memory
-        _say(err)
-        return EXIT_FAILURE
-    return 0
-
-
-def _say(err: BaseException) -> None:
-    msg = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
-    msg = " ".join(str(msg).split()) or type(err).__name__
-    print(f"lipinverse: error: {msg}", file=sys.stderr)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

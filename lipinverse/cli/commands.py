@@ -14,8 +14,7 @@ from pathlib import Path
 
 import torch
 
-from . import _cli_priors as priors
-from .io import (
+from ..io import (
     center_crop,
     parse_kernel,
     read_image,
@@ -23,7 +22,8 @@ from .io import (
     to_tensor,
     write_image,
 )
-from .metrics import image_metrics
+from ..metrics import image_metrics
+from . import priors
 
 __all__ = ["run_deblur", "run_ct", "run_denoise", "run_train", "run_certify", "run_models",
            "resolve_device"]
@@ -80,7 +80,7 @@ def _check_outputs(args) -> None:
         if p.suffix.lower() not in suffixes:
             raise ValueError(f"{opt}: expected a file name ending in {', '.join(suffixes)}, "
                              f"got '{path}'")
-        from ._atomic import check_writable
+        from .._atomic import check_writable
 
         check_writable(p, opt)
 
@@ -104,7 +104,7 @@ def _load_input(args, gray: bool | None = None):
 
 def _check_memory(x: torch.Tensor, prior, what: str, extra: int = 0) -> None:
     """Refuse, in one line, a solve whose estimated peak memory exceeds what is available."""
-    from ._resources import check_fits, estimate_solve_bytes
+    from .._resources import check_fits, estimate_solve_bytes
 
     n = x.shape[-1] * x.shape[-2] * (x.shape[0] if x.dim() == 4 else 1)
     check_fits(estimate_solve_bytes(n, x.shape[-3], prior, x.element_size(), extra), what)
@@ -210,7 +210,7 @@ def run_ct(args) -> None:
         raise ValueError(f"--angles: expected an integer >= 1, got {args.angles}")
     device = resolve_device(args.device)
     img = read_image(args.image, gray=True)  # attenuation maps are scalar
-    Radon = priors.require("operators", "Radon", "CT (lipinverse ct)")
+    from operators import Radon
     priors.solver_class(args.solver)
     prior = priors.load_prior(args.prior, device)
     if args.size is not None:
@@ -231,7 +231,7 @@ def run_ct(args) -> None:
     print(_metrics_line("FBP", x_fbp, x))
     lam = args.lam
     if lam is None and hasattr(prior, "at_sigma"):
-        from .pretrained import CT_LAM
+        from ..pretrained import CT_LAM
 
         lam = CT_LAM
     t0 = time.perf_counter()
@@ -281,7 +281,7 @@ def run_denoise(args) -> None:
 # ------------------------------------------------------------------------- train
 def run_train(args) -> None:
     """``lipinverse train``: train a prior on patches of a folder of images."""
-    from ._cli_train import sigterm_as_interrupt, train, train_recipe
+    from .train import sigterm_as_interrupt, train, train_recipe
 
     with sigterm_as_interrupt():
         _run_train(args, train, train_recipe)
