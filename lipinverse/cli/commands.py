@@ -246,8 +246,8 @@ def run_ct(args) -> None:
 
 # ----------------------------------------------------------------------- denoise
 def run_denoise(args) -> None:
-    """``lipinverse denoise``: add noise of level --sigma/255 and denoise."""
-    sigma255 = _check_nonneg("--sigma", args.sigma)
+    """``lipinverse denoise``: add noise of level --sigma ([0, 1] units) and denoise."""
+    sigma = _check_nonneg("--sigma", args.sigma)
     _check_outputs(args)
     if args.lam is not None:
         _check_nonneg("--lam", args.lam)
@@ -259,7 +259,6 @@ def run_denoise(args) -> None:
     prior = priors.load_prior(args.prior, device)
     x = to_tensor(img, device=device)
     _check_memory(x, prior, f"denoise of a {img.shape[1]}x{img.shape[0]} image")
-    sigma = sigma255 / 255.0
     if args.observed:
         truth, y = None, x
     else:

@@ -30,6 +30,26 @@ def _seed(text: str) -> int:
     return value
 
 
+def noise_level(text: str) -> float:
+    """An argparse type: a noise standard deviation on [0, 1] images, written as a fraction
+    of the range (``0.098``), in /255 units (``25/255``), or as a bare number >= 1, read in
+    /255 units (``25`` means 25/255: a standard deviation of the whole range or more is no
+    noise level). Returns the value in [0, 1] units."""
+    num, slash, den = text.partition("/")
+    try:
+        value = float(num) / (float(den) if slash else 1.0)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(
+            f"expected a noise level such as 0.098, 25/255 or 25, got {text!r}") from None
+    if not (value >= 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite noise level >= 0, got {text!r}")
+    return value / 255.0 if not slash and value >= 1 else value
+
+
+NOISE_UNITS = ("on [0, 1] images: 0.098, 25/255 or 25 (a bare number >= 1 is in /255 "
+               "units)")
+
+
 def _fmt(description: str):
     return {"description": description, "formatter_class": argparse.RawDescriptionHelpFormatter}
 
@@ -109,9 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("image", metavar="IMAGE", help=IMAGE_HELP)
     p.add_argument("--kernel", default="gaussian:2.0", metavar="SPEC",
                    help="blur kernel: " + " | ".join(KERNEL_SPECS) + " (default: gaussian:2.0)")
-    p.add_argument("--noise", type=float, default=0.01, metavar="SIGMA",
-                   help="noise standard deviation in [0, 1] image units, >= 0 "
-                        "(default: 0.01, i.e. 2.55/255)")
+    p.add_argument("--noise", type=noise_level, default=0.01, metavar="SIGMA",
+                   help=f"noise standard deviation {NOISE_UNITS} (default: 0.01, i.e. "
+                        "2.55/255)")
     p.add_argument("--solver", choices=("pgd", "admm"), default="pgd",
                    help="pgd: proximal gradient / gradient scheme / PnP-FBS; admm: ADMM / "
                         "PnP-ADMM (default: pgd)")
@@ -138,8 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--angles", type=int, default=60, metavar="N",
                    help="number of projection angles (default: 60)")
     p.add_argument("--noise", type=float, default=0.01, metavar="SIGMA",
-                   help="noise standard deviation relative to the sinogram's maximum, >= 0 "
-                        "(default: 0.01)")
+                   help="noise standard deviation as a fraction of the sinogram's maximum "
+                        "|R x|, >= 0 (default: 0.01, i.e. 1 %%)")
     p.add_argument("--solver", choices=("pgd", "admm"), default="pgd",
                    help="pgd (default) or admm")
     p.add_argument("--geometry", choices=("parallel", "fan"), default="parallel",
@@ -151,14 +171,14 @@ def build_parser() -> argparse.ArgumentParser:
     # --------------------------------------------------------------- denoise
     p = sub.add_parser(
         "denoise", help="add Gaussian noise to an image and denoise it",
-        **_fmt("Simulate y = x + noise with noise standard deviation --sigma given in /255 "
-               "units (--sigma 25 means 25/255 ~ 0.098 on [0, 1] images), then denoise: "
+        **_fmt("Simulate y = x + noise with noise standard deviation --sigma (25/255, "
+               "0.098 or 25 all mean 25/255 on [0, 1] images), then denoise: "
                "'crr' / 'wcrr' solve argmin 1/2||x - y||^2 + R_sigma(x) with their own tuned "
                "strength, 'lipdenoiser' applies the certified nonexpansive denoiser, 'tv' "
                "solves the ROF problem. With --observed, IMAGE is already noisy."))
     p.add_argument("image", metavar="IMAGE", help=IMAGE_HELP)
-    p.add_argument("--sigma", type=float, default=25.0, metavar="S",
-                   help="noise standard deviation in /255 units, >= 0 (default: 25)")
+    p.add_argument("--sigma", type=noise_level, default=25 / 255, metavar="S",
+                   help=f"noise standard deviation {NOISE_UNITS} (default: 25/255)")
     p.add_argument("--observed", action="store_true",
                    help="IMAGE is already noisy with level --sigma: skip the simulation")
     p.add_argument("--prior", default="wcrr", metavar="NAME",
@@ -175,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
         **_fmt("Train a convex ridge regulariser (crr), a weakly convex one (wcrr) or a "
                "nonexpansive ResNet denoiser (lipresnet) on patches of the images in --images "
                "(every PNG / JPEG / TIFF / BMP file in the folder), with Gaussian noise of "
-               "levels drawn in [0, --sigma-max]/255. Writes safetensors + JSON checkpoints to "
+               "levels drawn in [0, --sigma-max]. Writes safetensors + JSON checkpoints to "
                "--out; 'lipinverse certify' prints their certificates. For several processes "
                "or GPUs, launch with torchrun, e.g. torchrun --nproc_per_node=4 -m "
                "lipinverse.cli train ...\n\n"
@@ -209,8 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="patches per optimisation step (default: 64)")
     p.add_argument("--lr", type=float, default=1e-3, metavar="LR",
                    help="Adam learning rate (default: 1e-3)")
-    p.add_argument("--sigma-max", type=float, default=30.0, metavar="S",
-                   help="largest training noise level, /255 units (default: 30)")
+    p.add_argument("--sigma-max", type=noise_level, default=30 / 255, metavar="S",
+                   help=f"largest training noise level {NOISE_UNITS} (default: 30/255)")
     p.add_argument("--max-patches", type=int, default=None, metavar="N",
                    help="use at most N patches (quick runs); default: all")
     p.add_argument("--device", default="cpu", metavar="DEV",

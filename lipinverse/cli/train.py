@@ -12,7 +12,8 @@ What each ``--model`` trains, and with which objective:
   network, the unrolled :class:`~lipinverse.denoisers.RidgeResNetDenoiser` of ``crr``, so the
   name is not reused here.)
 
-Training noise levels are drawn per patch in ``[0, sigma_max / 255]``.
+Training noise levels are drawn per patch in ``[0, sigma_max]`` ([0, 1] units; the flag
+accepts ``30/255``).
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ def train(args, device: torch.device) -> None:
     dev = None if distributed and device.type == "cuda" else str(device)
     config = training.TrainConfig(
         epochs=args.epochs, batch_size=batch, lr=args.lr, patch_size=args.patch_size,
-        sigma_range=(0.0, args.sigma_max / 255.0), seed=args.seed, checkpoint_dir=str(out),
+        sigma_range=(0.0, args.sigma_max), seed=args.seed, checkpoint_dir=str(out),
         progress=progress, device=dev, minutes=args.minutes, val_images=args.val)
     out.mkdir(parents=True, exist_ok=True)
     trainer = training.Trainer(model, objective, config, train_data=data)

@@ -241,7 +241,8 @@ CASES = [
     ("lam for a learned denoise", ["denoise", "{image}", "--prior", "crr", "--lam", "1"],
      "only for --prior tv"),
     ("unknown option", ["deblur", "{image}", "--out", "{out}", "--bogus"], "unrecognized"),
-    ("bad number", ["deblur", "{image}", "--out", "{out}", "--noise", "abc"], "invalid float"),
+    ("bad number", ["deblur", "{image}", "--out", "{out}", "--noise", "abc"],
+     "expected a noise level"),
     ("overflowing seed", ["deblur", "{image}", "--prior", "tv", "--seed", "1" + "0" * 25],
      "seed in [0, 2**63)"),
     ("negative seed", ["train", "--images", "{dir}", "--out", "{dir}", "--seed", "-1"],
@@ -306,3 +307,21 @@ def test_train_model_names_build_the_documented_classes():
     assert type(build_model("lipresnet")[0]) is LipschitzDenoiser
     with pytest.raises(ValueError, match="expected crr, wcrr or lipresnet, got 'lipdenoiser'"):
         build_model("lipdenoiser")
+
+
+@pytest.mark.parametrize("text, want", [("0.098", 0.098), ("25/255", 25 / 255), ("25", 25 / 255),
+                                        ("0", 0.0), ("1", 1 / 255), ("2.55/255", 0.01)])
+def test_noise_levels_read_in_three_spellings(text, want):
+    from lipinverse.cli.parser import noise_level
+
+    assert noise_level(text) == pytest.approx(want, rel=1e-12)
+
+
+@pytest.mark.parametrize("text", ["-0.1", "abc", "1/0", "inf", "nan", "25/"])
+def test_bad_noise_levels_are_refused(text):
+    import argparse
+
+    from lipinverse.cli.parser import noise_level
+
+    with pytest.raises(argparse.ArgumentTypeError, match="noise level"):
+        noise_level(text)
