@@ -123,7 +123,7 @@ def deblur(model, *, size: int = 128, noise: float = 0.01, blur: float = 1.5,
         p = psnr(res.x, truth)
         if best is None or p > best[0]:
             best = (p, c, res)
-    out["TV"] = {"psnr": best[0], "factor": best[1], "guarantee": best[2].guarantee}
+    out["TV"] = {"psnr": best[0], "factor": best[1], "guarantee": str(best[2].guarantee)}
     best = None
     with torch.no_grad():
         for c in grid[:3]:  # ridge prior at the conditioning level sigma' = c * noise
@@ -134,7 +134,7 @@ def deblur(model, *, size: int = 128, noise: float = 0.01, blur: float = 1.5,
                 p = psnr(res.x, truth)
                 if best is None or p > best[0]:
                     best = (p, (c, w), res)
-    out["learned ridge"] = {"psnr": best[0], "factor": best[1], "guarantee": best[2].guarantee,
+    out["learned ridge"] = {"psnr": best[0], "factor": best[1], "guarantee": str(best[2].guarantee),
                             "grad_lipschitz": model.at_sigma(best[1][0] * noise).grad_lipschitz,
                             "iterations": int(best[2].iterations.max())}
     return out

@@ -29,7 +29,7 @@ def check_tau(name: str, tau) -> float:
 
 
 class Tikhonov:
-    r"""Tikhonov (ridge) regulariser :math:`g(x) = \tfrac12 \|x\|_2^2` (per sample).
+    r"""Tikhonov regulariser :math:`g(x) = \tfrac12 \|x\|_2^2` (per sample).
 
     With the data fidelity :math:`\tfrac12\|Ax - y\|^2`, the problem
     :math:`\min_x \tfrac12\|Ax-y\|^2 + \lambda g(x)` has the closed-form solution
@@ -52,6 +52,8 @@ class Tikhonov:
     convex = True
     weak_convexity = 0.0
     grad_lipschitz = 1.0
+    #: the prox is a closed form: the solvers default to the proximal scheme
+    exact_prox = True
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         r"""Per-sample values :math:`\tfrac12\|x\|^2`, shape ``(B,)``."""

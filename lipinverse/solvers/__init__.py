@@ -2,13 +2,15 @@
 
 ``PGD`` (proximal gradient / FISTA, plug-and-play forward-backward, gradient descent on a
 smooth learned regulariser) and ``ADMM`` (and plug-and-play ADMM / Douglas-Rachford). Each
-result carries ``guarantee``: the theorem whose conditions the parts' certificates meet.
+result carries ``guarantee`` (a :class:`Guarantee`): the theorem whose conditions the parts'
+certificates meet, or why none applies; ``result.guaranteed`` says which.
 """
 
 from .admm import ADMM
 from .base import DivergenceError, History, IterationInfo, SolverResult
 from .callbacks import MetricRecorder, PSNRRecorder, StopAfter
+from .guarantee import Guarantee
 from .pgd import PGD
 
 __all__ = ["PGD", "ADMM", "SolverResult", "History", "IterationInfo", "DivergenceError",
-           "MetricRecorder", "PSNRRecorder", "StopAfter"]
+           "MetricRecorder", "PSNRRecorder", "StopAfter", "Guarantee"]

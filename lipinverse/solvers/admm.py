@@ -101,12 +101,12 @@ class ADMM(IterativeSolver):
             convex_g, _ = cert.prior_convexity(prior)
         self.guarantee = cert.admm_guarantee(scheme=self.scheme, convex_f=convex_f,
                                              convex_g=convex_g, lip_d=lip_d, alpha_d=alpha_d)
-        if not self.guarantee.startswith("none:"):
-            self.guarantee += cert.inexact_prox_note(prior)
+        if self.guarantee.holds:
+            self.guarantee = self.guarantee.with_note(cert.inexact_prox_note(prior))
             if self.adapt_rho:
-                self.guarantee += (f"; rho adapted by residual balancing during the first "
-                                   f"{ADAPT_ITERATIONS} iterations, then fixed (the theorem "
-                                   f"applies from there on)")
+                self.guarantee = self.guarantee.with_note(
+                    f"rho adapted by residual balancing during the first {ADAPT_ITERATIONS} "
+                    "iterations, then fixed (the theorem applies from there on)")
         self._finish_guarantee()
 
     def _z_step(self, v, z_prev=None):

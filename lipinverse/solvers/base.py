@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .guarantee import Guarantee, fails
+
 __all__ = ["DivergenceError", "History", "IterationInfo", "SolverResult", "IterativeSolver",
            "DIVERGENCE_FACTOR", "GROWTH_FACTOR"]
 
@@ -88,9 +90,12 @@ class SolverResult:
     converged : tensor ``(B,)`` of bool
         Whether the residual reached ``tol``.
     history : History
-    guarantee : str
-        The theorem whose conditions the certificates satisfy, or a string starting with
-        ``"none:"`` saying which condition fails.
+    guarantee : Guarantee
+        The theorem whose conditions the certificates satisfy, with those conditions, its
+        rate and reference; ``str(guarantee)`` is the sentence, starting with ``"none: "``
+        when no theorem applies.
+    guaranteed : bool
+        Whether a theorem applies (``guarantee.holds``).
     scheme : str
         ``"prox"``, ``"grad"`` or ``"pnp"`` (see the solver's docstring).
     step_size : float or None
@@ -101,9 +106,14 @@ class SolverResult:
     iterations: torch.Tensor
     converged: torch.Tensor
     history: History
-    guarantee: str
+    guarantee: Guarantee
     scheme: str
     step_size: float | None = None
+
+    @property
+    def guaranteed(self) -> bool:
+        """Whether a convergence theorem applies to this solve."""
+        return self.guarantee.holds
 
 
 def _batch_norm(x: torch.Tensor) -> torch.Tensor:
@@ -136,7 +146,7 @@ class IterativeSolver:
     """Base class: the iteration loop shared by :class:`PGD` and :class:`ADMM`."""
 
     #: set by subclasses
-    guarantee: str = "none: not set"
+    guarantee: Guarantee = fails("not set")
     scheme: str = ""
 
     def __init__(self, fidelity, *, strict: bool = False):
@@ -158,7 +168,8 @@ class IterativeSolver:
 
         name = type(self).__name__
         self.prior = prior
-        self.scheme = cert.classify_prior(name, prior, scheme)
+        self.scheme = cert.classify_prior(name, prior, scheme,
+                                          smooth=refuse is None or "grad" not in refuse)
         if refuse and self.scheme in refuse:
             raise TypeError(f"{name}: {refuse[self.scheme]}")
         self.sigma = check_float(name, sigma, "sigma", allow_none=True)
@@ -211,7 +222,7 @@ class IterativeSolver:
 
     # ------------------------------------------------------------ checks
     def _finish_guarantee(self) -> None:
-        if self.strict and self.guarantee.startswith("none:"):
+        if self.strict and not self.guarantee.holds:
             raise ValueError(f"{type(self).__name__} (strict=True): no convergence guarantee "
                              f"holds; {self.guarantee}")
 

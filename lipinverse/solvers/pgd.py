@@ -6,6 +6,7 @@ import torch
 
 from . import certificates as cert
 from .base import DivergenceError, IterativeSolver, check_float
+from .guarantee import uncertified
 
 __all__ = ["PGD"]
 
@@ -80,8 +81,10 @@ class PGD(IterativeSolver):
 
     Attributes
     ----------
-    guarantee : str
-        The theorem whose conditions the certificates satisfy, or ``"none: <reason>"``.
+    guarantee : Guarantee
+        The theorem whose conditions the certificates satisfy (``str()`` gives the
+        sentence), or why none applies (``guarantee.holds`` is False and the sentence
+        starts with ``"none: "``).
     step_size : float or None
         The step (``None`` until a backtracking solve has chosen one).
 
@@ -128,7 +131,7 @@ class PGD(IterativeSolver):
     >>> A = Blur(kernels.gaussian(1.0))
     >>> y = A(torch.rand(1, 1, 16, 16, dtype=torch.float64))
     >>> res = PGD(L2Fidelity(A, y), Tikhonov(), lam=0.1, accelerate=True).solve(tol=1e-8)
-    >>> bool(res.converged.all()), res.guarantee.startswith("FISTA")
+    >>> bool(res.converged.all()), res.guarantee.theorem
     (True, True)
     """
 
@@ -207,8 +210,9 @@ class PGD(IterativeSolver):
                 self.guarantee = cert.pgd_prox_guarantee(lf=self.lf, **common)
             else:
                 self.guarantee = cert.pgd_grad_guarantee(lf=self.lf, lr=lr, **common)
-        if not self.guarantee.startswith("none:"):
-            self.guarantee += cert.inexact_prox_note(prior)
+        if self.guarantee.holds and not backtracking:
+            self.guarantee = uncertified(L_f=self.lf, L_R=lr) or self.guarantee
+        self.guarantee = self.guarantee.with_note(cert.inexact_prox_note(prior))
         self._finish_guarantee()
         # monotone APG where FISTA has no theorem: a nonconvex smooth objective
         self._monotone = bool(accelerate and self.scheme == "grad" and not backtracking

@@ -49,7 +49,7 @@ def test_main_example_runs_with_the_shipped_prior():
     ns: dict = {}
     exec(compile(_block("deblur_prior"), "README-example", "exec"), ns)
     result = ns["result"]
-    assert not result.guarantee.startswith("none")
+    assert not str(result.guarantee).startswith("none")
     assert bool(result.converged.all())
 
 

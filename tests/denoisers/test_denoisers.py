@@ -143,7 +143,7 @@ def test_averaged_lipschitz_denoiser_in_pnp_fbs():
     D = averaged(tiny().requires_grad_(False), 0.5)
     res = solvers.PGD(L2Fidelity(A, y), D).solve(max_iter=200, tol=1e-7)
     assert res.converged.all()
-    assert res.guarantee.startswith("PnP-FBS: D is 0.5-averaged")
+    assert str(res.guarantee).startswith("PnP-FBS: D is 0.5-averaged")
 
 
 def test_training_a_lipschitz_denoiser_keeps_the_certificate():

@@ -39,6 +39,7 @@ def test_adjoint_view_is_involution(op):
 def test_norm_is_upper_bound_of_exact(op):
     exact = torch.linalg.matrix_norm(dense_matrix(op), 2).item()
     bound = op.norm()
+    assert bound.certified, bound  # every operator of the library certifies its norm
     assert bound >= exact * (1 - 1e-12), (bound, exact)
     assert bound >= estimate_norm(op) * (1 - 1e-12)
     # certified bounds should not be absurdly loose either

@@ -104,7 +104,7 @@ def test_monotone_apg_decreases_and_reaches_a_critical_point(lam):
     f = L2Fidelity(A, y)
     prior = log_prior()
     acc = PGD(f, prior, lam, accelerate=True)
-    assert acc.guarantee.startswith("Monotone accelerated gradient")
+    assert str(acc.guarantee).startswith("Monotone accelerated gradient")
     res = acc.solve(max_iter=20000, tol=1e-9)
     assert bool(res.converged.all())
     assert bool((res.history.objective.diff(dim=0) <= 1e-12).all())
@@ -143,7 +143,7 @@ def test_backtracking_without_certificate_converges(problem):
 
     g = NoLip(A, y)
     s = PGD(g, Tikhonov(), LAM)
-    assert s.backtracking and s.guarantee.startswith("PGD (forward-backward)")
+    assert s.backtracking and str(s.guarantee).startswith("PGD (forward-backward)")
     res = s.solve(max_iter=3000, tol=1e-11)
     ref = PGD(f, Tikhonov(), LAM).solve(max_iter=3000, tol=1e-11)
     assert rel_err(res.x, ref.x) < 1e-8
