@@ -6,8 +6,9 @@ Every denoiser is called as ``D(x, sigma=None)`` and exposes ``lipschitz_bound()
 
 from .averaged import AveragedDenoiser, averaged
 from .lipschitz import LipschitzDenoiser
+from .prox import ProxDenoiser
 from .ridge import RidgeProxDenoiser
 from .ridge_resnet import RidgeResNetDenoiser
 
 __all__ = ["LipschitzDenoiser", "AveragedDenoiser", "averaged", "RidgeProxDenoiser",
-           "RidgeResNetDenoiser"]
+           "RidgeResNetDenoiser", "ProxDenoiser"]

@@ -28,13 +28,16 @@ class RidgeResNetDenoiser(nn.Module):
 
     Parameters
     ----------
-    regularizer : ConvexRidge or dict
-        A convex ridge regulariser (not a :class:`WeakConvexRidge`), or its ``config()``
-        (to rebuild one from a checkpoint).
+    regularizer : ConvexRidge, WeakConvexRidge or dict
+        A ridge regulariser, or a convex one's ``config()`` (to rebuild it from a
+        checkpoint).
     t : int, default 20
         Number of blocks.
     sigma : float, default 15/255
         Noise level used when a call gives none.
+    step : float in (0, 1], default 0.5
+        The step as a fraction of :math:`2/(1 + M_\sigma)` (``0.5``: :math:`h_\sigma =
+        1/(1 + M_\sigma)`, the case of the certificate 1).
 
     Notes
     -----
@@ -48,43 +51,53 @@ class RidgeResNetDenoiser(nn.Module):
     (``averagedness = None``), so PnP forward-backward runs it with Krasnoselskii-Mann
     relaxation. As :math:`t\to\infty`, :math:`x_t \to \operatorname{prox}_{R_\sigma}(y)`.
 
-    :meth:`ConvexRidge.unrolled_denoiser
-    <lipinverse.regularizers.ConvexRidge.unrolled_denoiser>` builds the same steps at one
-    fixed σ from :class:`~lipinverse.nn.GradientStepBlock` s, for any ridge regulariser and
-    step, with a certificate computed at that σ; this class is the σ-conditioned convex
-    case, whose certificate (1) holds for every σ, as PnP needs.
+    This is the library's one unrolled ridge denoiser.
     """
 
     averagedness = None
 
-    def __init__(self, regularizer, t: int = 20, sigma: float = 15.0 / 255) -> None:
+    def __init__(self, regularizer, t: int = 20, sigma: float = 15.0 / 255,
+                 step: float = 0.5) -> None:
         super().__init__()
         from lipinverse.regularizers import ConvexRidge
 
         name = type(self).__name__
         if isinstance(regularizer, dict):
             regularizer = ConvexRidge(**regularizer)
-        if not isinstance(regularizer, ConvexRidge) or regularizer.concave_part is not None:
-            raise TypeError(f"{name}: expected a ConvexRidge (convex, so that the unrolled "
-                            f"network is certified nonexpansive), got "
+        if not isinstance(regularizer, ConvexRidge):
+            raise TypeError(f"{name}: expected a ConvexRidge or WeakConvexRidge, got "
                             f"{type(regularizer).__name__}")
         if isinstance(t, bool) or not isinstance(t, numbers.Integral) or t < 1:
             raise ValueError(f"{name}: expected an int t >= 1, got {t!r}")
+        if isinstance(step, bool) or not isinstance(step, numbers.Real) or not 0 < step <= 1:
+            raise ValueError(f"{name}: expected a step in (0, 1], got {step!r}")
         self.regularizer = regularizer
         self.t = int(t)
         self.sigma = float(sigma)
+        self.step = float(step)
 
     def config(self) -> dict:
         """Constructor keyword arguments (JSON-serialisable), for checkpoints."""
-        return {"regularizer": self.regularizer.config(), "t": self.t, "sigma": self.sigma}
+        out = {"regularizer": self.regularizer.config(), "t": self.t, "sigma": self.sigma}
+        return out if self.step == 0.5 else {**out, "step": self.step}
 
     def forward(self, y: torch.Tensor, sigma=None) -> torch.Tensor:
         s = self.sigma if sigma is None else sigma
-        return self.regularizer.gradient_steps(y, s, self.t, step=0.5)
+        return self.regularizer.gradient_steps(y, s, self.t, step=self.step)
 
-    def lipschitz_bound(self) -> float:
-        """1: certified for every noise level (see Notes)."""
-        return 1.0
+    @torch.no_grad()
+    def lipschitz_bound(self, sigma=None) -> float:
+        """Certified Lipschitz bound: 1 at every noise level for a convex ridge with
+        ``step <= 0.5``; otherwise computed at ``sigma`` (default ``self.sigma``), see
+        Notes."""
+        R = self.regularizer
+        if R.concave_part is None and self.step <= 0.5:
+            return 1.0
+        s = self.sigma if sigma is None else float(sigma)
+        h = float(R.step_size(R.scalings(s, 1, torch.float64), self.step))
+        lo, hi = R.curvature_bounds(s)
+        q = max(abs(1.0 - h * (1.0 + lo)), abs(1.0 - h * (1.0 + hi)))
+        return q ** self.t + h * sum(q ** k for k in range(self.t))
 
     def extra_repr(self) -> str:
-        return f"t={self.t}, sigma={self.sigma:.4g}"
+        return f"t={self.t}, sigma={self.sigma:.4g}, step={self.step:g}"

@@ -26,9 +26,8 @@ from __future__ import annotations
 import warnings
 
 import torch
-from torch import nn
 
-from lipinverse.nn import ConvMap, GradientStepBlock, LipschitzSpline, MultiConv
+from lipinverse.nn import ConvMap, LipschitzSpline, MultiConv
 from lipinverse.nn.norms import round_down_f32
 
 from ._sigma import SigmaFunction, as_sigma
@@ -41,7 +40,6 @@ from .ridge_parts import (
     RidgeAtSigma,
     RidgeScalings,
     SolveInfo,
-    UnrolledRidgeDenoiser,
     concave_strength,
     concave_top,
     curvature_interval,
@@ -417,21 +415,6 @@ class ConvexRidge(RidgeCalculus):
         """The :class:`RidgeActivation` at a scalar noise level."""
         return RidgeActivation(self.convex_spline, self.concave_part,
                                self.scalings(sigma, 1))
-
-    def unrolled_denoiser(self, t: int, sigma: float, step: float = 0.5) -> nn.Module:
-        r"""The t-step gradient denoiser as a ResNet of shared
-        :class:`~lipinverse.nn.GradientStepBlock` s (``c = 1``, anchor ``y``).
-
-        Each block is :math:`x \mapsto x - h(W^\top a(Wx) + x - y)` with the shared
-        normalised filters and :class:`RidgeActivation`; its certified Lipschitz
-        bound (in :math:`x`) is :math:`\max(|1-hm|, |1-hM|) \le 1`.  Call it as
-        ``D(y)``.
-        """
-        if int(t) < 1:
-            raise ValueError(f"{type(self).__name__}.unrolled_denoiser: expected t >= 1, got {t}")
-        block = GradientStepBlock(self.W, self.activation_at(sigma), bias=False, step=step,
-                                  fidelity_weight=1.0)
-        return UnrolledRidgeDenoiser(block, int(t))
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}, sigma={self.sigma:.4g}"

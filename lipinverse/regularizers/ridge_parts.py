@@ -11,20 +11,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lipinverse.nn import GradientStepBlock, LipschitzResNet, LipschitzSpline, MultiConv
+from lipinverse.nn import LipschitzSpline, MultiConv
 from lipinverse.nn.linear import Constrained
 from lipinverse.nn.norms import round_down_f32, symbol_norm_bound
 
 from ._sigma import as_sigma
 
 __all__ = [
+    "RidgeActivation",
     "composed_kernel",
     "NormalizedChain",
     "RidgeScalings",
     "SolveInfo",
     "curvature_interval",
-    "RidgeActivation",
-    "UnrolledRidgeDenoiser",
 ]
 
 
@@ -229,46 +228,6 @@ class RidgeActivation(nn.Module):
         kappa, nu = self._kappa(z), self.nu.to(z.dtype)
         part = (kappa / nu) * self.concave_part.integrate(nu * z[:, self.c1:])
         return out - torch.cat([torch.zeros_like(z[:, :self.c1]), part], dim=1)
-
-
-class UnrolledRidgeDenoiser(nn.Module):
-    r"""The t-step gradient denoiser :math:`y \mapsto x_t` of a ridge regulariser.
-
-    A :meth:`LipschitzResNet.unrolled <lipinverse.nn.LipschitzResNet.unrolled>` network
-    of one shared :class:`~lipinverse.nn.GradientStepBlock` (fidelity weight 1) applied
-    ``t`` times from :math:`x_0 = y` with anchor :math:`y`:
-    :math:`x_{k+1} = x_k - h\,(x_k - y + \nabla R_\sigma(x_k))`.  Called as ``D(y)``
-    (or ``D(y, sigma)``, ``sigma`` ignored: it was fixed when the block was built).
-
-    This is the general, fixed-σ form (any ridge regulariser, weakly convex included, any
-    step; its certificate is computed from the block). For a *convex* ridge with step
-    :math:`1/(1+M_\sigma)`, the bound is 1 at every σ, and
-    :class:`~lipinverse.denoisers.RidgeResNetDenoiser` is the same network conditioned on σ
-    (the shipped ``lipdenoiser``).
-    """
-
-    averagedness = None
-
-    def __init__(self, block: GradientStepBlock, t: int) -> None:
-        super().__init__()
-        self.network = LipschitzResNet.unrolled(block, int(t))
-        self.block, self.depth = block, int(t)
-
-    def forward(self, y: torch.Tensor, sigma=None) -> torch.Tensor:
-        return self.network(y, anchor=y)
-
-    @torch.no_grad()
-    def lipschitz_bound(self) -> float:
-        r"""Certified Lipschitz bound of :math:`y \mapsto x_t`.
-
-        With :math:`q` the block's certified bound in :math:`x` (``network`` 's
-        certificate is :math:`q^t`) and :math:`h` its step, :math:`x_{k+1} = T(x_k) + h y`
-        gives :math:`\mathrm{Lip}(x_t) \le q^t + h\sum_{k<t} q^k` (which is 1 for a
-        convex regulariser, where :math:`q = 1-h`).
-        """
-        q = self.block.lipschitz_bound()
-        h = float(self.block.step_size())
-        return q ** self.depth + h * sum(q ** k for k in range(self.depth))
 
 
 class RidgeAtSigma:

@@ -7,7 +7,7 @@ import torch
 from operators import ConvergenceError, FiniteDifference
 from operators.validation import check_tensor
 
-from .classical import ProxDenoiser, check_tau
+from .classical import check_tau
 
 __all__ = ["TV"]
 
@@ -215,14 +215,6 @@ class TV:
     def reset_warm_start(self) -> None:
         """Forget the stored dual variables (the next prox starts from zero)."""
         self._duals.clear()
-
-    def as_denoiser(self, tau: float) -> ProxDenoiser:
-        r"""The denoiser :math:`x \mapsto \operatorname{prox}_{\tau\mathrm{TV}}(x)`.
-
-        Firmly nonexpansive (``averagedness = 1/2``, ``lipschitz_bound() = 1``) up to the
-        prox's certified inner accuracy ``tol``.
-        """
-        return ProxDenoiser(self, tau)
 
     def __repr__(self) -> str:
         return f"TV(isotropic={self.isotropic}, boundary={self.boundary!r})"

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from lipinverse.denoisers import LipschitzDenoiser, RidgeProxDenoiser, averaged
-from lipinverse.regularizers import ConvexRidge, WeakConvexRidge
+from lipinverse.regularizers import TV, ConvexRidge, WeakConvexRidge
 from lipinverse.training import load_checkpoint, save_checkpoint
 
 
@@ -212,6 +212,10 @@ def test_ridge_resnet_denoiser_tends_to_the_prox_and_round_trips(tmp_path):
     assert isinstance(M, RidgeResNetDenoiser) and M.t == 5
     assert torch.equal(M(y, 0.05), RidgeResNetDenoiser(R, t=5)(y, 0.05))
     with pytest.raises(TypeError, match="ConvexRidge"):
-        RidgeResNetDenoiser(WeakConvexRidge(channels=(1, 3, 6), kernel_size=3))
+        RidgeResNetDenoiser(TV())
+    with pytest.raises(ValueError, match=r"step in \(0, 1\]"):
+        RidgeResNetDenoiser(ConvexRidge(channels=(1, 3, 6), kernel_size=3), step=1.5)
+    weak = RidgeResNetDenoiser(WeakConvexRidge(channels=(1, 3, 6), kernel_size=3))
+    assert weak.lipschitz_bound() == pytest.approx(1.0)  # computed at sigma (no concave part yet)
     with pytest.raises(ValueError, match="t >= 1"):
         RidgeResNetDenoiser(R, t=0)

@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from lipinverse.regularizers import TV, ProxDenoiser, Tikhonov
+from lipinverse.denoisers import ProxDenoiser
+from lipinverse.regularizers import TV, Tikhonov
 from operators import ConvergenceError
 
 
@@ -85,7 +86,7 @@ def test_tv_prox_is_certified_minimiser(isotropic, boundary):
 def test_tv_prox_firmly_nonexpansive():
     g = torch.Generator().manual_seed(2)
     tv = TV(tol=1e-7, max_iter=50000)
-    D = tv.as_denoiser(0.2)
+    D = ProxDenoiser(tv, 0.2)
     assert D.lipschitz_bound() == 1.0 and D.averagedness == 0.5
     for _ in range(5):
         a = torch.rand(1, 1, 6, 6, generator=g, dtype=torch.float64)
@@ -134,7 +135,7 @@ def test_tv_prox_edge_cases_and_errors():
     with pytest.raises(ValueError, match="tol > 0"):
         TV(tol=0.0)
     with pytest.raises(ValueError, match="ProxDenoiser.__call__: the strength is fixed"):
-        tv.as_denoiser(0.1)(x, sigma=0.1)
+        ProxDenoiser(tv, 0.1)(x, sigma=0.1)
 
 
 def test_prox_denoiser_requires_convexity():

@@ -16,9 +16,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import operators as O
-from lipinverse.denoisers import LipschitzDenoiser, RidgeProxDenoiser, averaged
+from lipinverse.denoisers import LipschitzDenoiser, ProxDenoiser, RidgeProxDenoiser, averaged
 from lipinverse.functionals import L2Fidelity
-from lipinverse.regularizers import TV, ConvexRidge, ProxDenoiser, Tikhonov
+from lipinverse.regularizers import TV, ConvexRidge, Tikhonov
 from lipinverse.solvers import ADMM, PGD
 from operators import kernels
 

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from lipinverse.denoisers import ProxDenoiser
 from lipinverse.functionals import L2Fidelity
 from lipinverse.regularizers import TV, Tikhonov
 from lipinverse.solvers import ADMM, PGD
@@ -18,7 +19,7 @@ def test_cuda_matches_cpu():
     f_gpu = L2Fidelity(A.to("cuda"), y.to("cuda"))
     for make in (lambda f: PGD(f, Tikhonov(), 0.05, accelerate=True),
                  lambda f: ADMM(f, Tikhonov(), 0.05),
-                 lambda f: PGD(f, TV(tol=1e-6).as_denoiser(0.02))):
+                 lambda f: PGD(f, ProxDenoiser(TV(tol=1e-6), 0.02))):
         r_cpu = make(f_cpu).solve(max_iter=300, tol=1e-9)
         r_gpu = make(f_gpu).solve(max_iter=300, tol=1e-9)
         assert r_gpu.x.device.type == "cuda"

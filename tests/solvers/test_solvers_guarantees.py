@@ -2,6 +2,7 @@
 
 import pytest
 
+from lipinverse.denoisers import ProxDenoiser
 from lipinverse.regularizers import TV, Tikhonov
 from lipinverse.solvers import ADMM, PGD
 
@@ -19,14 +20,14 @@ def test_default_steps_come_from_certificates(problem):
     lf = f.grad_lipschitz
     assert PGD(f, Tikhonov(), 0.1).step_size == pytest.approx(1 / lf)
     assert PGD(f, Tikhonov(), 0.1, scheme="grad").step_size == pytest.approx(1 / (lf + 0.1))
-    assert PGD(f, TV().as_denoiser(0.1)).step_size == pytest.approx(1 / lf)
+    assert PGD(f, ProxDenoiser(TV(), 0.1)).step_size == pytest.approx(1 / lf)
     from lipinverse.solvers.admm import RHO_PER_LAM, RHO_PER_LAM_LR
 
     # ADMM's penalty: on lambda's scale with a prox (times L_R for a smooth prior), the
     # fidelity's certified constant for a denoiser (PnP-FBS's fixed points)
     assert ADMM(f, Tikhonov(), 0.1).rho == pytest.approx(0.1 * 1.0 * RHO_PER_LAM_LR)
     assert ADMM(f, TV(), 0.1).rho == pytest.approx(0.1 * RHO_PER_LAM)
-    assert ADMM(f, TV().as_denoiser(0.1)).rho == pytest.approx(lf)
+    assert ADMM(f, ProxDenoiser(TV(), 0.1)).rho == pytest.approx(lf)
     assert ADMM(f, TV(), 0.0).rho == pytest.approx(lf)
     assert ADMM(f, TV(), 0.1, rho=3.0).rho == 3.0
 
@@ -143,7 +144,7 @@ def test_result_carries_guarantee(problem):
 def test_inexact_prox_is_stated(problem):
     _, _, f = problem
     assert "certified relative accuracy 0.0001" in str(PGD(f, TV(tol=1e-4), 0.1).guarantee)
-    assert "certified relative accuracy" in str(ADMM(f, TV().as_denoiser(0.1)).guarantee)
+    assert "certified relative accuracy" in str(ADMM(f, ProxDenoiser(TV(), 0.1)).guarantee)
     assert "certified relative accuracy" not in str(PGD(f, Tikhonov(), 0.1).guarantee)
 
 

@@ -4,6 +4,7 @@ divergence detection with an expansive one."""
 import pytest
 import torch
 
+from lipinverse.denoisers import ProxDenoiser
 from lipinverse.functionals import L2Fidelity
 from lipinverse.regularizers import TV
 from lipinverse.solvers import ADMM, PGD, DivergenceError
@@ -22,7 +23,7 @@ def test_pnp_fbs_with_tv_prox_converges_to_tv_solution():
     A, y = make_problem(size=8, blur=0.8)
     f = L2Fidelity(A, y)
     tv = TV(tol=1e-4)
-    D = tv.as_denoiser(S)
+    D = ProxDenoiser(tv, S)
     res = PGD(f, D, strict=True).solve(max_iter=2000, tol=1e-6)
     assert bool(res.converged.all())
     rc = res.history.relative_change
