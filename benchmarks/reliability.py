@@ -249,13 +249,37 @@ in deterministic mode (not run here: this machine has no GPU).
 """
 
 
-def _inputs_table(data: dict) -> tuple[list[str], dict]:
-    counts = data["counts"]
+ROUND2 = "class "  # the targets of tests/reliability/test_round2.py (issue 19's classes)
+
+ROUND2_WHAT = {
+    "class 1: image decoding": "every PIL mode x format (L, RGB, RGBA, LA, P, 1, CMYK, YCbCr, "
+                               "I;16, I, F with and without NaN; PNG/JPEG/TIFF/BMP), grey and "
+                               "colour, against the source's RGB; multi-frame files",
+    "class 2: atomic outputs": "image and byte writes failing at write / fsync / rename (full "
+                               "disk): old file intact, no temp file left",
+    "class 3: resources": "CLI deblur with random sizes against a random memory limit: refused "
+                          "in one line before the solve iff the estimate exceeds it; huge "
+                          "Radon geometries",
+    "class 4: one-line CLI errors": "every subcommand with random bad flag values: exit 0, "
+                                    "or 1/2 with one 'lipinverse: error' line, no traceback",
+    "class 5: checkpoint sanity": "NaN/Inf written into a random tensor, absurd num_knots / "
+                                  "channels in the JSON: refused before anything large",
+    "class 6: one writer per run": "a second writer beside a live holder (refused in one line "
+                                   "naming its pid), or after the holder was killed (taken over)",
+    "class 7: numerics at the edges": "TV deblur of y x 10^k (k in [-40, 40], float32/64): never "
+                                      "converged=True at a non-finite point; gram_solve of "
+                                      "10^k A, k in [-200, 150]",
+}
+
+
+def _inputs_table(data: dict, round2: bool = False) -> tuple[list[str], dict]:
+    counts = {k: v for k, v in data["counts"].items() if k.startswith(ROUND2) == round2}
     rows, tot_ok, tot_ref = [], 0, 0
     for target in sorted(counts):
         ok, ref = counts[target].get("ok", 0), counts[target].get("refused", 0)
         tot_ok, tot_ref = tot_ok + ok, tot_ref + ref
-        rows.append(f"| {target} | {ok + ref} | {ok} | {ref} |")
+        what = f" | {ROUND2_WHAT.get(target, '')}" if round2 else ""
+        rows.append(f"| {target}{what} | {ok + ref} | {ok} | {ref} |")
     failed = sorted(k for k, v in data["outcomes"].items() if v == "failed")
     xfailed = sorted(k for k, v in data["outcomes"].items() if v == "xfailed")
     summary = {"cases": tot_ok + tot_ref, "worked": tot_ok, "refused": tot_ref,
@@ -308,6 +332,9 @@ KNOWN_BUGS = [
 
 #: bugs these tests found that are fixed (each has a regression test in tests/reliability)
 FIXED = [
+    "Scaled.gram_solve (c * A, |c| near 1e-154): b / c^2 overflowed inside the blur's FFT "
+    "solve and returned NaN; now it solves first and scales after, and returns b / rho where "
+    "c^2 ||A||^2 is below rho's rounding (round 2, class 7)",
     "LipschitzSpline: NaN input became index INT64_MIN (opaque IndexError in every learned "
     "prior, and in training once weights overflowed)",
     "ConvexRidge / WeakConvexRidge: int input silently gave an int output; complex input "
@@ -442,6 +469,16 @@ def render(payload: dict) -> str:
         rows, _ = _inputs_table({"counts": payload["inputs"]["per_target"], "outcomes": {},
                                  "seconds": 0})
         out += rows + [""]
+        rows2, s2 = _inputs_table({"counts": payload["inputs"]["per_target"], "outcomes": {},
+                                   "seconds": 0}, round2=True)
+        if rows2:
+            out += ["### Round 2: the classes of issue 19\n",
+                    f"**{s2['cases']} cases of the seven classes a hostile user broke, all "
+                    f"handled**: {s2['worked']} gave the right result (checked), "
+                    f"{s2['refused']} were refused in one clear line "
+                    "(`tests/reliability/test_round2.py`).\n",
+                    "| class | cases drawn | cases | right result | refused |",
+                    "|---|---|---:|---:|---:|"] + rows2 + [""]
         outcomes = dict(payload["inputs"].get("outcomes", {}))
         outcomes.update(payload.get("faults", {}).get("outcomes", {}))
         bugs = _known_bug_rows(outcomes)

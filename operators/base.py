@@ -450,18 +450,16 @@ class Scaled(Operator):
         return None if m is None else Scaled(abs(self.c), m)
 
     def _gram_solve(self, b, rho):
-        # (c^2 A^T A + rho I) x = b  <=>  (A^T A + rho/c^2 I) x = b / c^2
-        if self.c == 0.0:
-            return b / rho
+        # (c^2 A^T A + rho I) x = b  <=>  x = (A^T A + rho/c^2 I)^{-1} b / c^2
         c2 = self.c * self.c
-        if c2 == 0.0 or not math.isfinite(rho / c2):
-            # c^2 underflows (|c| < 1e-154) or rho / c^2 overflows: c^2 A^T A is below
-            # rho's rounding, so x = b / rho to working precision (relative error at most
-            # c^2 ||A||^2 / rho)
-            if c2 * self.op.norm() ** 2 <= 1e-16 * rho:
-                return b / rho
+        if c2 == 0.0 or c2 * self.op.norm() ** 2 <= 1e-16 * rho:
+            # c^2 A^T A is below rho's rounding: x = b / rho to working precision (relative
+            # error at most c^2 ||A||^2 / rho); also where c^2 underflows
+            return b / rho
+        if not math.isfinite(rho / c2):
             return None  # conjugate gradients on the scaled operator
-        return self.op._gram_solve(b / c2, rho / c2)
+        u = self.op._gram_solve(b, rho / c2)  # solve first, then scale: no b / c^2 overflow
+        return None if u is None else u / c2
 
 
 def compose(outer: Operator, inner: Operator) -> Operator:
