@@ -59,8 +59,10 @@ def add_noise(x: torch.Tensor, sigma: float, seed: int) -> torch.Tensor:
 
 def psnr(x: torch.Tensor, ref: torch.Tensor) -> float:
     """PSNR (dB, peak 1) of the reconstruction clipped to [0, 1] (as published tables do)."""
-    mse = float((x.clamp(0, 1) - ref).pow(2).mean())
-    return 10 * math.log10(1.0 / max(mse, 1e-20))
+    from lipinverse.metrics import psnr as per_sample
+
+    # one number over the whole batch
+    return float(per_sample(x.clamp(0, 1).reshape(1, -1), ref.reshape(1, -1))[0])
 
 
 def tune(run, grid, problems) -> tuple[float, float]:

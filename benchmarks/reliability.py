@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import resource
 import subprocess
@@ -102,8 +101,9 @@ def _peak_rss_mib() -> float:
 
 
 def _psnr(x, ref) -> float:
-    mse = float((x.clamp(0, 1) - ref).pow(2).mean())
-    return 10 * math.log10(1.0 / max(mse, 1e-20))
+    from benchmarks.common import psnr
+
+    return psnr(x, ref)
 
 
 def case_deblur(n: int, max_iter: int, lam: float = 2e-3, prior: str = "tv") -> dict:
@@ -112,7 +112,6 @@ def case_deblur(n: int, max_iter: int, lam: float = 2e-3, prior: str = "tv") -> 
     import torch
 
     from lipinverse import pretrained
-
     from lipinverse.functionals import L2Fidelity
     from lipinverse.regularizers import TV
     from lipinverse.solvers import PGD

@@ -38,6 +38,8 @@ import time
 import numpy as np
 import torch
 
+from lipinverse import metrics
+
 TRAIN_IMAGES = ("astronaut", "coffee", "chelsea", "rocket", "clock", "coins")
 TEST_IMAGE = "camera"
 
@@ -62,8 +64,8 @@ def center_crop(img: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def psnr(x: torch.Tensor, truth: torch.Tensor) -> float:
-    mse = float((x.clamp(0, 1) - truth).pow(2).mean())
-    return 10 * np.log10(1.0 / max(mse, 1e-20))
+    """PSNR of the reconstruction clipped to [0, 1], over the whole batch."""
+    return float(metrics.psnr(x.clamp(0, 1).reshape(1, -1), truth.reshape(1, -1))[0])
 
 
 def train(images=None, *, epochs: int = 4, steps_per_epoch: int = 75, batch_size: int = 16,
