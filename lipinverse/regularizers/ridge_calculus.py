@@ -20,7 +20,11 @@ from torch import nn
 from . import ridge_fused
 from .ridge_parts import RidgeScalings, composed_kernel
 
-__all__ = ["RidgeCalculus"]
+__all__ = ["RidgeCalculus", "STRIP_ELEMENTS"]
+
+#: Elements (batch x channels x pixels) of one filter-response map above which a gradient or
+#: a value without autograd is computed in strips of rows (64 MiB of float32 per map).
+STRIP_ELEMENTS = 1 << 24
 
 # the ridges whose potentials run compiled (ConvexRidge.compile_potentials); kept outside
 # the modules so that copying or saving a model never carries the flag
@@ -116,16 +120,58 @@ class RidgeCalculus(nn.Module):
             _COMPILED.pop(self, None)
         return self
 
+    def _strips(self, x: torch.Tensor) -> list[tuple[int, int]] | None:
+        """Row ranges to compute ``x``'s gradient or value in, or ``None`` for one pass:
+        strips only without autograd and when a filter-response map of ``x`` would exceed
+        ``STRIP_ELEMENTS`` (then the peak memory no longer grows with the image)."""
+        B, _, H, W = x.shape
+        per_row = B * self.W.linear.out_channels * W
+        if per_row * H <= STRIP_ELEMENTS or (torch.is_grad_enabled() and (
+                x.requires_grad or any(p.requires_grad for p in self.parameters()))):
+            return None
+        rows = max(1, STRIP_ELEMENTS // per_row)
+        return [(a, min(a + rows, H)) for a in range(0, H, rows)]
+
     def grad_scaled(self, x: torch.Tensor, sc: RidgeScalings) -> torch.Tensor:
         r""":math:`\nabla R_\sigma(x)` with the noise-level scalings ``sc`` already computed
         (:meth:`scalings`): what :meth:`grad` does after computing them, for callers (the
-        solvers, the training objectives) that reuse them across calls. No input check."""
+        solvers, the training objectives) that reuse them across calls. No input check.
+
+        Without autograd, a large image is done in strips of rows, each extended by the
+        receptive field of :math:`W^\top W` (twice the filters' half-width ``p``): the
+        gradient at a pixel depends on the pixels within ``2p`` rows only, and the zero
+        padding of the filters applies at the image's edges as before, so the result is
+        the one-pass result (up to the order of float sums) with a bounded peak memory."""
+        strips = self._strips(x)
+        if strips is None:
+            return self._grad_pass(x, sc)
+        reach, H = 2 * self.W.linear.total_pad[0], x.shape[-2]
+        out = torch.empty_like(x)
+        for a, b in strips:
+            lo, hi = max(0, a - reach), min(H, b + reach)
+            out[..., a:b, :] = self._grad_pass(x[..., lo:hi, :], sc)[..., a - lo:b - lo, :]
+        return out
+
+    def _grad_pass(self, x: torch.Tensor, sc: RidgeScalings) -> torch.Tensor:
         z = self._filters(x, sc)
         out = self._fn("_activation")(z, sc)
         return self.W.linear.transpose(out, input_size=tuple(x.shape[-2:])) * sc.s.to(x.dtype)
 
     def _value(self, x: torch.Tensor, sc: RidgeScalings) -> torch.Tensor:
-        z = self._filters(x, sc)
+        strips = self._strips(x)
+        if strips is None:
+            return self._value_of(self._filters(x, sc), sc)
+        reach, H = self.W.linear.total_pad[0], x.shape[-2]
+        total = 0.0
+        for a, b in strips:  # the responses of rows [a, b) need the rows within ``reach``
+            lo, hi = max(0, a - reach), min(H, b + reach)
+            z = self._filters(x[..., lo:hi, :], sc)[..., a - lo:b - lo, :]
+            total = total + self._value_of(z, sc)
+        return total
+
+    def _value_of(self, z: torch.Tensor, sc: RidgeScalings) -> torch.Tensor:
+        """The sum of the potentials at the filter responses ``z`` (per sample)."""
+        x = z
         lam, mu = sc.lam.to(x.dtype), sc.mu.to(x.dtype)
         val = (lam / mu * self.convex_spline.integrate(mu * z)).flatten(1).sum(1)
         if self.concave_part is not None:

@@ -171,3 +171,27 @@ def test_compile_failure_falls_back_to_eager_with_a_warning(monkeypatch):
             got = R.grad_scaled(y, sc)
         assert torch.equal(got, eager)
         assert torch.equal(R.grad_scaled(y, sc), eager)  # eager from now on, no second warning
+
+
+@pytest.mark.parametrize("cls", ["ConvexRidge", "WeakConvexRidge"])
+def test_large_images_go_in_strips_with_the_same_result(monkeypatch, cls):
+    """Without autograd, gradient and value of a large image are computed in strips of rows
+    (bounded memory): the result is the one-pass result to rounding, at every strip size."""
+    from lipinverse.regularizers import ConvexRidge, WeakConvexRidge, ridge_calculus
+
+    R = {"ConvexRidge": ConvexRidge, "WeakConvexRidge": WeakConvexRidge}[cls](
+        channels=(1, 3, 6), kernel_size=5, num_knots=11).double()
+    with torch.no_grad():
+        for p in R.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    x = torch.rand(2, 1, 41, 23, dtype=torch.float64)
+    sc = R.scalings(0.05, 2, torch.float64)
+    with torch.no_grad():
+        g0, v0 = R.grad_scaled(x, sc), R.value(x, 0.05)
+        for rows in (1, 3, 8, 40):
+            monkeypatch.setattr(ridge_calculus, "STRIP_ELEMENTS", 2 * 6 * 23 * rows)
+            assert R._strips(x) is not None and len(R._strips(x)) == -(-41 // rows)
+            torch.testing.assert_close(R.grad_scaled(x, sc), g0, rtol=0, atol=1e-13)
+            torch.testing.assert_close(R.value(x, 0.05), v0, rtol=1e-13, atol=0)
+    # with autograd on parameters that need it: one pass (the graph needs the whole map)
+    assert R._strips(x) is None
