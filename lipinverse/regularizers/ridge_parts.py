@@ -258,8 +258,9 @@ class RidgeAtSigma:
              max_iter: int = 1000, x0: torch.Tensor | None = None) -> torch.Tensor:
         return self.regularizer.prox(x, tau, self.sigma, tol=tol, max_iter=max_iter, x0=x0)
 
-    def denoise(self, y: torch.Tensor, *, tol: float = 1e-4, max_iter: int = 1000) -> torch.Tensor:
-        return self.regularizer.denoise(y, self.sigma, tol=tol, max_iter=max_iter)
+    def denoise(self, y: torch.Tensor, **kwargs) -> torch.Tensor:
+        """:meth:`ConvexRidge.denoise` at this noise level (same keywords)."""
+        return self.regularizer.denoise(y, self.sigma, **kwargs)
 
     @property
     def grad_lipschitz(self) -> float:

@@ -305,3 +305,16 @@ def test_bad_inputs_raise_clear_errors():
         W.solve(torch.rand(1, 1, 8, 8), 1e6)
     with pytest.raises(ValueError, match="rho_max"):
         WeakConvexRidge(rho_max=1.0)
+
+
+@pytest.mark.parametrize("cls", ["ConvexRidge", "WeakConvexRidge"])
+def test_denoise_default_meets_its_certified_accuracy(cls):
+    from lipinverse.regularizers.ridge import DENOISE_TOL
+
+    R = perturb(small({"ConvexRidge": ConvexRidge, "WeakConvexRidge": WeakConvexRidge}[cls]),
+                0.3).double()
+    y = torch.rand(3, 1, 12, 12, dtype=torch.float64)
+    x = R.denoise(y, SIGMA)  # Anderson to DENOISE_TOL
+    exact = R.denoise(y, SIGMA, tol=1e-12, max_iter=20000, method="fista")
+    dist = (x - exact).flatten(1).norm(dim=1)
+    assert (dist <= DENOISE_TOL * y.flatten(1).norm(dim=1)).all(), dist
