@@ -5,16 +5,22 @@ or the kernel's OOM killer half-way through).
 The estimates count image-sized arrays: the solver state (iterates, momentum, gradient,
 temporaries) and, for a ridge prior, its filter responses (``K`` channels, a few arrays
 each). The constants were measured with ``/usr/bin/time -v`` on 2048x2048 deblurring on
-CPU (float32): TV 1.7 GiB (about 110 image copies), shipped ``crr`` (32 channels)
-4.4 GiB (about 275). They are estimates, not bounds; the check refuses only problems above
-the memory available.
+CPU (float32): TV 1.7 GiB (about 110 image copies); shipped ``crr`` (32 channels) 4.4 GiB
+before its gradient went in strips of rows, 1.5 GiB since (the filter responses of a large
+image are bounded by the strip size, ``ridge_calculus.STRIP_ELEMENTS``). They are
+estimates, not bounds; the check refuses only problems above the memory available.
 """
 
 from __future__ import annotations
 
 import os
 
-__all__ = ["available_memory", "estimate_solve_bytes", "check_fits"]
+__all__ = ["available_memory", "estimate_solve_bytes", "check_fits", "STRIP_ELEMENTS"]
+
+#: Elements (batch x channels x pixels) of one filter-response map above which a ridge
+#: prior's gradient or value without autograd is computed in strips of rows (64 MiB of
+#: float32 per map; used by :mod:`lipinverse.regularizers.ridge_calculus`).
+STRIP_ELEMENTS = 1 << 24
 
 #: Image-sized float arrays held by a solve, beyond the prior's own.
 SOLVER_COPIES = 110
@@ -53,11 +59,13 @@ def estimate_solve_bytes(n_pixels: int, channels: int, prior, bytes_per_value: i
                          extra: int = 0) -> int:
     """Estimated peak bytes of a solve on ``channels`` x ``n_pixels`` values with ``prior``
     (``extra``: operator storage, e.g. a Radon matrix)."""
-    copies = SOLVER_COPIES
+    total = SOLVER_COPIES * n_pixels * channels * bytes_per_value
     filters = getattr(prior, "channels", None)
     if isinstance(filters, (list, tuple)) and filters:
-        copies += RIDGE_COPIES_PER_CHANNEL * int(filters[-1])
-    return int(copies * n_pixels * channels * bytes_per_value) + int(extra)
+        # the responses of one pass: the whole image, or one strip of rows when larger
+        elements = min(int(filters[-1]) * n_pixels * channels, STRIP_ELEMENTS)
+        total += RIDGE_COPIES_PER_CHANNEL * elements * bytes_per_value
+    return int(total) + int(extra)
 
 
 def check_fits(estimate: int, what: str) -> None:

@@ -17,14 +17,11 @@ import weakref
 import torch
 from torch import nn
 
+from .._resources import STRIP_ELEMENTS
 from . import ridge_fused
 from .ridge_parts import RidgeScalings, composed_kernel
 
 __all__ = ["RidgeCalculus", "STRIP_ELEMENTS"]
-
-#: Elements (batch x channels x pixels) of one filter-response map above which a gradient or
-#: a value without autograd is computed in strips of rows (64 MiB of float32 per map).
-STRIP_ELEMENTS = 1 << 24
 
 # the ridges whose potentials run compiled (ConvexRidge.compile_potentials); kept outside
 # the modules so that copying or saving a model never carries the flag

@@ -10,7 +10,7 @@ def test_estimates_match_the_measured_peaks():
     tv = _resources.estimate_solve_bytes(n, 1, None) / 2**30
     crr = _resources.estimate_solve_bytes(n, 1, pretrained.load("crr")) / 2**30
     assert 1.2 < tv < 2.4  # measured 1.7 GiB
-    assert 3.0 < crr < 6.0  # measured 4.4 GiB
+    assert tv < crr < 2.5  # measured 1.5 GiB (gradient in strips of rows)
     assert _resources.estimate_solve_bytes(n, 3, None) == 3 * _resources.estimate_solve_bytes(
         n, 1, None)
 
