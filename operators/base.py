@@ -228,9 +228,10 @@ class Operator(torch.nn.Module, abc.ABC):
         return out
 
     # ------------------------------------------------------------ gram solve
-    def gram_solve(self, b: torch.Tensor, rho: float, *, tol: float = 1e-6,
+    def gram_solve(self, b: torch.Tensor, shift: float, *, tol: float = 1e-6,
                    max_iter: int = 500, x0: torch.Tensor | None = None) -> torch.Tensor:
-        r"""Solve :math:`(A^\top A + \rho I)\, x = b` for each sample of ``b``.
+        r"""Solve :math:`(A^\top A + s I)\, x = b` (``s = shift > 0``) for each sample of ``b``
+        (the inverse of :meth:`gram` with the same shift; ADMM's x-step uses ``shift = rho``).
 
         Uses the operator's fast solver when it has one (FFT for circular blurs, pointwise
         for masks); otherwise conjugate gradients, per sample, to relative residual ``tol``.
@@ -238,20 +239,20 @@ class Operator(torch.nn.Module, abc.ABC):
         Raises
         ------
         ValueError
-            If ``rho <= 0`` or ``b`` has the wrong shape.
+            If ``shift <= 0`` or ``b`` has the wrong shape.
         ConvergenceError
             If conjugate gradients does not reach ``tol`` within ``max_iter`` iterations.
         """
         name = f"{type(self).__name__}.gram_solve"
-        rho = check_positive(name, rho)
+        shift = check_positive(name, shift, "shift")
         self._validate("gram_solve", b, self.in_shape)
-        out = self._gram_solve(b, rho)
+        out = self._gram_solve(b, shift)
         if out is not None:
             return out
-        return shifted_normal_cg(self, b, rho, tol=tol, max_iter=max_iter, x0=x0, name=name)
+        return shifted_normal_cg(self, b, shift, tol=tol, max_iter=max_iter, x0=x0, name=name)
 
-    def _gram_solve(self, b: torch.Tensor, rho: float) -> torch.Tensor | None:
-        """Fast exact solve of (A^T A + rho I) x = b, or None to use conjugate gradients."""
+    def _gram_solve(self, b: torch.Tensor, shift: float) -> torch.Tensor | None:
+        """Fast exact solve of (A^T A + shift I) x = b, or None to use conjugate gradients."""
         return None
 
     def extra_repr(self) -> str:
@@ -305,8 +306,8 @@ class Identity(Operator):
     def _norm(self, dtype, device):
         return 1.0
 
-    def _gram_solve(self, b, rho):
-        return b / (1.0 + rho)
+    def _gram_solve(self, b, shift):
+        return b / (1.0 + shift)
 
 
 class Adjoint(Operator):
@@ -449,16 +450,16 @@ class Scaled(Operator):
         m = self.op._majorant()
         return None if m is None else Scaled(abs(self.c), m)
 
-    def _gram_solve(self, b, rho):
-        # (c^2 A^T A + rho I) x = b  <=>  x = (A^T A + rho/c^2 I)^{-1} b / c^2
+    def _gram_solve(self, b, shift):
+        # (c^2 A^T A + shift I) x = b  <=>  x = (A^T A + shift/c^2 I)^{-1} b / c^2
         c2 = self.c * self.c
-        if c2 == 0.0 or c2 * self.op.norm() ** 2 <= 1e-16 * rho:
-            # c^2 A^T A is below rho's rounding: x = b / rho to working precision (relative
-            # error at most c^2 ||A||^2 / rho); also where c^2 underflows
-            return b / rho
-        if not math.isfinite(rho / c2):
+        if c2 == 0.0 or c2 * self.op.norm() ** 2 <= 1e-16 * shift:
+            # c^2 A^T A is below shift's rounding: x = b / shift to working precision (relative
+            # error at most c^2 ||A||^2 / shift); also where c^2 underflows
+            return b / shift
+        if not math.isfinite(shift / c2):
             return None  # conjugate gradients on the scaled operator
-        u = self.op._gram_solve(b, rho / c2)  # solve first, then scale: no b / c^2 overflow
+        u = self.op._gram_solve(b, shift / c2)  # solve first, then scale: no b / c^2 overflow
         return None if u is None else u / c2
 
 

@@ -273,11 +273,11 @@ class Blur(Operator):
             return self
         return Blur(self.kernel.abs(), self.padding, self.in_shape)
 
-    def _gram_solve(self, b, rho):
+    def _gram_solve(self, b, shift):
         if self.padding != "circular":
             return None
         h, w = b.shape[-2:]
-        inv = self._spectrum(h, w, b.dtype, b.device, rho, invert=True)
+        inv = self._spectrum(h, w, b.dtype, b.device, shift, invert=True)
         return torch.fft.irfft2(torch.fft.rfft2(b) * inv, s=(h, w))
 
     def extra_repr(self):

@@ -78,11 +78,11 @@ class Subsample(Operator):
     def _norm(self, dtype, device):
         return 1.0
 
-    def _gram_solve(self, b, rho):
+    def _gram_solve(self, b, shift):
         # S^T S is the 0/1 mask of kept pixels
         f = self.factor
-        out = b / rho
-        out[..., ::f, ::f] = b[..., ::f, ::f] / (1.0 + rho)
+        out = b / shift
+        out[..., ::f, ::f] = b[..., ::f, ::f] / (1.0 + shift)
         return out
 
 

@@ -105,27 +105,27 @@ def conjugate_gradient(apply, b: torch.Tensor, *, tol: float = 1e-6, max_iter: i
     return x, it
 
 
-def shifted_normal_cg(A, b: torch.Tensor, rho: float, *, tol: float, max_iter: int,
+def shifted_normal_cg(A, b: torch.Tensor, shift: float, *, tol: float, max_iter: int,
                       x0: torch.Tensor | None = None, name: str) -> torch.Tensor:
-    r"""Solve :math:`(A^\top A + \rho I)\,x = b` by conjugate gradients (raises
+    r"""Solve :math:`(A^\top A + s I)\,x = b` by conjugate gradients (raises
     :class:`ConvergenceError` past ``max_iter``).
 
-    For :math:`\rho > 1` it solves :math:`(A^\top A/\rho + I)\,u = b` for :math:`u = \rho x`
+    For :math:`s > 1` it solves :math:`(A^\top A/s + I)\,u = b` for :math:`u = s x`
     instead: the residual is the same vector (so the same test), and no vector grows to
-    :math:`\rho\|b\|`, which overflowed for :math:`\rho` near the float maximum.
+    :math:`s\|b\|`, which overflowed for :math:`s` near the float maximum.
     """
     def normal(v):
         return A._adjoint(A._forward(v))
 
-    if rho <= 1.0:
-        return conjugate_gradient(lambda v: normal(v) + rho * v, b, tol=tol, max_iter=max_iter,
+    if shift <= 1.0:
+        return conjugate_gradient(lambda v: normal(v) + shift * v, b, tol=tol, max_iter=max_iter,
                                   x0=x0, name=name)[0]
-    u0 = None if x0 is None else x0 * rho
+    u0 = None if x0 is None else x0 * shift
     if u0 is not None and not bool(torch.isfinite(u0).all()):
         u0 = None
-    u, _ = conjugate_gradient(lambda v: normal(v) / rho + v, b, tol=tol, max_iter=max_iter,
+    u, _ = conjugate_gradient(lambda v: normal(v) / shift + v, b, tol=tol, max_iter=max_iter,
                               x0=u0, name=name)
-    return u / rho
+    return u / shift
 
 
 def collatz_wielandt(M, dtype=torch.float64, device="cpu", rtol: float = 1e-6,

@@ -59,8 +59,8 @@ class Mask(Operator):
     def _norm(self, dtype, device):
         return float(self.mask.abs().max())
 
-    def _gram_solve(self, b, rho):
-        return b / (self.mask.to(b.dtype) ** 2 + rho)
+    def _gram_solve(self, b, shift):
+        return b / (self.mask.to(b.dtype) ** 2 + shift)
 
     def _compose_with(self, other):
         if isinstance(other, Mask):

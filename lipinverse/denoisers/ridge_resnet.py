@@ -94,7 +94,7 @@ class RidgeResNetDenoiser(nn.Module):
         if R.concave_part is None and self.step <= 0.5:
             return 1.0
         s = self.sigma if sigma is None else float(sigma)
-        h = float(R.step_size(R.scalings(s, 1, torch.float64), self.step))
+        h = float(R.unrolled_step(R.scalings(s, 1, torch.float64), self.step))
         lo, hi = R.curvature_bounds(s)
         q = max(abs(1.0 - h * (1.0 + lo)), abs(1.0 - h * (1.0 + hi)))
         return q ** self.t + h * sum(q ** k for k in range(self.t))

@@ -396,7 +396,7 @@ class ConvexRidge(RidgeCalculus):
         return self.prox(y, 1.0, sigma, tol=tol, max_iter=max_iter, method=method)
 
     # ------------------------------------------------------------------ unrolled denoiser
-    def step_size(self, sc: RidgeScalings, step: float = 0.5) -> torch.Tensor:
+    def unrolled_step(self, sc: RidgeScalings, step: float = 0.5) -> torch.Tensor:
         r"""Per-sample step :math:`h = \mathrm{step}\cdot 2/(1 + M_c)` of the unrolled
         denoiser, :math:`M_c` from the spline *constraint* intervals (as in
         :class:`~lipinverse.nn.GradientStepBlock`), rounded down to float32."""
@@ -416,7 +416,7 @@ class ConvexRidge(RidgeCalculus):
                                   k, y.device)
             return unfold(self.gradient_steps(fold(y), s, t, step), k)
         sc = self.scalings(sigma, y.shape[0], y.dtype, y.device)
-        h = self.step_size(sc, step).to(y.dtype).reshape(-1, 1, 1, 1)
+        h = self.unrolled_step(sc, step).to(y.dtype).reshape(-1, 1, 1, 1)
         x = y
         for _ in range(int(t)):
             x = x - h * (x - y + self.grad_scaled(x, sc))

@@ -168,7 +168,7 @@ class DEQDenoisingLoss:
         sc = model.scalings(sigma, noisy.shape[0], noisy.dtype, noisy.device)
         extra = {"fixed_point_iterations": float(info.iterations.float().mean())}
         if self.backward == "jfb":
-            h = model.step_size(sc, 0.5).to(noisy.dtype).reshape(-1, 1, 1, 1)
+            h = model.unrolled_step(sc, 0.5).to(noisy.dtype).reshape(-1, 1, 1, 1)
             est = x_star - h * (x_star - noisy + model.grad_scaled(x_star, sc))
             return _finish(self._loss(est, clean), model, self.tv2_weight, extra)
         leaf = x_star.detach().requires_grad_(True)

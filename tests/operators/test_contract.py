@@ -63,7 +63,7 @@ def test_gram_solve_solves_system(op):
 def test_gram_solve_rejects_bad_rho(op):
     x, _ = random_pair(op)
     for rho in (0.0, -1.0, float("nan")):
-        with pytest.raises(ValueError, match="rho > 0"):
+        with pytest.raises(ValueError, match="shift > 0"):
             op.gram_solve(x, rho)
 
 

@@ -196,7 +196,7 @@ def test_unrolled_blocks_equal_explicit_gradient_steps(cls):
     D = RidgeResNetDenoiser(R, t, SIGMA, step=step)
     # explicit steps with the public gradient
     sc = R.scalings(SIGMA, 1)
-    h = float(R.step_size(sc, step).detach())
+    h = float(R.unrolled_step(sc, step).detach())
     x = y.clone()
     for _ in range(t):
         x = x - h * (x - y + R.grad(x, SIGMA))

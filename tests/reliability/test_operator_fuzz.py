@@ -76,13 +76,13 @@ def test_gaussian_factory_params(sigma, size):
 @SETTINGS
 @given(rho=st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-5, 5),
                      st.just("1"), st.just(None)))
-def test_gram_solve_rho(rho):
+def test_gram_solve_shift(rho):
     op = OPS["blur_zero_fixed"]
     b = torch.randn(1, 1, 8, 8, dtype=torch.float64)
     try:
         x = op.gram_solve(b, rho)
     except (ValueError, TypeError) as err:
-        assert "rho" in str(err)
+        assert "shift" in str(err)
         return
     assert float(rho) > 0 and math.isfinite(float(rho))
     assert bool(torch.isfinite(x).all())
