@@ -123,12 +123,21 @@ def _resnet(d: int, depth: int, activation: str) -> nn.Module:
                            output="scalar", activation=activation)
 
 
+def _identity_map(n: int) -> Constrained:
+    """A norm-constrained n x n map that starts as the identity (the plain ResNet)."""
+    m = Constrained(DenseMap(n, n))
+    with torch.no_grad():
+        m.linear.weight.copy_(torch.eye(n, dtype=m.linear.weight.dtype))
+    return m
+
+
 def _resnet_fixed(d: int, depth: int) -> nn.Module:
-    """Lift, then blocks with a norm-constrained width x width map after each, project."""
+    """Lift, then blocks with a norm-constrained width x width map after each (started at
+    the identity: a random start shrinks the signal through 32 contractions), project."""
     base = _resnet(d, depth, "relu")
     parts = [base.lift]
     for block in base.blocks:
-        parts += [block, Constrained(DenseMap(WIDTH, WIDTH))]
+        parts += [block, _identity_map(WIDTH)]
     return nn.Sequential(*parts, base.project)
 
 
@@ -136,7 +145,13 @@ def _mlp(d: int, depth: int, width: int, constrained: bool) -> nn.Module:
     dims = [d] + [width] * max(depth, 1) + [1]
     layers = []
     for i, (a, b) in enumerate(zip(dims[:-1], dims[1:], strict=True)):
-        layers.append(Constrained(DenseMap(a, b)) if constrained else nn.Linear(a, b))
+        if constrained:  # orthogonal start: MaxMin layers then preserve the gradient norm
+            layer = Constrained(DenseMap(a, b))
+            with torch.no_grad():
+                nn.init.orthogonal_(layer.linear.weight)
+        else:
+            layer = nn.Linear(a, b)
+        layers.append(layer)
         if i < len(dims) - 2:
             layers.append(MaxMin() if constrained else nn.ReLU())
     return nn.Sequential(*layers)
@@ -203,18 +218,23 @@ def evaluate(model, target, xs, kind) -> dict:
         out["lipschitz"] = empirical_lipschitz(model, xs)
         out["lipschitz_kind"] = "empirical (lower bound)"
     else:
-        out["lipschitz"] = float(certify(model.net))
+        with torch.no_grad():
+            out["lipschitz"] = float(certify(model.net))
         out["lipschitz_kind"] = "certified"
     return out
 
 
 # ------------------------------------------------------------------ sweeps
-def run(combos, depths, steps, widths_at=None, on_row=None) -> dict:
+def run(combos, depths, steps, widths_at=None, on_row=None, done=()) -> dict:
     """Fit every ``(d, target, model)`` of ``combos`` at every depth, then the width sweep
-    ``widths_at = [(d, target, depth, widths)]``."""
+    ``widths_at = [(d, target, depth, widths)]``; ``done``: rows of an earlier run to keep
+    (their combos are not fitted again)."""
     global WIDTH
-    rows = []
+    rows = list(done)
+    have = {(r["d"], r["target"], r["model"]) for r in rows}
     for d, tname, kind in combos:
+        if (d, tname, kind) in have:
+            continue
         tg = make_targets(d)
         xs = test_points(d)
         for depth in depths:
@@ -342,7 +362,19 @@ def main(argv=None) -> int:
                              "relu-mlp"], help="the models compared at d = 2")
     ap.add_argument("--models-d8", nargs="+", default=["resnet", "groupsort"],
                     help="the models compared at d = 8")
+    ap.add_argument("--resume", metavar="JSON", help="keep the rows of an earlier run")
+    ap.add_argument("--redo", nargs="*", default=[], help="models to fit again on --resume")
     args = ap.parse_args(argv)
+    done = []
+    if args.resume:
+        import json
+
+        done = [r for r in json.loads(Path(args.resume).read_text())["rows"]
+                if r["model"] not in args.redo and r["steps"] == args.steps]
+        combos_done = {(r["d"], r["target"], r["model"]) for r in done}
+        done = [r for r in done if sum((r["d"], r["target"], r["model"]) == (q["d"], q["target"],
+                q["model"]) for q in done) == len(args.depths)]
+        print(f"kept {len(done)} rows of {len(combos_done)} combos", flush=True)
     targets = ["distance", "max-affine", "smooth", "kink-curve"]
     widths = [(2, "distance", 8, [4, 8, 16, 32])]
     if args.quick:
@@ -352,7 +384,7 @@ def main(argv=None) -> int:
         [(8, t, m) for t in targets for m in args.models_d8]
     name = "approximation_quick" if args.quick else "approximation"
     res = run(combos, args.depths, args.steps, widths,
-              on_row=lambda partial: write(name, partial, markdown))
+              on_row=lambda partial: write(name, partial, markdown), done=done)
     write(name, res, markdown)
     figure(res, RESULTS / f"{name}.png")
     print(markdown(res))
