@@ -13,8 +13,9 @@ import datetime
 import pathlib
 
 HERE = pathlib.Path(__file__).resolve().parent
-ORDER = ["denoise_bsd68", "deblur_bsd68", "real_data", "training", "solvers", "radon",
-         "nn_blocks", "reliability"]
+ORDER = ["denoise_bsd68", "deblur_bsd68", "real_data", "admm_learned", "training", "solvers",
+         "radon", "nn_blocks", "approximation", "reliability"]
+SKIP = {"approximation_quick"}  # smoke runs
 
 
 def main() -> pathlib.Path:
@@ -26,7 +27,7 @@ def main() -> pathlib.Path:
         f"_Collected {datetime.date.today().isoformat()}._\n",
     ]
     names = [n for n in ORDER if (results / f"{n}.md").exists()]
-    names += sorted(p.stem for p in results.glob("*.md") if p.stem not in ORDER)
+    names += sorted(p.stem for p in results.glob("*.md") if p.stem not in ORDER + list(SKIP))
     for name in names:
         parts.append((results / f"{name}.md").read_text().strip() + "\n")
     out = HERE / "RESULTS.md"
