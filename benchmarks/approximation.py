@@ -14,14 +14,15 @@ dense in the 1-Lipschitz functions on a compact set. This benchmark fits such ne
   :math:`u, v` (gradient norm at most :math:`0.6\sqrt2 < 1`);
 * ``kink-curve``: :math:`|x_2 - 0.5\sin(2x_1)|/\sqrt2`, kinks along a curve.
 
-**Models** (dense, scalar output, a free additive constant):
+**Models** (dense, scalar output, a free additive constant; every model's width is the
+largest with at most the ResNet's parameter count at that depth):
 
 * ``resnet``: :class:`~lipinverse.nn.LipschitzResNet` with ReLU (the theorem's network);
 * ``resnet-fixed``: the same with a norm-constrained width-to-width map between blocks
   (the fixed-width variant of the theorem);
 * ``resnet-spline``: the ResNet with learnable 1-Lipschitz spline activations;
 * ``groupsort``: a GroupSort (MaxMin) MLP with norm-constrained layers (Anil et al. 2019),
-  as deep as the ResNet, its width matched to the ResNet's parameter count;
+  as deep as the ResNet;
 * ``relu-mlp``: an unconstrained ReLU MLP of the same shape as ``groupsort`` (no
   certificate: its empirical Lipschitz constant, the largest gradient norm on the test
   points, a lower bound, is reported).
@@ -118,8 +119,8 @@ class Scalar(nn.Module):
         return (out.reshape(out.shape[0], -1).sum(1) if out.dim() > 1 else out) + self.offset
 
 
-def _resnet(d: int, depth: int, activation: str) -> nn.Module:
-    return LipschitzResNet(in_channels=d, width=WIDTH, depth=depth, dense=True,
+def _resnet(d: int, depth: int, activation: str, width: int | None = None) -> nn.Module:
+    return LipschitzResNet(in_channels=d, width=width or WIDTH, depth=depth, dense=True,
                            output="scalar", activation=activation)
 
 
@@ -131,14 +132,24 @@ def _identity_map(n: int) -> Constrained:
     return m
 
 
-def _resnet_fixed(d: int, depth: int) -> nn.Module:
+def _resnet_fixed(d: int, depth: int, width: int | None = None) -> nn.Module:
     """Lift, then blocks with a norm-constrained width x width map after each (started at
     the identity: a random start shrinks the signal through 32 contractions), project."""
-    base = _resnet(d, depth, "relu")
+    width = width or WIDTH
+    base = _resnet(d, depth, "relu", width)
     parts = [base.lift]
     for block in base.blocks:
-        parts += [block, _identity_map(WIDTH)]
+        parts += [block, _identity_map(width)]
     return nn.Sequential(*parts, base.project)
+
+
+def _matched_width(build, target: int, step: int = 1) -> int:
+    """The largest width (a multiple of ``step``) whose ``build(width)`` has at most
+    ``target`` parameters: every model is compared at the ResNet's parameter count."""
+    width = step
+    while n_params(build(width + step)) <= target:
+        width += step
+    return width
 
 
 def _mlp(d: int, depth: int, width: int, constrained: bool) -> nn.Module:
@@ -162,18 +173,19 @@ def n_params(model: nn.Module) -> int:
 
 
 def make_model(kind: str, d: int, depth: int) -> nn.Module:
+    target = n_params(_resnet(d, depth, "relu"))
     if kind == "resnet":
         net = _resnet(d, depth, "relu")
     elif kind == "resnet-spline":
-        net = _resnet(d, depth, "spline")
+        net = _resnet(d, depth, "spline",
+                      _matched_width(lambda w: _resnet(d, depth, "spline", w), target))
     elif kind == "resnet-fixed":
-        net = _resnet_fixed(d, depth)
-    elif kind in ("groupsort", "relu-mlp"):
-        target = n_params(_resnet(d, depth, "relu"))
-        width = 2
-        while n_params(_mlp(d, depth, width + 2, True)) <= target:
-            width += 2  # even widths for MaxMin
-        net = _mlp(d, depth, width, kind == "groupsort")
+        net = _resnet_fixed(d, depth, _matched_width(lambda w: _resnet_fixed(d, depth, w),
+                                                     target))
+    elif kind in ("groupsort", "relu-mlp"):  # even widths for MaxMin
+        constrained = kind == "groupsort"
+        width = _matched_width(lambda w: _mlp(d, depth, w, constrained), target, step=2)
+        net = _mlp(d, depth, width, constrained)
     else:
         raise ValueError(f"unknown model {kind!r}")
     return Scalar(net).double()
