@@ -2,7 +2,9 @@ r"""Atomic file output: a temporary file in the target's folder, fsynced, then r
 
 A reader sees the old file or the new one, never a partial one; a failed write (full
 disk, read-only folder, a path under a file) leaves the old file intact and removes the
-temporary file.
+temporary file. The temporary file's name carries the writer's process id; a writer killed
+before it could clean up (SIGKILL) leaves one behind, and the next write of the same file
+removes every such leftover whose process is gone.
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ def atomic_path(path):
     on success the file is fsynced and renamed onto ``path``, on failure removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}",
-                               dir=path.parent)
+    _sweep(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.",
+                               suffix=f".tmp{path.suffix}", dir=path.parent)
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
@@ -36,6 +39,30 @@ def atomic_path(path):
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
+
+
+def _sweep(path: Path) -> None:
+    """Remove the temporary files of earlier writes of ``path`` whose writer is gone."""
+    prefix = f".{path.name}."
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(path.parent):
+            name = entry.name
+            if not (name.startswith(prefix) and f".tmp{path.suffix}" in name):
+                continue
+            pid = name[len(prefix):].split(".", 1)[0]
+            if pid.isdigit() and not _alive(int(pid)):
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
 
 
 def atomic_write_bytes(path, data: bytes) -> None:

@@ -378,3 +378,30 @@ def test_class7_gram_solve_of_scaled_operators(exponent):
     assert float(resid.norm() / b.norm()) < 1e-6 or not torch.isfinite(resid).all()
     COUNTS[(C7, "ok")] += 1
 
+
+
+_KILLED_WRITER = """
+import sys, time
+from lipinverse._atomic import atomic_path
+with atomic_path(sys.argv[1]) as tmp:
+    open(tmp, "wb").write(b"PARTIAL")
+    print("writing", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_class2_a_killed_writer_leaves_no_temp_file_after_the_next_write(tmp_path):
+    from lipinverse._atomic import atomic_write_bytes
+
+    target = tmp_path / "x.png"
+    target.write_bytes(b"OLD")
+    proc = subprocess.Popen([sys.executable, "-c", _KILLED_WRITER, str(target)],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "writing"
+    proc.kill()
+    proc.wait()
+    assert target.read_bytes() == b"OLD"  # the kill left the old file
+    assert len(list(tmp_path.iterdir())) == 2  # ... and the killed writer's temp file
+    atomic_write_bytes(target, b"NEW")
+    assert [p.name for p in tmp_path.iterdir()] == ["x.png"] and target.read_bytes() == b"NEW"
+    COUNTS[(C2, "ok")] += 1
