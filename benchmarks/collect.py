@@ -13,8 +13,8 @@ import datetime
 import pathlib
 
 HERE = pathlib.Path(__file__).resolve().parent
-ORDER = ["denoise_bsd68", "deblur_bsd68", "real_data", "denoise_speed", "admm_learned", "training", "solvers",
-         "radon", "nn_blocks", "approximation", "reliability"]
+ORDER = ["denoise_bsd68", "deblur_bsd68", "real_data", "denoise_speed", "admm_learned",
+         "training", "solvers", "radon", "nn_blocks", "approximation", "reliability"]
 SKIP = {"approximation_quick"}  # smoke runs
 
 
