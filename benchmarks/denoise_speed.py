@@ -45,7 +45,7 @@ def run(repeats: int) -> dict:
                 best = float("inf")
                 for _ in range(repeats):
                     t0 = time.perf_counter()
-                    out, info = model.solve(y, 1.0, sigma, max_iter=2000, **kw)
+                    out, info = model.solve(y, 1.0, sigma, max_iter=1000, **kw)
                     best = min(best, time.perf_counter() - t0)
                 rows.append({"prior": name, "setting": label,
                              "gradients": int(info.iterations.max()), "seconds": round(best, 3),
