@@ -365,10 +365,15 @@ class ConvexRidge(RidgeCalculus):
 
     def prox(self, x: torch.Tensor, tau=1.0, sigma=None, *, tol: float = 1e-4,
              max_iter: int = 1000, x0: torch.Tensor | None = None,
-             method: str = "fista") -> torch.Tensor:
+             method: str = "anderson") -> torch.Tensor:
         r""":math:`\operatorname{prox}_{\tau R_\sigma}(x)` by :meth:`solve`, from ``x0`` (a
         warm start, e.g. the previous prox in a splitting method; default ``x``). The
         accuracy ``tol`` is certified whatever the start.
+
+        The default method is Anderson acceleration (see :meth:`solve`): as the z-step of
+        :class:`~lipinverse.solvers.ADMM` with the shipped ``crr`` (128x128 deblurring) it
+        needed 148-210 gradients per solve where FISTA needed 612, with the same
+        certified accuracy.
 
         Warns (``RuntimeWarning``) when a sample does not reach ``tol`` in ``max_iter``.
         """

@@ -255,8 +255,11 @@ class RidgeAtSigma:
         return self.regularizer.grad(x, self.sigma)
 
     def prox(self, x: torch.Tensor, tau=1.0, *, tol: float = 1e-4,
-             max_iter: int = 1000, x0: torch.Tensor | None = None) -> torch.Tensor:
-        return self.regularizer.prox(x, tau, self.sigma, tol=tol, max_iter=max_iter, x0=x0)
+             max_iter: int = 1000, x0: torch.Tensor | None = None,
+             method: str = "anderson") -> torch.Tensor:
+        """:meth:`ConvexRidge.prox` at this noise level (same keywords)."""
+        return self.regularizer.prox(x, tau, self.sigma, tol=tol, max_iter=max_iter, x0=x0,
+                                     method=method)
 
     def denoise(self, y: torch.Tensor, **kwargs) -> torch.Tensor:
         """:meth:`ConvexRidge.denoise` at this noise level (same keywords)."""
