@@ -1,0 +1,268 @@
+r"""Time-to-PSNR of the reconstructions with TV and the shipped ridge priors, this tree
+against commit 5893d31 (issue 16), side by side in one run.
+
+Problems (seeded, built once here and handed to both versions):
+
+* ``denoise``: 256x256 centre crops of BSD68 images at sigma = 15 and 25 /255 (the
+  scikit-image camera where ``../shared/data`` is absent); ridges: ``denoise(y, sigma,
+  tol=t)``, TV: ``prox(y, sigma, tol=t)``;
+* ``deblur``: the same crops, Levin kernel 1 (a Gaussian of 1.6 px without the data),
+  circular boundary, noise 2.55/255; PGD (``scheme="grad"`` for the ridges, accelerated,
+  from :math:`A^\top y`) to a relative change ``t``, with ``deblur_prior``'s strength;
+* ``ct``: one crop as an attenuation map, 60-angle parallel-beam Radon scaled to unit
+  norm, noise 0.01; the same PGD.
+
+Each version runs in its own process (``--worker``, with the version's source first on
+``sys.path``; 5893d31 is exported by ``git archive`` into a temporary folder) over a sweep
+of tolerances ``t``, timing every solve: PSNR against seconds gives the curve. The
+converged PSNR is that of this tree's solve at the tightest tolerance (1e-6; the
+denoising minimiser to 1e-7). The time to solution of a version is the time of its
+fastest solve that lands within ``--gap`` (0.02 dB) of the converged PSNR; the table
+gives it for both versions and their ratio. The shipped ``crr`` / ``wcrr`` weights are
+those of 5893d31 (unchanged since).
+
+Usage: ``OMP_NUM_THREADS=2 python benchmarks/time_to_psnr.py [--images N] [--quick]``;
+writes ``benchmarks/results/time_to_psnr.{json,md,png}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+BASELINE = "5893d31"
+PRIORS = ("tv", "crr", "wcrr")
+TOLS = {"denoise": (3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4),
+        "deblur": (1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5),
+        "ct": (1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5)}
+REFERENCE_TOL = {"denoise": 1e-7, "deblur": 1e-6, "ct": 1e-6}
+
+
+# ----------------------------------------------------------------- worker (either version)
+def _solve(kind: str, prior: str, p: dict, tol: float, models: dict):
+    """One solve with the public path of the imported version."""
+    from lipinverse.functionals import L2Fidelity
+    from lipinverse.pretrained import deblur_prior
+    from lipinverse.regularizers import TV
+    from lipinverse.solvers import PGD
+
+    y, sigma = p["y"], p["sigma"]
+    if kind == "denoise":
+        if prior == "tv":
+            return TV(tol=tol, max_iter=20000).prox(y, sigma)
+        return models[prior].denoise(y, sigma, tol=tol, max_iter=20000)
+    A = _operator(kind, p)
+    f = L2Fidelity(A, y)
+    if prior == "tv":
+        solver = PGD(f, TV(tol=1e-3, max_iter=5000), lam=p["tv_lam"], accelerate=True)
+    else:
+        R, lam = deblur_prior(models[prior], sigma)
+        solver = PGD(f, R, lam=lam, scheme="grad", accelerate=True)
+    return solver.solve(x0=A.adjoint(y), max_iter=20000, tol=tol, track_objective=False).x
+
+
+def _operator(kind: str, p: dict):
+    from operators import Blur, Radon
+
+    if kind == "deblur":
+        return Blur(p["kernel"], "circular")
+    return Radon(p["size"], p["angles"]) * p["scale"]  # the same maths in both versions
+
+
+def worker(code: str, spec_path: str, out_path: str, reference: bool) -> None:
+    sys.path.insert(0, code)
+    import warnings
+
+    from lipinverse import pretrained
+
+    warnings.simplefilter("ignore")
+    import lipinverse
+
+    print(f"worker: lipinverse from {Path(lipinverse.__file__).parent}", flush=True)
+    spec = torch.load(spec_path, weights_only=True)
+    models = {m: pretrained.load(m).double() for m in ("crr", "wcrr")}
+    p0 = spec["problems"][0]
+    with torch.no_grad():  # warm-up: first-call costs (allocator, FFT plans) off the clock
+        _solve(p0["kind"], "crr", p0, 1e-2, models)
+    out = []
+    for p in spec["problems"]:
+        for prior in p["priors"]:
+            tols = [REFERENCE_TOL[p["kind"]]] if reference else TOLS[p["kind"]]
+            if prior == "tv" and p["kind"] != "denoise":  # context only, and slow: to 1e-4
+                tols = [max(t, 1e-4 if not reference else 1e-5) for t in tols]
+            for tol in tols:
+                t0 = time.perf_counter()
+                with torch.no_grad():
+                    x = _solve(p["kind"], prior, p, tol, models)
+                out.append({"problem": p["name"], "prior": prior, "tol": tol,
+                            "seconds": time.perf_counter() - t0, "x": x.detach().clone()})
+                print(f"{code[-12:]:>12} {p['name']:>22} {prior:>5} tol {tol:.0e} "
+                      f"{out[-1]['seconds']:.2f} s", flush=True)
+    torch.save(out, out_path)
+
+
+# ----------------------------------------------------------------- parent
+def problems(n_images: int, size: int = 256) -> list[dict]:
+    sys.path.insert(0, str(REPO))
+    from benchmarks.common import DATA, add_noise
+    from lipinverse.io import builtin_image, center_crop, read_image, to_tensor
+    from operators import Blur, Radon, kernels
+
+    files = sorted((DATA / "bsd68").glob("*.png"))[::17][:n_images] \
+        if (DATA / "bsd68").is_dir() else []
+    imgs = ([(f.stem, to_tensor(center_crop(read_image(f), size), dtype=torch.float64))
+             for f in files] or
+            [("camera", to_tensor(center_crop(builtin_image("camera"), size),
+                                  dtype=torch.float64))])
+    if (DATA / "kernels" / "levin8.npz").is_file():
+        import numpy as np
+
+        kernel = torch.from_numpy(np.load(DATA / "kernels" / "levin8.npz")["arr_1"]).double()
+    else:
+        kernel = kernels.gaussian(1.6).double()
+    out = []
+    for i, (name, x) in enumerate(imgs):
+        for s in (15, 25):
+            out.append({"name": f"denoise {name} s{s}", "kind": "denoise", "x": x,
+                        "y": add_noise(x, s / 255, i), "sigma": s / 255, "priors": PRIORS})
+        A = Blur(kernel, "circular")
+        out.append({"name": f"deblur {name}", "kind": "deblur", "x": x, "kernel": kernel,
+                    "y": add_noise(A(x), 2.55 / 255, i), "sigma": 2.55 / 255,
+                    "tv_lam": 0.06 * 2.55 / 255, "priors": PRIORS})
+    name, x = imgs[0]
+    R = Radon(size, 60, normalize=True)
+    out.append({"name": f"ct {name} 60 angles", "kind": "ct", "x": x, "size": size,
+                "angles": 60, "scale": R.scale, "y": add_noise(R(x), 0.01, 0),
+                "sigma": 0.01, "tv_lam": 10 * 0.01 ** 2, "priors": PRIORS})
+    return out
+
+
+def run_worker(code: Path, spec: Path, reference: bool = False) -> list[dict]:
+    with tempfile.NamedTemporaryFile(suffix=".pt", delete=False) as fh:
+        out = Path(fh.name)
+    cmd = [sys.executable, __file__, "--worker", str(code), "--spec", str(spec),
+           "--out", str(out)] + (["--reference"] if reference else [])
+    subprocess.run(cmd, check=True, cwd=tempfile.gettempdir())
+    rows = torch.load(out, weights_only=True)
+    out.unlink()
+    return rows
+
+
+def export_baseline(dest: Path) -> Path:
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", BASELINE, "lipinverse",
+                              "operators"], check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return dest
+
+
+def summarise(probs, ref_rows, versions: dict, gap: float) -> list[dict]:
+    from benchmarks.common import psnr
+
+    truth = {p["name"]: p["x"] for p in probs}
+    ref = {(r["problem"], r["prior"]): psnr(r["x"], truth[r["problem"]]) for r in ref_rows}
+    table = []
+    for (prob, prior), p_ref in ref.items():
+        row = {"problem": prob, "prior": prior, "psnr_converged": round(p_ref, 3)}
+        for label, rows in versions.items():
+            curve = sorted((r["seconds"], psnr(r["x"], truth[prob]), r["tol"]) for r in rows
+                            if r["problem"] == prob and r["prior"] == prior)
+            hit = [c for c in curve if abs(c[1] - p_ref) <= gap]
+            row[label] = {"curve": [[round(s, 3), round(q, 3), t] for s, q, t in curve],
+                          "seconds": round(hit[0][0], 3) if hit else None,
+                          "tol": hit[0][2] if hit else None}
+        a, b = (row[v]["seconds"] for v in versions)
+        row["speedup"] = round(a / b, 2) if a and b else None
+        table.append(row)
+    return table
+
+
+def figure(table, versions, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    probs = list(dict.fromkeys(r["problem"] for r in table))
+    fig, axes = plt.subplots(1, len(probs), figsize=(3.2 * len(probs), 3), squeeze=False)
+    colours = {"tv": "tab:gray", "crr": "tab:blue", "wcrr": "tab:red"}
+    for ax, prob in zip(axes[0], probs, strict=True):
+        for r in (r for r in table if r["problem"] == prob):
+            for v, style in zip(versions, ("--", "-"), strict=True):
+                c = r[v]["curve"]
+                ax.plot([s for s, _, _ in c], [q - r["psnr_converged"] for _, q, _ in c],
+                        style, marker=".", color=colours[r["prior"]],
+                        label=f"{r['prior']} {v}")
+        ax.set_xscale("log")
+        ax.set_ylim(-1.0, 0.1)
+        ax.axhline(-0.02, color="k", lw=0.5)
+        ax.set_title(prob, fontsize=8)
+        ax.set_xlabel("seconds")
+    axes[0][0].set_ylabel("PSNR - converged PSNR (dB)")
+    axes[0][-1].legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def markdown(pl) -> str:
+    v0, v1 = pl["versions"]
+    lines = [f"# Time to PSNR: this tree against {v0}", "",
+             f"{pl['setup']} Time to solution: the fastest solve of a tolerance sweep that "
+             f"lands within {pl['gap']} dB of the converged PSNR; {pl['threads']} threads, "
+             "one process per version, run one after the other. "
+             f"`python benchmarks/time_to_psnr.py`. Curves: `time_to_psnr.png`.", "",
+             f"| problem | prior | converged dB | {v0} s | {v0} tol | {v1} s | {v1} tol | "
+             "speedup |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for r in pl["rows"]:
+        cells = [r["problem"], r["prior"], f"{r['psnr_converged']:.2f}"]
+        for v in (v0, v1):
+            cells += [f"{r[v]['seconds']:.2f}" if r[v]["seconds"] else "not reached",
+                      f"{r[v]['tol']:g}" if r[v]["tol"] else "-"]
+        cells.append(f"{r['speedup']:.2f}x" if r["speedup"] else "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--images", type=int, default=2)
+    ap.add_argument("--gap", type=float, default=0.02)
+    ap.add_argument("--name", default="time_to_psnr", help="results file name")
+    ap.add_argument("--size", type=int, default=256, help="crop size (smaller: smoke runs)")
+    ap.add_argument("--quick", action="store_true", help="1 image instead of --images")
+    ap.add_argument("--worker"), ap.add_argument("--spec"), ap.add_argument("--out")
+    ap.add_argument("--reference", action="store_true")
+    args = ap.parse_args(argv)
+    if args.worker:
+        return worker(args.worker, args.spec, args.out, args.reference)
+    sys.path.insert(0, str(REPO))
+    from benchmarks.common import write
+
+    probs = problems(1 if args.quick else args.images, args.size)
+    with tempfile.TemporaryDirectory() as tmp:
+        spec = Path(tmp) / "spec.pt"
+        torch.save({"problems": [{k: v for k, v in p.items() if k != "x"} for p in probs]},
+                   spec)
+        base = export_baseline(Path(tmp))
+        versions = {BASELINE: run_worker(base, spec), "this tree": run_worker(REPO, spec)}
+        ref_rows = run_worker(REPO, spec, reference=True)
+    rows = summarise(probs, ref_rows, versions, args.gap)
+    payload = {"task": "time_to_psnr", "versions": list(versions), "gap": args.gap,
+               "threads": torch.get_num_threads(), "rows": rows,
+               "setup": f"{args.size}x{args.size} crops of BSD68 (every 17th image), seeded noise; denoising "
+                        "at sigma 15 and 25/255, deblurring with Levin kernel 1 at 2.55/255, "
+                        "CT with 60 parallel-beam angles (unit-norm Radon) at 0.01; float64."}
+    write(args.name, payload, markdown)
+    figure(rows, list(versions), REPO / "benchmarks" / "results" / f"{args.name}.png")
+    print(json.dumps([{k: r[k] for k in ("problem", "prior", "speedup")} for r in rows]))
+
+
+if __name__ == "__main__":
+    main()
