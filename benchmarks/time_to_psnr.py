@@ -256,8 +256,9 @@ def main(argv=None) -> None:
     rows = summarise(probs, ref_rows, versions, args.gap)
     payload = {"task": "time_to_psnr", "versions": list(versions), "gap": args.gap,
                "threads": torch.get_num_threads(), "rows": rows,
-               "setup": f"{args.size}x{args.size} crops of BSD68 (every 17th image), seeded noise; denoising "
-                        "at sigma 15 and 25/255, deblurring with Levin kernel 1 at 2.55/255, "
+               "setup": f"{args.size}x{args.size} crops of BSD68 (every 17th image), seeded "
+                        "noise; denoising at sigma 15 and 25/255, deblurring with Levin "
+                        "kernel 1 at 2.55/255, "
                         "CT with 60 parallel-beam angles (unit-norm Radon) at 0.01; float64."}
     write(args.name, payload, markdown)
     figure(rows, list(versions), REPO / "benchmarks" / "results" / f"{args.name}.png")
