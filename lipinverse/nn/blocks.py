@@ -127,8 +127,11 @@ class GradientStepBlock(nn.Module):
         hi = hi.clamp(min=0.0) if isinstance(hi, torch.Tensor) else max(float(hi), 0.0)
         return self.fidelity_weight + hi * beta2
 
-    def step_size(self, refine: bool = False) -> torch.Tensor:
-        r"""The step :math:`h` used in the forward pass (0-d float64, differentiable).
+    def unrolled_step(self, refine: bool = False) -> torch.Tensor:
+        r"""The step :math:`h = \mathrm{step}\cdot 2/M` used in the forward pass (0-d
+        float64, differentiable); the same name as the ridge's
+        :meth:`~lipinverse.regularizers.ConvexRidge.unrolled_step` (``step`` is the fraction
+        of the largest certified step, ``unrolled_step`` the step itself).
 
         Computed from the certified ``linear.norm_bound()`` (``norm="bound"``) or from
         ``(1 + estimate_margin) * linear.norm_estimate(n_iter)`` (``norm="estimate"``),
@@ -150,7 +153,7 @@ class GradientStepBlock(nn.Module):
     # ------------------------------------------------------------------ evaluation
     def forward(self, x: torch.Tensor, anchor: torch.Tensor | None = None) -> torch.Tensor:
         r"""Apply :math:`F` (see class Notes); ``anchor=None`` means :math:`a = 0`."""
-        return self.apply_step(x, self.step_size(refine=self.training), anchor)
+        return self.apply_step(x, self.unrolled_step(refine=self.training), anchor)
 
     def gradient(self, x: torch.Tensor, anchor: torch.Tensor | None = None) -> torch.Tensor:
         r""":math:`\nabla\Phi(x) = W^\top\sigma(Wx+b) + c(x-a)`."""
@@ -165,14 +168,14 @@ class GradientStepBlock(nn.Module):
 
     def apply_step(self, x: torch.Tensor, h: torch.Tensor,
                    anchor: torch.Tensor | None = None) -> torch.Tensor:
-        """Forward with a precomputed step ``h = self.step_size()`` (for shared weights)."""
+        """Forward with a precomputed step ``h = self.unrolled_step()`` (for shared weights)."""
         return x - h.to(x.dtype) * self.gradient(x, anchor)
 
     @torch.no_grad()
     def freeze_step(self) -> GradientStepBlock:
         """Store the current step size as the buffer ``frozen_step`` (used from now on)."""
         self.frozen_step = None
-        self.frozen_step = self.step_size().detach().clone()
+        self.frozen_step = self.unrolled_step().detach().clone()
         return self
 
     def unfreeze_step(self) -> GradientStepBlock:
@@ -219,7 +222,7 @@ class GradientStepBlock(nn.Module):
     @torch.no_grad()
     def lipschitz_bound(self) -> float:
         r"""Certified Lipschitz constant :math:`\max(|1-hm|, |1-hM|)` of the block."""
-        h = float(self.step_size())
+        h = float(self.unrolled_step())
         m, big_m = self.curvature_bounds()
         return max(abs(1.0 - h * m), abs(1.0 - h * big_m))
 

@@ -194,7 +194,7 @@ class UnrolledNetwork(nn.Module):
     def forward(self, x: torch.Tensor, anchor: torch.Tensor | None = None) -> torch.Tensor:
         z = self.lift(x) if self.lift is not None else x
         if self.depth:
-            h = self.block.step_size(refine=self.training)
+            h = self.block.unrolled_step(refine=self.training)
             for _ in range(self.depth):
                 z = self.block.apply_step(z, h, anchor)
         return self.project(z) if self.project is not None else z

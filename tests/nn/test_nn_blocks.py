@@ -74,7 +74,7 @@ def test_step_size_from_certified_bound():
     lin = ConvMap(2, 3, 3)
     block = GradientStepBlock(lin, LipschitzSpline(3, slope_bounds=(0.0, 0.5)), step=0.8)
     beta = float(lin.norm_bound().detach())
-    h = float(block.step_size().detach())
+    h = float(block.unrolled_step().detach())
     assert h <= 0.8 * 2 / (0.5 * beta**2)
     assert h >= 0.8 * 2 / (0.5 * beta**2) * (1 - 1e-7)
     assert float(torch.tensor(h, dtype=torch.float32)) == h  # float32-representable
@@ -88,7 +88,7 @@ def test_block_is_gradient_step_of_potential():
     a = torch.randn(2, 1, 5, 5)
     (g,) = torch.autograd.grad(block.potential(x, a).sum(), x)
     assert torch.allclose(g, block.gradient(x.detach(), a), atol=1e-12)
-    h = block.step_size().detach()
+    h = block.unrolled_step().detach()
     assert torch.allclose(block(x.detach(), a), x.detach() - h * g, atol=1e-12)
 
 
