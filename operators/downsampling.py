@@ -8,16 +8,9 @@ import torch
 
 from .base import Composition, Identity, Operator
 from .blur import Blur
+from .validation import check_int
 
 __all__ = ["Subsample", "Downsample"]
-
-
-def _check_factor(name: str, factor) -> int:
-    if isinstance(factor, bool) or not isinstance(factor, int):
-        raise TypeError(f"{name}: expected an int factor, got {type(factor).__name__}")
-    if factor < 1:
-        raise ValueError(f"{name}: expected factor >= 1, got {factor}")
-    return factor
 
 
 class Subsample(Operator):
@@ -35,7 +28,7 @@ class Subsample(Operator):
     nonnegative = True
 
     def __init__(self, factor: int, in_shape: Sequence[int] | None = None):
-        factor = _check_factor("Subsample", factor)
+        factor = check_int("Subsample", factor, "factor", 1)
         out_shape = None
         if in_shape is not None:
             in_shape = tuple(int(s) for s in in_shape)
@@ -108,7 +101,7 @@ class Downsample(Composition):
 
     def __init__(self, factor: int, kernel: torch.Tensor | None = None, padding: str = "circular",
                  in_shape: Sequence[int] | None = None):
-        factor = _check_factor("Downsample", factor)
+        factor = check_int("Downsample", factor, "factor", 1)
         blur = Identity(in_shape) if kernel is None else Blur(kernel, padding, in_shape)
         super().__init__(Subsample(factor, in_shape), blur)
         self.factor = factor

@@ -6,27 +6,13 @@ import math
 
 import torch
 
+from .validation import check_int, check_positive
+
 __all__ = ["gaussian", "uniform", "motion", "MAX_SIZE"]
 
 #: Largest kernel side accepted by the factories (a larger kernel is almost surely a unit
 #: mistake, e.g. sigma given in image fractions instead of pixels).
 MAX_SIZE = 1025
-
-
-def _check_positive(name: str, value, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name}: expected a number for {what}, got {type(value).__name__}")
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name}: expected a finite {what} > 0, got {value}")
-    return float(value)
-
-
-def _check_size(name: str, size) -> int:
-    if isinstance(size, bool) or not isinstance(size, int):
-        raise TypeError(f"{name}: expected an int size, got {type(size).__name__}")
-    if size < 1 or size > MAX_SIZE:
-        raise ValueError(f"{name}: expected size >= 1 and <= {MAX_SIZE}, got {size}")
-    return size
 
 
 def gaussian(sigma: float, size: int | None = None) -> torch.Tensor:
@@ -39,13 +25,13 @@ def gaussian(sigma: float, size: int | None = None) -> torch.Tensor:
     size : int, optional
         Side length; default ``2 * ceil(3 sigma) + 1`` (odd, so the kernel is centred).
     """
-    sigma = _check_positive("kernels.gaussian", sigma, "sigma")
+    sigma = check_positive("kernels.gaussian", sigma, "sigma")
     if size is None:
         if sigma > (MAX_SIZE - 1) / 6:
             raise ValueError(f"kernels.gaussian: expected sigma <= {(MAX_SIZE - 1) / 6:g} pixels "
                              f"for the default size 2*ceil(3*sigma)+1 <= {MAX_SIZE}, got {sigma:g}")
         size = 2 * math.ceil(3 * sigma) + 1
-    size = _check_size("kernels.gaussian", size)
+    size = check_int("kernels.gaussian", size, "size", 1, MAX_SIZE)
     t = torch.arange(size, dtype=torch.float64) - (size // 2)
     g = torch.exp(-0.5 * (t / sigma) ** 2)  # (t / sigma) keeps a tiny sigma free of 0/0
     k = g[:, None] * g[None, :]
@@ -54,7 +40,7 @@ def gaussian(sigma: float, size: int | None = None) -> torch.Tensor:
 
 def uniform(size: int) -> torch.Tensor:
     """Box blur: a ``size x size`` kernel of equal weights."""
-    size = _check_size("kernels.uniform", size)
+    size = check_int("kernels.uniform", size, "size", 1, MAX_SIZE)
     return torch.full((size, size), 1.0 / size**2, dtype=torch.float64)
 
 
@@ -91,15 +77,15 @@ def motion(size: int = 15, seed: int = 0, *, length: float | None = None,
     n_terms : int
         Number :math:`J` of terms of the shake.
     """
-    size = _check_size("kernels.motion", size)
+    size = check_int("kernels.motion", size, "size", 1, MAX_SIZE)
     if size < 3:
         raise ValueError(f"kernels.motion: expected size >= 3, got {size}")
-    length = 0.6 * (size - 1) if length is None else _check_positive("kernels.motion", length,
+    length = 0.6 * (size - 1) if length is None else check_positive("kernels.motion", length,
                                                                      "length")
     if length > size - 1:
         raise ValueError(f"kernels.motion: a path of length {length:g} pixels does not fit in a "
                          f"{size}x{size} kernel; expected length <= size - 1 = {size - 1}")
-    smoothness = _check_positive("kernels.motion", smoothness, "smoothness")
+    smoothness = check_positive("kernels.motion", smoothness, "smoothness")
     if smoothness <= 0.5:
         raise ValueError(f"kernels.motion: expected smoothness > 0.5, got {smoothness}")
     if isinstance(drift, bool) or not isinstance(drift, (int, float)) or not (

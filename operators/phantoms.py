@@ -13,15 +13,9 @@ import numbers
 import numpy as np
 import torch
 
+from .validation import check_int
+
 __all__ = ["shepp_logan", "random_ellipses"]
-
-
-def _check_size(name: str, n) -> int:
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
-        raise TypeError(f"{name}: expected the image size n as an int, got {type(n).__name__}")
-    if n < 8:
-        raise ValueError(f"{name}: expected an image size n >= 8, got {n}")
-    return int(n)
 
 
 def shepp_logan(n: int, *, dtype: torch.dtype = torch.float64, device=None) -> torch.Tensor:
@@ -54,7 +48,7 @@ def shepp_logan(n: int, *, dtype: torch.dtype = torch.float64, device=None) -> t
     from skimage.data import shepp_logan_phantom
     from skimage.transform import resize
 
-    n = _check_size("shepp_logan", n)
+    n = check_int("shepp_logan", n, "image size n", 8)
     img = shepp_logan_phantom()
     if img.shape != (n, n):
         img = resize(img, (n, n), order=1, anti_aliasing=n < img.shape[0], mode="constant")
@@ -98,7 +92,7 @@ def random_ellipses(n: int, n_ellipses: int = 8, seed: int = 0, *, batch: int = 
     ellipse of centre :math:`c`, semi-axes :math:`(a, b)` and angle :math:`\phi` when
     :math:`(u/a)^2 + (v/b)^2 \le 1` with :math:`(u, v) = R_{-\phi}(p - c)`.
     """
-    n = _check_size("random_ellipses", n)
+    n = check_int("random_ellipses", n, "image size n", 8)
     for name, val, low in (("n_ellipses", n_ellipses, 0), ("batch", batch, 1)):
         if isinstance(val, bool) or not isinstance(val, numbers.Integral) or val < low:
             raise ValueError(f"random_ellipses: expected {name} as an int >= {low}, got {val!r}")

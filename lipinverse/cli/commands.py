@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from operators.validation import check_float
+
 from ..io import (
     center_crop,
     parse_kernel,
@@ -48,19 +50,13 @@ def resolve_device(spec: str) -> torch.device:
     return dev
 
 
-def _check_nonneg(name: str, value: float) -> float:
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name}: expected a finite value >= 0, got {value}")
-    return float(value)
-
-
 def _check_solve_args(args) -> None:
     if args.max_iter < 1:
         raise ValueError(f"--max-iter: expected an integer >= 1, got {args.max_iter}")
     if not math.isfinite(args.tol) or args.tol <= 0:
         raise ValueError(f"--tol: expected a finite value > 0, got {args.tol}")
     if args.lam is not None:
-        _check_nonneg("--lam", args.lam)
+        check_float("--lam", args.lam, "value")
 
 
 #: Output formats accepted for --out / --figure (checked before any work is done).
@@ -157,7 +153,7 @@ def run_deblur(args) -> None:
 
     _check_solve_args(args)
     _check_outputs(args)
-    sigma = _check_nonneg("--noise", args.noise)
+    sigma = check_float("--noise", args.noise, "value")
     device = resolve_device(args.device)
     kernel = parse_kernel(args.kernel)
     boundary = args.boundary or ("valid" if args.observed else "circular")
@@ -205,7 +201,7 @@ def run_ct(args) -> None:
     """
     _check_solve_args(args)
     _check_outputs(args)
-    sigma = _check_nonneg("--noise", args.noise)
+    sigma = check_float("--noise", args.noise, "value")
     if args.angles < 1:
         raise ValueError(f"--angles: expected an integer >= 1, got {args.angles}")
     device = resolve_device(args.device)
@@ -247,10 +243,10 @@ def run_ct(args) -> None:
 # ----------------------------------------------------------------------- denoise
 def run_denoise(args) -> None:
     """``lipinverse denoise``: add noise of level --sigma ([0, 1] units) and denoise."""
-    sigma = _check_nonneg("--sigma", args.sigma)
+    sigma = check_float("--sigma", args.sigma, "value")
     _check_outputs(args)
     if args.lam is not None:
-        _check_nonneg("--lam", args.lam)
+        check_float("--lam", args.lam, "value")
         if args.prior != "tv":
             raise ValueError(f"--lam: only for --prior tv; the prior {args.prior!r} uses its "
                              "own tuned strength for the noise level")
@@ -321,7 +317,7 @@ def _run_train(args, train, train_recipe) -> None:
                              f"got {getattr(args, name)}")
     if not math.isfinite(args.lr) or args.lr <= 0:
         raise ValueError(f"--lr: expected a finite value > 0, got {args.lr}")
-    _check_nonneg("--sigma-max", args.sigma_max)
+    check_float("--sigma-max", args.sigma_max, "value")
     device = resolve_device(args.device)
     train(args, device)
 

@@ -5,27 +5,16 @@ Total variation lives in :mod:`lipinverse.regularizers.tv`.
 
 from __future__ import annotations
 
-import math
-
 import torch
 
-from operators.validation import check_tensor
+from operators.validation import check_float, check_tensor
 
 __all__ = ["Tikhonov", "check_tau"]
 
 
 def check_tau(name: str, tau) -> float:
-    """Validate a prox step ``tau`` (a finite number >= 0, or a one-element tensor)."""
-    if isinstance(tau, torch.Tensor):
-        if tau.numel() != 1:
-            raise ValueError(f"{name}: expected a scalar tau >= 0, got a tensor of shape "
-                             f"{tuple(tau.shape)}")
-        tau = tau.item()
-    if isinstance(tau, bool) or not isinstance(tau, (int, float)):
-        raise TypeError(f"{name}: expected a float tau >= 0, got {type(tau).__name__}")
-    if not math.isfinite(tau) or tau < 0:
-        raise ValueError(f"{name}: expected a finite tau >= 0, got {tau}")
-    return float(tau)
+    """A prox step ``tau``: a finite number >= 0 (or a one-element tensor)."""
+    return check_float(name, tau, "tau")
 
 
 class Tikhonov:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from operators import ConvergenceError, FiniteDifference
-from operators.validation import check_tensor
+from operators.validation import check_float, check_int, check_tensor
 
 from .classical import check_tau
 
@@ -83,8 +83,8 @@ class TV:
         self.D = FiniteDifference(boundary)  # validates boundary
         self.isotropic = isotropic
         self.boundary = boundary
-        self.tol = _check_tol("TV", tol)
-        self.max_iter = _check_max_iter("TV", max_iter)
+        self.tol = check_float("TV", tol, "tol", positive=True)
+        self.max_iter = check_int("TV", max_iter, "max_iter")
         self._duals: dict = {}
         self._norms: dict = {}
         self.last_iterations = 0
@@ -140,8 +140,8 @@ class TV:
         """
         check_tensor("TV.prox", x)
         tau = check_tau("TV.prox", tau)
-        tol = self.tol if tol is None else _check_tol("TV.prox", tol)
-        max_iter = self.max_iter if max_iter is None else _check_max_iter("TV.prox", max_iter)
+        tol = self.tol if tol is None else check_float("TV.prox", tol, "tol", positive=True)
+        max_iter = self.max_iter if max_iter is None else check_int("TV.prox", max_iter, "max_iter")
         if tau == 0.0:
             self.last_iterations, self.last_gap = 0, torch.zeros(x.shape[0], dtype=x.dtype)
             return x.clone()
@@ -218,19 +218,3 @@ class TV:
 
     def __repr__(self) -> str:
         return f"TV(isotropic={self.isotropic}, boundary={self.boundary!r})"
-
-
-def _check_tol(name: str, tol) -> float:
-    if isinstance(tol, bool) or not isinstance(tol, (int, float)):
-        raise TypeError(f"{name}: expected a float tol > 0, got {type(tol).__name__}")
-    if not tol > 0:
-        raise ValueError(f"{name}: expected tol > 0, got {tol}")
-    return float(tol)
-
-
-def _check_max_iter(name: str, max_iter) -> int:
-    if isinstance(max_iter, bool) or not isinstance(max_iter, int):
-        raise TypeError(f"{name}: expected an int max_iter, got {type(max_iter).__name__}")
-    if max_iter < 0:
-        raise ValueError(f"{name}: expected max_iter >= 0, got {max_iter}")
-    return max_iter

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import torch
 
+from operators.validation import check_float
+
 from . import certificates as cert
-from .base import IterativeSolver, check_float
+from .base import IterativeSolver
 
 __all__ = ["ADMM"]
 

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 import torch
 
+from operators.validation import check_float, check_int
+
 from .guarantee import Guarantee, fails
 
 __all__ = ["DivergenceError", "History", "IterationInfo", "SolverResult", "IterativeSolver",
@@ -118,28 +120,6 @@ class SolverResult:
 
 def _batch_norm(x: torch.Tensor) -> torch.Tensor:
     return torch.linalg.vector_norm(x.flatten(1), dim=1)
-
-
-def check_int(name: str, value, what: str, minimum: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name}: expected an int {what}, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name}: expected {what} >= {minimum}, got {value}")
-    return value
-
-
-def check_float(name: str, value, what: str, *, positive: bool = False,
-                allow_none: bool = False) -> float | None:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
-        value = value.item()
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name}: expected a float {what}, got {type(value).__name__}")
-    if not math.isfinite(value) or value < 0 or (positive and value == 0):
-        bound = "> 0" if positive else ">= 0"
-        raise ValueError(f"{name}: expected a finite {what} {bound}, got {value}")
-    return float(value)
 
 
 class IterativeSolver:

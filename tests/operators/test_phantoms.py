@@ -50,7 +50,7 @@ def test_random_ellipses_zero_inner_ellipses_is_one_body():
 
 @pytest.mark.parametrize("call, exc, match", [
     (lambda: shepp_logan(4), ValueError, "n >= 8"),
-    (lambda: shepp_logan(32.0), TypeError, "as an int"),
+    (lambda: shepp_logan(32.0), TypeError, "expected an int image size n"),
     (lambda: random_ellipses(4), ValueError, "n >= 8"),
     (lambda: random_ellipses(32, n_ellipses=-1), ValueError, "n_ellipses"),
     (lambda: random_ellipses(32, batch=0), ValueError, "batch"),
