@@ -29,6 +29,7 @@ import torch
 
 from lipinverse.nn import ConvMap, LipschitzSpline, MultiConv
 from lipinverse.nn.norms import round_down_f32
+from lipinverse.nn.renames import rename_state_keys
 
 from ._sigma import SigmaFunction, as_sigma
 from .colour import fold, repeat_per_channel, unfold
@@ -103,6 +104,11 @@ class ConvexRidge(RidgeCalculus):
 
     convex_part_bounds = (0.0, 1.0)
 
+    #: Former names of submodules: ``strength`` (the function :math:`\lambda(\sigma)`) was
+    #: ``lam`` until 2026-12-04, the word the solvers use for a float weight. State dicts
+    #: (shipped weights, checkpoints) and ``lr_factors`` prefixes with the old name load.
+    renamed = {"lam.": "strength."}
+
     def __init__(
         self,
         channels: tuple[int, ...] = (1, 8, 32),
@@ -147,7 +153,7 @@ class ConvexRidge(RidgeCalculus):
                 self.convex_spline.coefficients.copy_(
                     knots.clamp(-0.5 * knot_range, 0.5 * knot_range).expand(c1, -1))
         ref = (lo_s * hi_s) ** 0.5
-        self.lam = SigmaFunction(lo_s, hi_s, num_sigma_nodes, power=2.0, scale=0.01)
+        self.strength = SigmaFunction(lo_s, hi_s, num_sigma_nodes, power=2.0, scale=0.01)
         self.mu = SigmaFunction(lo_s, hi_s, num_sigma_nodes, power=-1.0, scale=1.0 / ref)
         if c2:
             if not 0.0 < _rho_max < 1.0:
@@ -160,6 +166,10 @@ class ConvexRidge(RidgeCalculus):
         self.rho_max = float(_rho_max)
         self.sigma = float(sigma)
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        rename_state_keys(state_dict, prefix, self.renamed)  # weights saved under former names
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     # ------------------------------------------------------------------ configuration
     def config(self) -> dict:
         """Constructor keyword arguments (JSON-serialisable), for checkpoints."""
@@ -168,14 +178,14 @@ class ConvexRidge(RidgeCalculus):
     # ------------------------------------------------------------------ scalings
     def scalings(self, sigma=None, batch: int = 1, dtype=None, device=None) -> RidgeScalings:
         r"""Filter scale :math:`s` and per-sample :math:`\lambda,\mu(,\kappa,\nu)` at ``sigma``."""
-        p = self.lam.values
+        p = self.strength.values
         dtype = p.dtype if dtype is None else dtype
         device = p.device if device is None else device
         sig = as_sigma(f"{type(self).__name__}.scalings", self.sigma if sigma is None else sigma,
                        batch, dtype, device)
         shape = (-1, 1, 1, 1)
         s = self.W.scale()
-        lam, mu = self.lam(sig).reshape(shape), self.mu(sig).reshape(shape)
+        lam, mu = self.strength(sig).reshape(shape), self.mu(sig).reshape(shape)
         kappa = nu = None
         if self.concave_part is not None:
             nu = self.nu(sig).reshape(shape)

@@ -107,7 +107,7 @@ class WeakConvexRidge(ConvexRidge):
         if not nu_ratio > 0:
             raise ValueError(f"{cls.__name__}.from_convex: expected nu_ratio > 0, got {nu_ratio}")
         reg = cls(**convex.config(), nonconvex_channels=nonconvex_channels, rho_max=rho_max)
-        reg = reg.to(convex.lam.values.device)
+        reg = reg.to(convex.strength.values.device)
         missing, unexpected = reg.load_state_dict(convex.state_dict(), strict=False)
         new = ("concave_part.", "kappa_nu.", "nu.")
         if unexpected or any(not k.startswith(new) for k in missing):

@@ -25,6 +25,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..nn.renames import rename_state_keys
+
 __all__ = [
     "save_checkpoint",
     "load_checkpoint",
@@ -328,7 +330,9 @@ def load_checkpoint(path, *, map_location=None, return_metadata: bool = False):
     # (no memory), so that a configuration far beyond the file builds nothing large
     try:
         with torch.device("meta"):
-            expected = registry[cls_name](**config).state_dict()
+            meta_model = registry[cls_name](**config)
+            state = current_names(meta_model, state)
+            expected = meta_model.state_dict()
     except (TypeError, ValueError) as err:
         raise ValueError(f"load_checkpoint: cannot build {cls_name}(**{config}) ({err})") from err
     except (RuntimeError, NotImplementedError):
@@ -339,6 +343,7 @@ def load_checkpoint(path, *, map_location=None, return_metadata: bool = False):
         model = registry[cls_name](**config)
     except (TypeError, ValueError) as err:
         raise ValueError(f"load_checkpoint: cannot build {cls_name}(**{config}) ({err})") from err
+    state = current_names(model, state)
     expected = model.state_dict()
     _check_state(w_path, cls_name, state, expected)
     dtypes = {v.dtype for v in state.values() if v.is_floating_point()}
@@ -349,6 +354,17 @@ def load_checkpoint(path, *, map_location=None, return_metadata: bool = False):
         model = model.to(map_location)
     model.eval()
     return (model, info) if return_metadata else model
+
+
+def current_names(model: torch.nn.Module, state: dict) -> dict:
+    """A copy of ``state`` with the keys saved under a former submodule name renamed: every
+    submodule may declare ``renamed = {"old.": "new."}`` (e.g.
+    :attr:`~lipinverse.regularizers.ConvexRidge.renamed`); see
+    :func:`~lipinverse.nn.renames.rename_state_keys`."""
+    out = dict(state)
+    for where, module in model.named_modules():
+        rename_state_keys(out, f"{where}." if where else "", getattr(module, "renamed", {}))
+    return out
 
 
 def _check_state(w_path, cls_name: str, state: dict, expected: dict) -> None:

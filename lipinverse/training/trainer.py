@@ -156,11 +156,12 @@ class Trainer:
     # ------------------------------------------------------------------ setup
     def _param_groups(self) -> list[dict]:
         groups: dict[float, list] = {}
+        renamed = getattr(self.model, "renamed", {})  # prefixes under a former module name
+        factors = [(renamed.get(prefix, prefix), f) for prefix, f in self.config.lr_factors]
         for name, p in self.model.named_parameters():
             if not p.requires_grad:
                 continue
-            factor = next((f for prefix, f in self.config.lr_factors
-                           if name.startswith(prefix)), 1.0)
+            factor = next((f for prefix, f in factors if name.startswith(prefix)), 1.0)
             groups.setdefault(factor, []).append(p)
         return [{"params": ps, "lr": self.config.lr * f, "lr_factor": f}
                 for f, ps in groups.items()]

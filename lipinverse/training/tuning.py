@@ -48,7 +48,7 @@ def tune_strength(reg, images, sigmas=(5, 15, 25), grid=(0.25, 0.35, 0.5, 0.7, 1
         raise ValueError("tune_strength: expected at least one validation image")
     if list(sigmas) != sorted(set(sigmas)) or min(sigmas) <= 0:
         raise ValueError(f"tune_strength: expected increasing positive sigmas, got {sigmas}")
-    dtype = reg.lam.values.dtype
+    dtype = reg.strength.values.dtype
     val = [(img if crop is None else centre_crop(img, crop)).to(dtype) for img in images]
 
     def mean_psnr(factor: float, s: float) -> float:
@@ -72,7 +72,7 @@ def tune_strength(reg, images, sigmas=(5, 15, 25), grid=(0.25, 0.35, 0.5, 0.7, 1
                          "psnr_factor_1": round(scores[1.0], 3) if 1.0 in scores else None}
     ls = np.log(np.asarray(sigmas, dtype=float) / 255.0)
     lc = np.log([found[str(s)]["factor"] for s in sigmas])
-    lam = reg.lam
+    lam = reg.strength
     nodes = lam.log_min + lam.spacing * np.arange(lam.num_nodes)
     lam.values.add_(torch.tensor(np.interp(nodes, ls, lc), dtype=lam.values.dtype))
     after = {str(s): round(mean_psnr(1.0, s), 3) for s in sigmas}

@@ -178,7 +178,7 @@ def _rough_convex_ridge():
         step = (sp.knots()[1] - sp.knots()[0]).item()
         coeffs = torch.cat([torch.zeros(slopes.shape[0], 1), step * slopes.cumsum(1)], 1)
         sp.coefficients.copy_(coeffs - coeffs.mean(1, keepdim=True))
-        R.lam.values.add_(4.0)  # lambda * mu well above 1
+        R.strength.values.add_(4.0)  # lambda * mu well above 1
     return R
 
 

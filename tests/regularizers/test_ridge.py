@@ -115,7 +115,7 @@ def test_channels_of_the_concave_part_can_redescend():
     R = small(WeakConvexRidge, rho_max=0.9, spline_init="clip")
     with torch.no_grad():
         R.kappa_nu.values.fill_(6.0)
-        R.lam.values.add_(5.0)              # a convex part 150x steeper than at its init
+        R.strength.values.add_(5.0)              # a convex part 150x steeper than at its init
     act = R.activation_at(SIGMA)
     mu = float(act.mu)
     t = torch.linspace(0, 3.0 / mu, 301).view(1, 1, -1).expand(1, 6, -1).contiguous()
@@ -139,6 +139,21 @@ def test_from_convex_keeps_the_convex_part():
     torch.testing.assert_close(W.nu(torch.tensor([SIGMA])), C.mu(torch.tensor([SIGMA])) / 32)
     with pytest.raises(TypeError, match="expected a ConvexRidge, got WeakConvexRidge"):
         WeakConvexRidge.from_convex(W)
+
+
+@pytest.mark.parametrize("cls", [ConvexRidge, WeakConvexRidge])
+def test_state_dicts_with_the_former_name_lam_load(cls):
+    R = perturb(small(cls), 0.3)
+    old = {("lam." + k[len("strength."):] if k.startswith("strength.") else k): v
+           for k, v in R.state_dict().items()}
+    assert "lam.values" in old and not any(k.startswith("strength.") for k in old)
+    fresh = small(cls)
+    fresh.load_state_dict(old)                  # strict: every key found under its new name
+    x = torch.rand(2, 1, 9, 9)
+    torch.testing.assert_close(fresh.grad(x, SIGMA), R.grad(x, SIGMA), rtol=0, atol=0)
+    both = dict(old) | {"strength.values": R.strength.values.clone()}
+    with pytest.raises(RuntimeError, match="Unexpected key"):
+        small(cls).load_state_dict(both)        # a state dict with both names is refused
 
 
 def _tail_increments(R, sigma, T):

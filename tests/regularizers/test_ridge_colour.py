@@ -18,7 +18,7 @@ def model(cls, seed=0):
     with torch.no_grad():
         for p in R.parameters():
             p.add_(0.3 * torch.randn(p.shape, generator=g, dtype=p.dtype))
-        R.lam.values.add_(2.0)
+        R.strength.values.add_(2.0)
     return R
 
 

@@ -15,7 +15,7 @@ def trained_like(cls, seed=0):
     with torch.no_grad():
         for p in R.parameters():
             p.add_(0.3 * torch.randn(p.shape, generator=g, dtype=p.dtype))
-        R.lam.values.add_(4.0)  # strength x e^4: curvature bounds in the tens
+        R.strength.values.add_(4.0)  # strength x e^4: curvature bounds in the tens
     return R
 
 

@@ -29,4 +29,5 @@ def test_torchrun_two_processes_matches_single_process(tmp_path):
         torch.testing.assert_close(b, a.detach(), rtol=1e-9, atol=1e-12, msg=name)
     # and training did move the weights
     torch.manual_seed(0)
-    assert not torch.equal(parallel.lam.values, type(parallel)(**parallel.config()).lam.values)
+    fresh = type(parallel)(**parallel.config())
+    assert not torch.equal(parallel.strength.values, fresh.strength.values)

@@ -226,14 +226,16 @@ def test_wall_time_budget_stops_and_saves(tmp_path):
     assert meta["step"] == tr.step and "rng_state" in meta
 
 
-def test_lr_factors_make_parameter_groups():
+@pytest.mark.parametrize("strength_prefix", ["strength.", "lam."])  # lam.: former name
+def test_lr_factors_make_parameter_groups(strength_prefix):
     ds, val = data()
-    cfg = config(lr=1e-2, lr_factors={"convex_spline.": 3.0, "lam.": 0.5})
+    cfg = config(lr=1e-2, lr_factors={"convex_spline.": 3.0, strength_prefix: 0.5})
     tr = Trainer(ridge(), TStepDenoisingLoss(t=3), cfg, ds, val)
     by_factor = {g["lr_factor"]: g for g in tr.optimizer.param_groups}
     assert set(by_factor) == {1.0, 3.0, 0.5}
     spline = tr.model.convex_spline.coefficients
     assert any(p is spline for p in by_factor[3.0]["params"])
+    assert [p for p in by_factor[0.5]["params"]] == [tr.model.strength.values]
     tr.train_step()
     assert by_factor[3.0]["lr"] == pytest.approx(3e-2)
     assert by_factor[0.5]["lr"] == pytest.approx(5e-3)
