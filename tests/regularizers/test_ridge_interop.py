@@ -59,6 +59,21 @@ def test_ridge_prox_denoiser_in_admm():
     assert objective_gradient_norm(R, A, y, res.x) < 1e-3
 
 
+def test_admm_defaults_with_a_ridge_reach_the_pgd_minimiser():
+    """Default penalty, warm-started Anderson z-step with the summable inner tolerance."""
+    from lipinverse import solvers
+    R = ridge()
+    A, y = problem()
+    f = L2Fidelity(A, y)
+    ref = solvers.PGD(f, R, 1.0, accelerate=True).solve(max_iter=2000, tol=1e-12).x
+    admm = solvers.ADMM(f, R, 1.0)
+    assert admm.rho == pytest.approx(R.grad_lipschitz / 30)
+    res = admm.solve(max_iter=500, tol=1e-8)
+    assert res.guaranteed and bool(res.converged.all())
+    assert "eps_k = 0.1 (k+1)^-1.5" in str(res.guarantee)
+    torch.testing.assert_close(res.x, ref, rtol=0, atol=1e-5)
+
+
 def test_weakly_convex_ridge_in_pgd_grad_scheme():
     from lipinverse import solvers
     R = ridge(WeakConvexRidge)
