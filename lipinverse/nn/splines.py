@@ -241,19 +241,19 @@ class LipschitzSpline(nn.Module):
         self._check_input("integrate", x)
         c = self.projected_coefficients().to(x.dtype)
         s = self.slopes().to(x.dtype)
-        t = self.knots().to(x.dtype)
+        t = self.knots().to(x.dtype)[:-1]
         trapezoids = self.spacing * (c[:, 1:] + c[:, :-1]) / 2
         cum = torch.cat([torch.zeros_like(c[:, :1]), torch.cumsum(trapezoids, 1)], dim=1)
-        table = torch.stack([cum[:, :-1], c[:, :-1], s, t[:-1].expand_as(s)], -1).reshape(-1, 4)
-
-        def primitive(z: torch.Tensor) -> torch.Tensor:
-            p0, ck, sk, tk = self.lookup(table, z)
-            d = z - tk
-            return p0 + d * (ck + 0.5 * sk * d)
-
-        zero = torch.zeros([1, self.num_channels] + [1] * (x.dim() - 2), dtype=x.dtype,
-                           device=x.device)
-        return primitive(x) - primitive(zero)
+        # on interval k the primitive is a quadratic a_k + b_k x + q_k x^2 (expanded from the
+        # Notes' form): one lookup of three columns per element instead of four
+        q = 0.5 * s
+        b = c[:, :-1] - s * t
+        a = cum[:, :-1] - t * c[:, :-1] + q * t * t
+        zero = torch.zeros(1, self.num_channels, 1, dtype=x.dtype, device=x.device)
+        a0, b0, q0 = self.lookup(torch.stack([a, b, q], -1).reshape(-1, 3), zero)
+        a = a - (a0 + zero * (b0 + q0 * zero)).reshape(-1, 1)   # Psi(0) = 0
+        ak, bk, qk = self.lookup(torch.stack([a, b, q], -1).reshape(-1, 3), x)
+        return ak + x * (bk + qk * x)
 
     # ------------------------------------------------------------------ penalties / bounds
     def tv2(self) -> torch.Tensor:
