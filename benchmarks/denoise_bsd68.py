@@ -74,7 +74,7 @@ def model_method(name):
     from lipinverse import pretrained
     from lipinverse.training import load_checkpoint
 
-    is_path = Path(name).exists()
+    is_path = Path(name).exists() or Path(name).with_suffix(".json").is_file()
     model = load_checkpoint(name) if is_path else pretrained.load(name)
 
     def run(y, s):
