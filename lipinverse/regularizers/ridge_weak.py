@@ -79,12 +79,13 @@ class WeakConvexRidge(ConvexRidge):
         spline_init: str = "identity",
         nonconvex_channels: int | None = None,
         rho_max: float = 0.9,
+        noise_response: float | None = None,
     ) -> None:
         c2 = channels[-1] // 2 if nonconvex_channels is None else int(nonconvex_channels)
         if c2 < 1:
             raise ValueError(f"WeakConvexRidge: expected nonconvex_channels >= 1, got {c2}")
         super().__init__(channels, kernel_size, num_knots, knot_range, sigma_range,
-                         num_sigma_nodes, sigma, spline_init,
+                         num_sigma_nodes, sigma, spline_init, noise_response,
                          _nonconvex_channels=c2, _rho_max=rho_max)
         self._kwargs.update(nonconvex_channels=c2, rho_max=float(rho_max))
 

@@ -156,6 +156,25 @@ def test_state_dicts_with_the_former_name_lam_load(cls):
         small(cls).load_state_dict(both)        # a state dict with both names is refused
 
 
+@pytest.mark.parametrize("cls", [ConvexRidge, WeakConvexRidge])
+def test_noise_response_places_noise_on_the_spline_grid(cls):
+    torch.manual_seed(0)
+    plain = cls(channels=(1, 4, 12), num_knots=11)
+    torch.manual_seed(0)
+    R = cls(channels=(1, 4, 12), num_knots=11, noise_response=0.5)
+    g = torch.Generator().manual_seed(3)
+    for sigma in (5 / 255, 25 / 255):
+        n = sigma * torch.randn(1, 1, 96, 96, generator=g)
+        sc, sc0 = R.scalings(sigma), plain.scalings(sigma)
+        med = float((R._filters(n, sc) * sc.mu).abs().median())
+        assert med == pytest.approx(0.5, rel=0.1)                  # on the grid [-1, 1]
+        assert float((plain._filters(n, sc0) * sc0.mu).abs().median()) < 0.2
+        torch.testing.assert_close(sc.lam * sc.mu, sc0.lam * sc0.mu)  # same curvature
+    assert cls(**R.config()).config() == R.config()
+    with pytest.raises(ValueError, match="noise_response"):
+        cls(channels=(1, 4, 12), noise_response=0.0)
+
+
 def _tail_increments(R, sigma, T):
     """p_c(2T) - p_c(T) and p_c(-2T) - p_c(-T) for every channel potential p_c."""
     act = R.activation_at(sigma)
