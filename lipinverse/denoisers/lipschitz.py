@@ -3,14 +3,14 @@ r"""Certified nonexpansive denoisers: image-to-image 1-Lipschitz ResNets."""
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from lipinverse.nn import LipschitzResNet, certify
+from lipinverse.nn import certify
+from lipinverse.nn.resnet import ResNetModel
 
 __all__ = ["LipschitzDenoiser"]
 
 
-class LipschitzDenoiser(nn.Module):
+class LipschitzDenoiser(ResNetModel):
     r"""A certified nonexpansive denoiser :math:`N = P\circ F_L\circ\dots\circ F_1\circ A`.
 
     Parameters
@@ -60,21 +60,7 @@ class LipschitzDenoiser(nn.Module):
                  kernel_size: int = 3, hidden: int | None = None, activation: str = "spline",
                  padding: str = "zero", step: float = 1.0, norm: str = "bound") -> None:
         super().__init__()
-        if activation not in ("spline", "relu"):
-            raise ValueError(f"LipschitzDenoiser: expected activation 'spline' or 'relu', "
-                             f"got {activation!r}")
-        self._kwargs = dict(in_channels=in_channels, width=width, depth=depth,
-                            kernel_size=kernel_size, hidden=hidden, activation=activation,
-                            padding=padding, step=step, norm=norm)
-        self.in_channels = in_channels
-        self.network = LipschitzResNet(in_channels, in_channels, width=width, depth=depth,
-                                       kernel_size=kernel_size, hidden=hidden,
-                                       activation=activation, padding=padding, step=step,
-                                       norm=norm)
-
-    def config(self) -> dict:
-        """Constructor keyword arguments (for checkpoints)."""
-        return dict(self._kwargs)
+        self.build_network(locals(), scalar=False)
 
     def forward(self, x: torch.Tensor, sigma=None) -> torch.Tensor:
         if not isinstance(x, torch.Tensor):
@@ -95,12 +81,3 @@ class LipschitzDenoiser(nn.Module):
     def lipschitz_bound(self) -> float:
         """Certified Lipschitz bound (``certify`` of the network, at most 1)."""
         return certify(self.network)
-
-    def tv2(self) -> torch.Tensor:
-        """Second-order total variation of the spline activations (training penalty)."""
-        parts = [m.tv2() for m in self.network.modules()
-                 if hasattr(m, "tv2") and hasattr(m, "coefficients")]
-        if not parts:
-            p = next(self.parameters())
-            return torch.zeros((), dtype=p.dtype, device=p.device)
-        return torch.stack(parts).sum()

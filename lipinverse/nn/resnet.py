@@ -11,7 +11,7 @@ from .blocks import GradientStepBlock
 from .linear import Constrained, ConvMap, DenseMap, LinearMap
 from .splines import LipschitzSpline
 
-__all__ = ["LipschitzResNet", "UnrolledNetwork", "SpatialPool"]
+__all__ = ["LipschitzResNet", "UnrolledNetwork", "SpatialPool", "model_resnet", "ResNetModel"]
 
 
 class SpatialPool(nn.Module):
@@ -207,3 +207,48 @@ class UnrolledNetwork(nn.Module):
             if m is not None:
                 bound *= float(m.norm_bound())
         return bound
+
+
+#: The constructor arguments of a model built on :func:`model_resnet`.
+MODEL_RESNET_KEYS = ("in_channels", "width", "depth", "kernel_size", "hidden", "activation",
+                     "padding", "step", "norm")
+
+
+def model_resnet(owner: str, config: dict, *, scalar: bool) -> LipschitzResNet:
+    """The :class:`LipschitzResNet` of a model from its constructor ``config``
+    (``in_channels, width, depth, kernel_size, hidden, activation, padding, step, norm``):
+    image to image (``scalar=False``, a denoiser) or image to one value per sample
+    (``scalar=True``, a regulariser). ``owner`` names the model in errors."""
+    if config["activation"] not in ("spline", "relu"):
+        raise ValueError(f"{owner}: expected activation 'spline' or 'relu', got "
+                         f"{config['activation']!r}")
+    c = config["in_channels"]
+    kw = {k: config[k] for k in MODEL_RESNET_KEYS[1:]}
+    if scalar:
+        return LipschitzResNet(c, 1, output="scalar", **kw)
+    return LipschitzResNet(c, c, **kw)
+
+
+class ResNetModel(nn.Module):
+    """Base of the models that wrap one :func:`model_resnet` (their constructor arguments
+    are :data:`MODEL_RESNET_KEYS`): the network and the checkpoint ``config``."""
+
+    def build_network(self, args: dict, *, scalar: bool) -> None:
+        """Keep the constructor arguments of ``args`` (the constructor's ``locals()``) and
+        build ``self.network``."""
+        self._kwargs = {k: args[k] for k in MODEL_RESNET_KEYS}
+        self.in_channels = self._kwargs["in_channels"]
+        self.network = model_resnet(type(self).__name__, self._kwargs, scalar=scalar)
+
+    def config(self) -> dict:
+        """Constructor keyword arguments (for checkpoints)."""
+        return dict(self._kwargs)
+
+    def tv2(self) -> torch.Tensor:
+        """Second-order total variation of the spline activations (training penalty)."""
+        parts = [m.tv2() for m in self.network.modules()
+                 if hasattr(m, "tv2") and hasattr(m, "coefficients")]
+        if not parts:
+            p = next(self.parameters())
+            return torch.zeros((), dtype=p.dtype, device=p.device)
+        return torch.stack(parts).sum()

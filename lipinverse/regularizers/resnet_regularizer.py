@@ -3,14 +3,14 @@ r"""A learned 1-Lipschitz scalar regulariser: a scalar-output Lipschitz ResNet."
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from lipinverse.nn import LipschitzResNet, certify
+from lipinverse.nn import certify
+from lipinverse.nn.resnet import ResNetModel
 
 __all__ = ["LipschitzResNetRegularizer"]
 
 
-class LipschitzResNetRegularizer(nn.Module):
+class LipschitzResNetRegularizer(ResNetModel):
     r"""Regulariser :math:`R(x) = w^\top F_L(\dots F_1(Ax))`, 1-Lipschitz by construction.
 
     Parameters
@@ -46,21 +46,7 @@ class LipschitzResNetRegularizer(nn.Module):
                  kernel_size: int = 3, hidden: int | None = None, activation: str = "spline",
                  padding: str = "zero", step: float = 1.0, norm: str = "bound") -> None:
         super().__init__()
-        if activation not in ("spline", "relu"):
-            raise ValueError(f"LipschitzResNetRegularizer: expected activation 'spline' or "
-                             f"'relu', got {activation!r}")
-        self._kwargs = dict(in_channels=in_channels, width=width, depth=depth,
-                            kernel_size=kernel_size, hidden=hidden, activation=activation,
-                            padding=padding, step=step, norm=norm)
-        self.in_channels = in_channels
-        self.network = LipschitzResNet(in_channels, 1, width=width, depth=depth,
-                                       kernel_size=kernel_size, hidden=hidden, output="scalar",
-                                       activation=activation, padding=padding, step=step,
-                                       norm=norm)
-
-    def config(self) -> dict:
-        """Constructor keyword arguments (for checkpoints)."""
-        return dict(self._kwargs)
+        self.build_network(locals(), scalar=True)
 
     def _check(self, name: str, x) -> None:
         if not isinstance(x, torch.Tensor):
@@ -96,12 +82,3 @@ class LipschitzResNetRegularizer(nn.Module):
     def value_lipschitz_bound(self) -> float:
         """Certified Lipschitz constant of :math:`R` itself (at most 1)."""
         return certify(self.network)
-
-    def tv2(self) -> torch.Tensor:
-        """Second-order total variation of the spline activations (training penalty)."""
-        parts = [m.tv2() for m in self.network.modules()
-                 if hasattr(m, "tv2") and hasattr(m, "coefficients")]
-        if not parts:
-            p = next(self.parameters())
-            return torch.zeros((), dtype=p.dtype, device=p.device)
-        return torch.stack(parts).sum()

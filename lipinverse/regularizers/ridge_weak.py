@@ -18,12 +18,12 @@ class WeakConvexRidge(ConvexRidge):
     Parameters
     ----------
     channels, kernel_size, num_knots, knot_range, sigma_range, num_sigma_nodes, sigma,
-    spline_init :
-        As for :class:`ConvexRidge`.
-    nonconvex_channels : int, default half of ``channels[-1]``
+    spline_init, noise_response :
+        As for :class:`ConvexRidge` (in that order, or by keyword).
+    nonconvex_channels : int, default half of ``channels[-1]`` (keyword only)
         Number of filter channels :math:`C_2` (the last ones) that carry the subtracted
         concave part.
-    rho_max : float in (0, 1), default 0.9
+    rho_max : float in (0, 1), default 0.9 (keyword only)
         Cap on the weak convexity: :math:`\kappa(\sigma)\nu(\sigma) =
         \rho_{max}\,\mathrm{sigmoid}(a(\sigma))`.
 
@@ -67,26 +67,14 @@ class WeakConvexRidge(ConvexRidge):
     image-reconstruction algorithms", SIAM J. Imaging Sci. 2024.
     """
 
-    def __init__(
-        self,
-        channels: tuple[int, ...] = (1, 8, 32),
-        kernel_size: int = 5,
-        num_knots: int = 21,
-        knot_range: float = 1.0,
-        sigma_range: tuple[float, float] = (1.0 / 255, 64.0 / 255),
-        num_sigma_nodes: int = 8,
-        sigma: float = 15.0 / 255,
-        spline_init: str = "identity",
-        nonconvex_channels: int | None = None,
-        rho_max: float = 0.9,
-        noise_response: float | None = None,
-    ) -> None:
+    def __init__(self, channels: tuple[int, ...] = (1, 8, 32), *args,
+                 nonconvex_channels: int | None = None, rho_max: float = 0.9,
+                 **kwargs) -> None:
+        # the other arguments are ConvexRidge's (kernel_size, num_knots, ...), passed on
         c2 = channels[-1] // 2 if nonconvex_channels is None else int(nonconvex_channels)
         if c2 < 1:
             raise ValueError(f"WeakConvexRidge: expected nonconvex_channels >= 1, got {c2}")
-        super().__init__(channels, kernel_size, num_knots, knot_range, sigma_range,
-                         num_sigma_nodes, sigma, spline_init, noise_response,
-                         _nonconvex_channels=c2, _rho_max=rho_max)
+        super().__init__(channels, *args, _nonconvex_channels=c2, _rho_max=rho_max, **kwargs)
         self._kwargs.update(nonconvex_channels=c2, rho_max=float(rho_max))
 
     @classmethod
