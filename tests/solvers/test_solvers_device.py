@@ -1,5 +1,7 @@
 """The same code on CUDA (run with ``-m gpu`` on a machine with a GPU)."""
 
+import copy
+
 import pytest
 import torch
 
@@ -16,7 +18,8 @@ from ._problems import make_problem, rel_err
 def test_cuda_matches_cpu():
     A, y = make_problem()
     f_cpu = L2Fidelity(A, y)
-    f_gpu = L2Fidelity(A.to("cuda"), y.to("cuda"))
+    # Module.to moves in place: the CUDA problem gets its own copy of the operator
+    f_gpu = L2Fidelity(copy.deepcopy(A).to("cuda"), y.to("cuda"))
     for make in (lambda f: PGD(f, Tikhonov(), 0.05, accelerate=True),
                  lambda f: ADMM(f, Tikhonov(), 0.05),
                  lambda f: PGD(f, ProxDenoiser(TV(tol=1e-6), 0.02))):
