@@ -22,6 +22,10 @@ solution of a version is the time of its fastest solve that lands within ``--gap
 (0.02 dB) of the converged PSNR; the table gives it for both versions and their ratio.
 The shipped ``crr`` / ``wcrr`` weights are those of 5893d31 (unchanged since).
 
+This tree runs with :func:`lipinverse.allocator.reuse_buffers` (as the ``lipinverse``
+command does); ``--baseline-reuse`` adds 5893d31 with the same setting. Each solve is timed
+best of ``--repeats`` (2).
+
 Usage: ``OMP_NUM_THREADS=2 python benchmarks/time_to_psnr.py [--images N] [--quick]``;
 writes ``benchmarks/results/time_to_psnr.{json,md,png}``.
 """
@@ -78,7 +82,16 @@ def _operator(kind: str, p: dict):
     return Radon(p["size"], p["angles"]) * p["scale"]  # the same maths in both versions
 
 
-def worker(code: str, spec_path: str, out_path: str, reference: bool) -> None:
+def worker(code: str, spec_path: str, out_path: str, reference: bool, repeats: int = 1,
+           allocator: str = "system") -> None:
+    if allocator == "reuse":  # this tree's lipinverse.allocator, loaded by path (any version)
+        import importlib.util
+
+        spec_ = importlib.util.spec_from_file_location(
+            "_allocator", REPO / "lipinverse" / "allocator.py")
+        module = importlib.util.module_from_spec(spec_)
+        spec_.loader.exec_module(module)
+        print(f"worker: reuse_buffers() -> {module.reuse_buffers()}", flush=True)
     sys.path.insert(0, code)
     import warnings
 
@@ -106,15 +119,18 @@ def worker(code: str, spec_path: str, out_path: str, reference: bool) -> None:
                 floor = 1e-5 if reference else (1e-3 if p["kind"] == "denoise" else 1e-4)
                 tols = sorted({max(t, floor) for t in tols}, reverse=True)
             for tol in tols:
-                t0 = time.perf_counter()
+                best = float("inf")
                 try:
-                    with torch.no_grad():
-                        x = _solve(p["kind"], prior, p, tol, models)
+                    for _ in range(repeats):
+                        t0 = time.perf_counter()
+                        with torch.no_grad():
+                            x = _solve(p["kind"], prior, p, tol, models)
+                        best = min(best, time.perf_counter() - t0)
                 except ConvergenceError as err:  # a point of the curve not reached: skipped
                     print(f"{p['name']} {prior} tol {tol:.0e}: {err}", flush=True)
                     continue
                 out.append({"problem": p["name"], "prior": prior, "tol": tol,
-                            "seconds": time.perf_counter() - t0, "x": x.detach().clone()})
+                            "seconds": best, "x": x.detach().clone()})
                 print(f"{code[-12:]:>12} {p['name']:>22} {prior:>5} tol {tol:.0e} "
                       f"{out[-1]['seconds']:.2f} s", flush=True)
     torch.save(out, out_path)
@@ -155,11 +171,13 @@ def problems(n_images: int, size: int = 256) -> list[dict]:
     return out
 
 
-def run_worker(code: Path, spec: Path, reference: bool = False) -> list[dict]:
+def run_worker(code: Path, spec: Path, reference: bool = False, repeats: int = 1,
+               allocator: str = "system") -> list[dict]:
     with tempfile.NamedTemporaryFile(suffix=".pt", delete=False) as fh:
         out = Path(fh.name)
     cmd = [sys.executable, __file__, "--worker", str(code), "--spec", str(spec),
-           "--out", str(out)] + (["--reference"] if reference else [])
+           "--out", str(out), "--repeats", str(repeats), "--allocator", allocator] + (
+        ["--reference"] if reference else [])
     subprocess.run(cmd, check=True, cwd=tempfile.gettempdir())
     rows = torch.load(out, weights_only=True)
     out.unlink()
@@ -198,8 +216,11 @@ def summarise(probs, ref_rows, versions: dict, gap: float) -> list[dict]:
             row[label] = {"curve": [[round(s, 3), round(q, 3), t] for s, q, t in curve],
                           "seconds": round(hit[0][0], 3) if hit else None,
                           "tol": hit[0][2] if hit else None}
-        a, b = (row[v]["seconds"] for v in versions)
-        row["speedup"] = round(a / b, 2) if a and b else None
+        first, last = list(versions)[0], list(versions)[-1]
+        for v in list(versions)[1:]:  # every version against the first (5893d31)
+            a, b = row[first]["seconds"], row[v]["seconds"]
+            row[v]["speedup"] = round(a / b, 2) if a and b else None
+        row["speedup"] = row[last]["speedup"]
         table.append(row)
     return table
 
@@ -215,7 +236,7 @@ def figure(table, versions, path: Path) -> None:
     colours = {"tv": "tab:gray", "crr": "tab:blue", "wcrr": "tab:red"}
     for ax, prob in zip(axes[0], probs, strict=True):
         for r in (r for r in table if r["problem"] == prob):
-            for v, style in zip(versions, ("--", "-"), strict=True):
+            for v, style in zip(versions, ("--", ":", "-")[-len(versions):], strict=True):
                 c = r[v]["curve"]
                 ax.plot([s for s, _, _ in c], [q - r["psnr_converged"] for _, q, _ in c],
                         style, marker=".", color=colours[r["prior"]],
@@ -232,23 +253,29 @@ def figure(table, versions, path: Path) -> None:
 
 
 def markdown(pl) -> str:
-    v0, v1 = pl["versions"]
-    lines = [f"# Time to PSNR: this tree against {v0}", "",
+    vs = pl["versions"]
+    lines = [f"# Time to PSNR: this tree against {vs[0]}", "",
              f"{pl['setup']} Time to solution: the fastest solve of a tolerance sweep that "
              f"lands within {pl['gap']} dB of the converged PSNR; {pl['threads']} threads, "
-             "one process per version, run one after the other. "
-             f"`python benchmarks/time_to_psnr.py`. Curves: `time_to_psnr.png`. Each solve "
-             "is timed once: ratios between 0.5x and 2x are within the run-to-run noise of "
-             "this shared machine (a deblurring row re-timed idle gave 1.77 s / 1.91 s "
-             "where this table says 1.03 / 1.78).", "",
-             f"| problem | prior | converged dB | {v0} s | {v0} tol | {v1} s | {v1} tol | "
-             "speedup |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+             "one process per version, run one after the other; each solve timed best of "
+             f"{pl.get('repeats', 1)}. This tree runs with "
+             "`lipinverse.allocator.reuse_buffers()` (as the `lipinverse` command does)"
+             + (f"; `{vs[0]} + reuse` is the old code with the same allocator setting, "
+                "which separates the allocator's share of the speed-up" if len(vs) > 2
+                else "") + ". `python benchmarks/time_to_psnr.py`. Curves: "
+             "`time_to_psnr.png`.", "",
+             "| problem | prior | converged dB | "
+             + " | ".join(f"{v} s | {v} tol" for v in vs) + " | "
+             + " | ".join(f"speed-up ({v})" for v in vs[1:]) + " |",
+             "|---|---|---:|" + "---:|---:|" * len(vs) + "---:|" * (len(vs) - 1)]
     for r in pl["rows"]:
         cells = [r["problem"], r["prior"], f"{r['psnr_converged']:.2f}"]
-        for v in (v0, v1):
+        for v in vs:
             cells += [f"{r[v]['seconds']:.2f}" if r[v]["seconds"] else "not reached",
                       f"{r[v]['tol']:g}" if r[v]["tol"] else "-"]
-        cells.append(f"{r['speedup']:.2f}x" if r["speedup"] else "-")
+        for v in vs[1:]:
+            sp = r[v].get("speedup", r["speedup"] if v == vs[-1] else None)
+            cells.append(f"{sp:.2f}x" if sp else "-")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -262,13 +289,19 @@ def main(argv=None) -> None:
     ap.add_argument("--quick", action="store_true", help="1 image instead of --images")
     ap.add_argument("--worker"), ap.add_argument("--spec"), ap.add_argument("--out")
     ap.add_argument("--reference", action="store_true", help=argparse.SUPPRESS)  # worker
+    ap.add_argument("--allocator", default="system", help=argparse.SUPPRESS)  # worker
+    ap.add_argument("--repeats", type=int, default=2, help="time each solve best of N")
+    ap.add_argument("--baseline-reuse", action="store_true",
+                    help="also run 5893d31 with lipinverse.allocator.reuse_buffers(), to "
+                         "separate the allocator's share of the speed-up")
     ap.add_argument("--reference-solve", action="store_true",
                     help="converged PSNR from float64 solves at 1e-5 / 1e-6 (slow: wcrr "
                          "deblurring runs past 10 minutes) instead of this tree's tightest "
                          "float32 solve of the sweep")
     args = ap.parse_args(argv)
     if args.worker:
-        return worker(args.worker, args.spec, args.out, args.reference)
+        return worker(args.worker, args.spec, args.out, args.reference, args.repeats,
+                      args.allocator)
     sys.path.insert(0, str(REPO))
     from benchmarks.common import write
 
@@ -278,11 +311,17 @@ def main(argv=None) -> None:
         torch.save({"problems": [{k: v for k, v in p.items() if k != "x"} for p in probs]},
                    spec)
         base = export_baseline(Path(tmp))
-        versions = {BASELINE: run_worker(base, spec), "this tree": run_worker(REPO, spec)}
+        # this tree runs as the CLI does (reuse_buffers); 5893d31 had no such setting
+        versions = {BASELINE: run_worker(base, spec, repeats=args.repeats)}
+        if args.baseline_reuse:
+            versions[f"{BASELINE} + reuse"] = run_worker(base, spec, repeats=args.repeats,
+                                                         allocator="reuse")
+        versions["this tree"] = run_worker(REPO, spec, repeats=args.repeats, allocator="reuse")
         ref_rows = (run_worker(REPO, spec, reference=True) if args.reference_solve else
                     _tightest(versions["this tree"]))
     rows = summarise(probs, ref_rows, versions, args.gap)
     payload = {"task": "time_to_psnr", "versions": list(versions), "gap": args.gap,
+               "repeats": args.repeats,
                "threads": torch.get_num_threads(), "rows": rows,
                "setup": f"{args.size}x{args.size} crops of BSD68 (every 17th image), seeded "
                         "noise; denoising at sigma 15 and 25/255, deblurring with Levin "
