@@ -15,6 +15,11 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+from lipinverse.allocator import reuse_buffers  # noqa: E402  (after the sys.path line)
+
+# the benchmarks run as the `lipinverse` command does: freed tensor buffers reused (peers
+# timed in the same process get the same allocator)
+reuse_buffers()
 DATA = REPO.parent / "shared" / "data"
 RESULTS = REPO / "benchmarks" / "results"
 
