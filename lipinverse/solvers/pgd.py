@@ -352,6 +352,8 @@ class PGD(IterativeSolver):
     def _objective(self, state):
         if self.scheme == "pnp" or not callable(self.fidelity) or not callable(self.prior):
             return None
+        if self._monotone:  # the step computed F(x) already: no second evaluation
+            return state["F"]
         x = state["x"]
         return self.fidelity(x) + self.lam * self.prior(x)
 

@@ -110,6 +110,11 @@ def test_monotone_apg_decreases_and_reaches_a_critical_point(lam):
     assert bool((res.history.objective.diff(dim=0) <= 1e-12).all())
     grad = f.grad(res.x) + lam * prior.grad(res.x)
     assert grad.flatten(1).norm(dim=1).max() < 1e-6
+    # the recorded objective is the step's own F(x_k) (not evaluated twice): it must be the
+    # objective of the iterate, sample by sample
+    short = acc.solve(max_iter=7, tol=0.0)
+    F = f(short.x) + lam * prior(short.x)
+    assert torch.allclose(short.history.objective[-1], F, rtol=1e-12, atol=0)
     gd = PGD(f, prior, lam).solve(max_iter=20000, tol=1e-9)
     assert bool(gd.converged.all())
     if lam < 0.1:  # ill-conditioned: momentum pays
