@@ -64,12 +64,21 @@ def main(argv: list[str]) -> int:
         ax.grid(alpha=0.3)
         ax.legend()
     run = json.loads((run_dir / "run.json").read_text())
-    fig.suptitle(f"{run['recipe'].get('name')} run: {run['core_seconds'] / 3600:.2f} "
-                 "core-hours")
+    fig.suptitle(f"{run_dir.name} ({run['recipe'].get('name')} recipe): {usage(run)}")
     fig.tight_layout()
     fig.savefig(run_dir / "curve.png", dpi=110)
     print(f"wrote {run_dir / 'curve.png'}, {run_dir / 'curve.csv'}")
     return 0
+
+
+def usage(run: dict) -> str:
+    """Compute spent so far: CPU core-hours, and GPU hours where sessions ran on CUDA."""
+    cpu = sum(s.get("wall_s", 0.0) * s.get("threads", 1) for s in run["sessions"]
+              if not str(s.get("device", "cpu")).startswith("cuda"))
+    gpu = sum(s.get("wall_s", 0.0) for s in run["sessions"]
+              if str(s.get("device", "cpu")).startswith("cuda"))
+    text = f"{cpu / 3600:.2f} CPU core-hours"
+    return text + (f" + {gpu / 3600:.2f} GPU-hours" if gpu else "")
 
 
 if __name__ == "__main__":
