@@ -218,6 +218,37 @@ class LipschitzSpline(nn.Module):
         intercept, slope = self.lookup(self.segment_table(), x)
         return intercept + slope * x
 
+    @torch.no_grad()
+    def scaled(self, x: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        r""":math:`b\,\sigma(a\,x)` elementwise, without autograd (the inference path).
+
+        ``a``, ``b``: positive scalings of shape ``(B, 1, 1, 1)`` or ``(B, C, 1, 1)`` (per
+        sample, or per sample and channel) for ``x`` of shape ``(B, C, H, W)``. The same
+        values as ``b * self(a * x)`` up to float rounding, in fewer passes over ``x``: the
+        scalings go into the interval index (one fused multiply-add) and into a per-sample
+        table :math:`(b\,(c_k - s_k t_k),\ a\,b\,s_k)`, the floor is the integer
+        truncation of the clamped (non-negative) index, and the result is one fused
+        multiply-add of the two gathered columns (7 passes instead of 12).
+        """
+        self._check_input("scaled", x)
+        lo, _ = self.knot_range
+        B, C = x.shape[:2]
+        tab = self.segment_table().to(x.dtype).reshape(C, self.num_knots - 1, 2)
+        a, b = a.to(x.dtype), b.to(x.dtype)
+        # u = (a x - lo) / spacing, clamped to the interval range; NaN -> interval 0 (the
+        # output is NaN there anyway): see lookup
+        u = torch.addcmul(torch.tensor(-lo / self.spacing, dtype=x.dtype, device=x.device),
+                          x, a / self.spacing)
+        u.clamp_(0, self.num_knots - 2).nan_to_num_(0.0)
+        idx = u.reshape(B, C, -1).long()           # truncation = floor on [0, K - 2]
+        bb = b.reshape(b.shape[0], -1, 1)
+        ab = (a * b).reshape(max(a.shape[0], b.shape[0]), -1, 1)
+        icpt = (bb * tab[..., 0]).expand(B, C, -1)
+        slope = (ab * tab[..., 1]).expand(B, C, -1)
+        out = torch.gather(icpt, 2, idx)
+        out.addcmul_(torch.gather(slope, 2, idx), x.reshape(B, C, -1))
+        return out.view(x.shape)
+
     def derivative(self, x: torch.Tensor) -> torch.Tensor:
         r"""Elementwise derivative :math:`\sigma'(x)` (right derivative at knots)."""
         self._check_input("derivative", x)

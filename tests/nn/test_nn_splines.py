@@ -113,6 +113,29 @@ def test_freeze_gives_identical_outputs_and_shapes():
     assert s(x).shape == x.shape
 
 
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_scaled_is_b_sigma_of_a_x(per_channel):
+    """The inference path b * sigma(a x) (scalings folded into index and table): the same
+    values in float64, inside and outside the knot range, per sample or per channel, and
+    NaN stays NaN."""
+    torch.manual_seed(0)
+    s = LipschitzSpline(3, num_knots=17, knot_range=(-1.0, 2.0), slope_bounds=(-0.5, 1.0))
+    with torch.no_grad():
+        s.coefficients.add_(torch.randn_like(s.coefficients))
+    s = s.double()
+    x = 3 * torch.randn(4, 3, 5, 6, dtype=torch.float64)
+    shape = (4, 3, 1, 1) if per_channel else (4, 1, 1, 1)
+    a = torch.rand(shape, dtype=torch.float64) * 3 + 0.1
+    b = torch.rand(shape, dtype=torch.float64) * 2 + 0.1
+    ref = b * s(a * x)
+    assert torch.allclose(s.scaled(x, a, b), ref, rtol=0, atol=1e-13)
+    x[0, 0, 0, 0] = float("nan")
+    out = s.scaled(x, a, b)
+    assert out[0, 0, 0, 0].isnan() and out.isnan().sum() == 1
+    with pytest.raises(ValueError, match="scaled: expected input"):
+        s.scaled(x[:, :2], a, b)
+
+
 def test_derivative_matches_autograd():
     s = LipschitzSpline(2, slope_bounds=(-1.0, 1.0))
     with torch.no_grad():
