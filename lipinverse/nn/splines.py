@@ -249,6 +249,49 @@ class LipschitzSpline(nn.Module):
         out.addcmul_(torch.gather(slope, 2, idx), x.reshape(B, C, -1))
         return out.view(x.shape)
 
+    def _quadratic_table(self, dtype) -> torch.Tensor:
+        r"""Per interval :math:`k`, :math:`(a_k, b_k, q_k)` with :math:`\Psi(x) = a_k + b_k x
+        + q_k x^2` on the (extended) interval (see :meth:`integrate`), shape ``(C, K-1, 3)``."""
+        c = self.projected_coefficients().to(dtype)
+        s = self.slopes().to(dtype)
+        t = self.knots().to(dtype)[:-1]
+        trapezoids = self.spacing * (c[:, 1:] + c[:, :-1]) / 2
+        cum = torch.cat([torch.zeros_like(c[:, :1]), torch.cumsum(trapezoids, 1)], dim=1)
+        q = 0.5 * s
+        b = c[:, :-1] - s * t
+        a = cum[:, :-1] - t * c[:, :-1] + q * t * t
+        zero = torch.zeros(1, self.num_channels, 1, dtype=dtype, device=c.device)
+        a0, b0, q0 = self.lookup(torch.stack([a, b, q], -1).reshape(-1, 3), zero)
+        a = a - (a0 + zero * (b0 + q0 * zero)).reshape(-1, 1)   # Psi(0) = 0
+        return torch.stack([a, b, q], -1)
+
+    @torch.no_grad()
+    def scaled_integral(self, x: torch.Tensor, a: torch.Tensor, b: torch.Tensor
+                        ) -> torch.Tensor:
+        r""":math:`\tfrac{b}{a}\,\Psi(a\,x)` elementwise, without autograd: the potential of
+        the scaled activation :meth:`scaled` (:math:`\tfrac{d}{dx}` of it is
+        :math:`b\,\sigma(a x)`). Scalings as in :meth:`scaled`; the quadratic of each
+        interval is scaled per sample, :math:`(b a_k / a,\ b\,b_k,\ a b\,q_k)`, and
+        evaluated by two fused multiply-adds."""
+        self._check_input("scaled_integral", x)
+        lo, _ = self.knot_range
+        B, C = x.shape[:2]
+        tab = self._quadratic_table(x.dtype)
+        a, b = a.to(x.dtype), b.to(x.dtype)
+        u = torch.addcmul(torch.tensor(-lo / self.spacing, dtype=x.dtype, device=x.device),
+                          x, a / self.spacing)
+        u.clamp_(0, self.num_knots - 2).nan_to_num_(0.0)
+        idx = u.reshape(B, C, -1).long()
+        n = max(a.shape[0], b.shape[0])
+        ba = (b / a).reshape(n, -1, 1)
+        bb = b.reshape(b.shape[0], -1, 1)
+        ab = (a * b).reshape(n, -1, 1)
+        xf = x.reshape(B, C, -1)
+        out = torch.gather((ab * tab[..., 2]).expand(B, C, -1), 2, idx)
+        out.mul_(xf).add_(torch.gather((bb * tab[..., 1]).expand(B, C, -1), 2, idx))
+        out.mul_(xf).add_(torch.gather((ba * tab[..., 0]).expand(B, C, -1), 2, idx))
+        return out.view(x.shape)
+
     def derivative(self, x: torch.Tensor) -> torch.Tensor:
         r"""Elementwise derivative :math:`\sigma'(x)` (right derivative at knots)."""
         self._check_input("derivative", x)
@@ -270,20 +313,10 @@ class LipschitzSpline(nn.Module):
         :math:`\Psi(x) = \int_{t_0}^{x}\sigma - \int_{t_0}^{0}\sigma`.
         """
         self._check_input("integrate", x)
-        c = self.projected_coefficients().to(x.dtype)
-        s = self.slopes().to(x.dtype)
-        t = self.knots().to(x.dtype)[:-1]
-        trapezoids = self.spacing * (c[:, 1:] + c[:, :-1]) / 2
-        cum = torch.cat([torch.zeros_like(c[:, :1]), torch.cumsum(trapezoids, 1)], dim=1)
         # on interval k the primitive is a quadratic a_k + b_k x + q_k x^2 (expanded from the
         # Notes' form): one lookup of three columns per element instead of four
-        q = 0.5 * s
-        b = c[:, :-1] - s * t
-        a = cum[:, :-1] - t * c[:, :-1] + q * t * t
-        zero = torch.zeros(1, self.num_channels, 1, dtype=x.dtype, device=x.device)
-        a0, b0, q0 = self.lookup(torch.stack([a, b, q], -1).reshape(-1, 3), zero)
-        a = a - (a0 + zero * (b0 + q0 * zero)).reshape(-1, 1)   # Psi(0) = 0
-        ak, bk, qk = self.lookup(torch.stack([a, b, q], -1).reshape(-1, 3), x)
+        tab = self._quadratic_table(x.dtype)
+        ak, bk, qk = self.lookup(tab.reshape(-1, 3), x)
         return ak + x * (bk + qk * x)
 
     # ------------------------------------------------------------------ penalties / bounds

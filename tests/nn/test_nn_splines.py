@@ -136,6 +136,20 @@ def test_scaled_is_b_sigma_of_a_x(per_channel):
         s.scaled(x[:, :2], a, b)
 
 
+def test_scaled_integral_is_b_over_a_psi_of_a_x():
+    torch.manual_seed(1)
+    s = LipschitzSpline(3, num_knots=17, knot_range=(-1.0, 2.0), slope_bounds=(-0.5, 1.0))
+    with torch.no_grad():
+        s.coefficients.add_(torch.randn_like(s.coefficients))
+    s = s.double()
+    x = 3 * torch.randn(4, 3, 5, 6, dtype=torch.float64)
+    a = torch.rand(4, 1, 1, 1, dtype=torch.float64) * 3 + 0.1
+    b = torch.rand(4, 3, 1, 1, dtype=torch.float64) * 2 + 0.1
+    with torch.no_grad():
+        ref = b / a * s.integrate(a * x)
+    assert torch.allclose(s.scaled_integral(x, a, b), ref, rtol=0, atol=1e-12)
+
+
 def test_derivative_matches_autograd():
     s = LipschitzSpline(2, slope_bounds=(-1.0, 1.0))
     with torch.no_grad():

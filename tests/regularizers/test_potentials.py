@@ -1,5 +1,6 @@
 """EvenPotential: exact integral, derivatives, certificates, bounded below."""
 
+import pytest
 import torch
 
 from lipinverse.regularizers.potentials import EvenPotential
@@ -58,3 +59,22 @@ def test_fresh_potential_is_trainable():
     torch.testing.assert_close(phi(t), 0.5 * t.clamp(-1, 1))
     (phi(t) * t).sum().backward()
     assert (phi.spline.coefficients.grad.abs().sum(1) > 0).all()
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_scaled_integral_is_b_over_a_phi_of_a_t(seed):
+    """The inference path (one five-column table per interval, zero crossings included):
+    b / a * phi(a t) in float64, per sample and per channel, beyond the range too."""
+    torch.manual_seed(seed)
+    phi = EvenPotential(4, num_knots=21, knot_range=1.3)
+    with torch.no_grad():  # bends h through 0 several times (nonconvex, redescending)
+        phi.spline.coefficients.add_(0.3 * torch.randn_like(phi.spline.coefficients))
+    phi = phi.double()
+    t = 2 * torch.randn(3, 4, 7, 9, dtype=torch.float64)
+    a = torch.rand(3, 1, 1, 1, dtype=torch.float64) + 0.5
+    b = torch.rand(3, 4, 1, 1, dtype=torch.float64) + 0.1
+    with torch.no_grad():
+        ref = b / a * phi.integrate(a * t)
+        assert torch.allclose(phi.scaled_integral(t, a, b), ref, rtol=0, atol=1e-13)
+    with pytest.raises(ValueError, match="scaled_integral: expected input"):
+        phi.scaled_integral(t[:, :2], a, b)
