@@ -99,6 +99,28 @@ class EvenPotential(nn.Module):
         r""":math:`\phi'(t)`."""
         return torch.sign(t) * self._f(t.abs().clamp(max=self.range))
 
+    @torch.no_grad()
+    def scaled(self, t: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        r""":math:`b\,\phi'(a\,t)` elementwise, without autograd (``a > 0`` of shape
+        ``(B, 1, 1, 1)``, ``b`` of shape ``(B, 1, 1, 1)`` or ``(B, C, 1, 1)``): the same
+        values as ``b * self(a * t)`` up to rounding, in fewer passes (the lookup of
+        :math:`h - h(0)` on :math:`\min(a|t|, r)` from one table, then the positive part
+        and the sign)."""
+        if t.dim() < 2 or t.shape[1] != self.num_channels:
+            raise ValueError(f"EvenPotential.scaled: expected input (B, {self.num_channels}, "
+                             f"...), got {tuple(t.shape)}")
+        sp = self.spline
+        B, C = t.shape[:2]
+        tab = sp.segment_table().to(t.dtype).reshape(C, sp.num_knots - 1, 2)
+        h0 = sp.projected_coefficients()[:, :1].to(t.dtype)
+        s = t.abs().reshape(B, C, -1).mul_(a.to(t.dtype).reshape(a.shape[0], 1, 1))
+        s.clamp_(max=self.range)
+        idx = (s / sp.spacing).clamp_(0, sp.num_knots - 2).nan_to_num_(0.0).long()
+        out = torch.gather((tab[..., 0] - h0).expand(B, C, -1), 2, idx)
+        out.addcmul_(torch.gather(tab[..., 1].expand(B, C, -1), 2, idx), s).clamp_(min=0.0)
+        out.mul_(torch.sign(t).reshape(B, C, -1)).mul_(b.to(t.dtype).reshape(b.shape[0], -1, 1))
+        return out.view(t.shape)
+
     def derivative(self, t: torch.Tensor) -> torch.Tensor:
         r""":math:`\phi''(t)` (almost everywhere)."""
         s = t.abs()

@@ -43,10 +43,14 @@ class RidgeCalculus(nn.Module):
         r"""Elementwise :math:`\lambda\psi'(\mu z) - (0,\ \kappa\phi'(\nu z_2))` of the
         filter responses ``z`` (the derivative of the potentials)."""
         lam, mu = sc.lam.to(z.dtype), sc.mu.to(z.dtype)
-        if torch.is_grad_enabled():
-            out = lam * self.convex_spline(mu * z)
-        else:  # the same values in fewer passes (inference and the solvers)
+        if not torch.is_grad_enabled():  # the same values in fewer passes (inference)
             out = self.convex_spline.scaled(z, mu, lam)
+            if self.concave_part is not None:
+                first = self.num_convex_only
+                out[:, first:] -= self.concave_part.scaled(z[:, first:], sc.nu.to(z.dtype),
+                                                           sc.kappa.to(z.dtype))
+            return out
+        out = lam * self.convex_spline(mu * z)
         if self.concave_part is not None:
             kappa, nu = sc.kappa.to(z.dtype), sc.nu.to(z.dtype)
             z2 = z[:, self.num_convex_only:]

@@ -78,3 +78,16 @@ def test_scaled_integral_is_b_over_a_phi_of_a_t(seed):
         assert torch.allclose(phi.scaled_integral(t, a, b), ref, rtol=0, atol=1e-13)
     with pytest.raises(ValueError, match="scaled_integral: expected input"):
         phi.scaled_integral(t[:, :2], a, b)
+
+
+def test_scaled_is_b_phi_prime_of_a_t():
+    torch.manual_seed(5)
+    phi = EvenPotential(4, num_knots=21, knot_range=1.3)
+    with torch.no_grad():
+        phi.spline.coefficients.add_(0.3 * torch.randn_like(phi.spline.coefficients))
+    phi = phi.double()
+    t = 2 * torch.randn(3, 4, 7, 9, dtype=torch.float64)
+    a = torch.rand(3, 1, 1, 1, dtype=torch.float64) + 0.5
+    b = torch.rand(3, 4, 1, 1, dtype=torch.float64) + 0.1
+    with torch.no_grad():
+        assert torch.allclose(phi.scaled(t, a, b), b * phi(a * t), rtol=0, atol=1e-14)
