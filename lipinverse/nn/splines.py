@@ -218,6 +218,19 @@ class LipschitzSpline(nn.Module):
         intercept, slope = self.lookup(self.segment_table(), x)
         return intercept + slope * x
 
+    @staticmethod
+    def as_scaling(v, x: torch.Tensor, name: str) -> torch.Tensor:
+        """A scaling of :meth:`scaled` as a ``(n, 1 or C, 1, 1)`` tensor of ``x``'s dtype and
+        device (a number or a 0-d tensor: the same for every sample)."""
+        v = torch.as_tensor(v, dtype=x.dtype, device=x.device)
+        if v.dim() == 0:
+            v = v.reshape(1, 1, 1, 1)
+        if v.dim() != 4 or v.shape[2:] != (1, 1) or v.shape[0] not in (1, x.shape[0]) or \
+                v.shape[1] not in (1, x.shape[1]):
+            raise ValueError(f"{name}: expected a scaling of shape (1 or {x.shape[0]}, 1 or "
+                             f"{x.shape[1]}, 1, 1), got {tuple(v.shape)}")
+        return v
+
     @torch.no_grad()
     def scaled(self, x: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         r""":math:`b\,\sigma(a\,x)` elementwise, without autograd (the inference path).
@@ -234,7 +247,8 @@ class LipschitzSpline(nn.Module):
         lo, _ = self.knot_range
         B, C = x.shape[:2]
         tab = self.segment_table().to(x.dtype).reshape(C, self.num_knots - 1, 2)
-        a, b = a.to(x.dtype), b.to(x.dtype)
+        a = self.as_scaling(a, x, "LipschitzSpline.scaled")
+        b = self.as_scaling(b, x, "LipschitzSpline.scaled")
         # u = (a x - lo) / spacing, clamped to the interval range; NaN -> interval 0 (the
         # output is NaN there anyway): see lookup
         u = torch.addcmul(torch.tensor(-lo / self.spacing, dtype=x.dtype, device=x.device),
@@ -277,7 +291,8 @@ class LipschitzSpline(nn.Module):
         lo, _ = self.knot_range
         B, C = x.shape[:2]
         tab = self._quadratic_table(x.dtype)
-        a, b = a.to(x.dtype), b.to(x.dtype)
+        a = self.as_scaling(a, x, "LipschitzSpline.scaled_integral")
+        b = self.as_scaling(b, x, "LipschitzSpline.scaled_integral")
         u = torch.addcmul(torch.tensor(-lo / self.spacing, dtype=x.dtype, device=x.device),
                           x, a / self.spacing)
         u.clamp_(0, self.num_knots - 2).nan_to_num_(0.0)

@@ -111,14 +111,16 @@ class EvenPotential(nn.Module):
                              f"...), got {tuple(t.shape)}")
         sp = self.spline
         B, C = t.shape[:2]
+        a = sp.as_scaling(a, t, "EvenPotential.scaled")
+        b = sp.as_scaling(b, t, "EvenPotential.scaled")
         tab = sp.segment_table().to(t.dtype).reshape(C, sp.num_knots - 1, 2)
         h0 = sp.projected_coefficients()[:, :1].to(t.dtype)
-        s = t.abs().reshape(B, C, -1).mul_(a.to(t.dtype).reshape(a.shape[0], 1, 1))
+        s = t.abs().reshape(B, C, -1).mul_(a.reshape(a.shape[0], -1, 1))
         s.clamp_(max=self.range)
         idx = (s / sp.spacing).clamp_(0, sp.num_knots - 2).nan_to_num_(0.0).long()
         out = torch.gather((tab[..., 0] - h0).expand(B, C, -1), 2, idx)
         out.addcmul_(torch.gather(tab[..., 1].expand(B, C, -1), 2, idx), s).clamp_(min=0.0)
-        out.mul_(torch.sign(t).reshape(B, C, -1)).mul_(b.to(t.dtype).reshape(b.shape[0], -1, 1))
+        out.mul_(torch.sign(t).reshape(B, C, -1)).mul_(b.reshape(b.shape[0], -1, 1))
         return out.view(t.shape)
 
     def derivative(self, t: torch.Tensor) -> torch.Tensor:
@@ -192,7 +194,8 @@ class EvenPotential(nn.Module):
                              f"{self.num_channels}, ...), got {tuple(t.shape)}")
         sp = self.spline
         B, C = t.shape[:2]
-        a, b = a.to(t.dtype), b.to(t.dtype)
+        a = sp.as_scaling(a, t, "EvenPotential.scaled_integral")
+        b = sp.as_scaling(b, t, "EvenPotential.scaled_integral")
         n = max(a.shape[0], b.shape[0])
         w = (b / a).reshape(n, -1, 1, 1)
         piece = self._piece_table(t.dtype)
@@ -200,7 +203,7 @@ class EvenPotential(nn.Module):
         tab[..., 4] = piece[..., 4]
         c = sp.projected_coefficients().to(t.dtype)
         top = (w[..., 0] * (c[:, -1] - c[:, 0]).clamp(min=0.0).reshape(1, -1, 1))
-        s = t.abs().reshape(B, C, -1).mul_(a.reshape(a.shape[0], 1, 1))   # |a t|
+        s = t.abs().reshape(B, C, -1).mul_(a.reshape(a.shape[0], -1, 1))  # |a t|
         u = s.clamp(max=self.range)
         idx = (u / sp.spacing).clamp_(0, sp.num_knots - 2).nan_to_num_(0.0).long()
 

@@ -150,6 +150,19 @@ def test_scaled_integral_is_b_over_a_psi_of_a_x():
     assert torch.allclose(s.scaled_integral(x, a, b), ref, rtol=0, atol=1e-12)
 
 
+def test_scaled_takes_numbers_and_refuses_bad_shapes():
+    s = LipschitzSpline(3, slope_bounds=(-1.0, 1.0))
+    x = torch.randn(2, 3, 4, 4)
+    with torch.no_grad():
+        assert torch.allclose(s.scaled(x, 2.0, 0.5), 0.5 * s(2.0 * x), atol=1e-6)
+        assert torch.allclose(s.scaled_integral(x, 2.0, 0.5), 0.25 * s.integrate(2.0 * x),
+                              atol=1e-6)
+    with pytest.raises(ValueError, match=r"scaled: expected a scaling of shape \(1 or 2"):
+        s.scaled(x, torch.ones(3, 1, 1, 1), 1.0)
+    with pytest.raises(ValueError, match="scaled_integral: expected a scaling"):
+        s.scaled_integral(x, 1.0, torch.ones(2, 3))
+
+
 def test_derivative_matches_autograd():
     s = LipschitzSpline(2, slope_bounds=(-1.0, 1.0))
     with torch.no_grad():
