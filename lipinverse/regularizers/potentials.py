@@ -99,6 +99,15 @@ class EvenPotential(nn.Module):
         r""":math:`\phi'(t)`."""
         return torch.sign(t) * self._f(t.abs().clamp(max=self.range))
 
+    def _scalings(self, name: str, t: torch.Tensor, a, b) -> tuple[torch.Tensor, torch.Tensor]:
+        """Checks of :meth:`scaled` / :meth:`scaled_integral`: ``t`` of ``(B, C, ...)`` and
+        the two scalings as tensors (:meth:`LipschitzSpline.as_scaling`)."""
+        if t.dim() < 2 or t.shape[1] != self.num_channels:
+            raise ValueError(f"EvenPotential.{name}: expected input (B, {self.num_channels}, "
+                             f"...), got {tuple(t.shape)}")
+        return (self.spline.as_scaling(a, t, f"EvenPotential.{name}"),
+                self.spline.as_scaling(b, t, f"EvenPotential.{name}"))
+
     @torch.no_grad()
     def scaled(self, t: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         r""":math:`b\,\phi'(a\,t)` elementwise, without autograd (``a > 0`` of shape
@@ -106,13 +115,9 @@ class EvenPotential(nn.Module):
         values as ``b * self(a * t)`` up to rounding, in fewer passes (the lookup of
         :math:`h - h(0)` on :math:`\min(a|t|, r)` from one table, then the positive part
         and the sign)."""
-        if t.dim() < 2 or t.shape[1] != self.num_channels:
-            raise ValueError(f"EvenPotential.scaled: expected input (B, {self.num_channels}, "
-                             f"...), got {tuple(t.shape)}")
+        a, b = self._scalings("scaled", t, a, b)
         sp = self.spline
         B, C = t.shape[:2]
-        a = sp.as_scaling(a, t, "EvenPotential.scaled")
-        b = sp.as_scaling(b, t, "EvenPotential.scaled")
         tab = sp.segment_table().to(t.dtype).reshape(C, sp.num_knots - 1, 2)
         h0 = sp.projected_coefficients()[:, :1].to(t.dtype)
         s = t.abs().reshape(B, C, -1).mul_(a.reshape(a.shape[0], -1, 1))
@@ -189,13 +194,9 @@ class EvenPotential(nn.Module):
         values as ``b / a * self.integrate(a * t)`` up to rounding, from one table of five
         columns per interval (:meth:`_piece_table`) instead of two lookups and the
         piecewise formula per element."""
-        if t.dim() < 2 or t.shape[1] != self.num_channels:
-            raise ValueError(f"EvenPotential.scaled_integral: expected input (B, "
-                             f"{self.num_channels}, ...), got {tuple(t.shape)}")
+        a, b = self._scalings("scaled_integral", t, a, b)
         sp = self.spline
         B, C = t.shape[:2]
-        a = sp.as_scaling(a, t, "EvenPotential.scaled_integral")
-        b = sp.as_scaling(b, t, "EvenPotential.scaled_integral")
         n = max(a.shape[0], b.shape[0])
         w = (b / a).reshape(n, -1, 1, 1)
         piece = self._piece_table(t.dtype)

@@ -113,17 +113,21 @@ def test_freeze_gives_identical_outputs_and_shapes():
     assert s(x).shape == x.shape
 
 
+def bent_spline(seed):
+    """A float64 spline with random slopes in [-0.5, 1] and inputs beyond its knot range."""
+    torch.manual_seed(seed)
+    s = LipschitzSpline(3, num_knots=17, knot_range=(-1.0, 2.0), slope_bounds=(-0.5, 1.0))
+    with torch.no_grad():
+        s.coefficients.add_(torch.randn_like(s.coefficients))
+    return s.double(), 3 * torch.randn(4, 3, 5, 6, dtype=torch.float64)
+
+
 @pytest.mark.parametrize("per_channel", [False, True])
 def test_scaled_is_b_sigma_of_a_x(per_channel):
     """The inference path b * sigma(a x) (scalings folded into index and table): the same
     values in float64, inside and outside the knot range, per sample or per channel, and
     NaN stays NaN."""
-    torch.manual_seed(0)
-    s = LipschitzSpline(3, num_knots=17, knot_range=(-1.0, 2.0), slope_bounds=(-0.5, 1.0))
-    with torch.no_grad():
-        s.coefficients.add_(torch.randn_like(s.coefficients))
-    s = s.double()
-    x = 3 * torch.randn(4, 3, 5, 6, dtype=torch.float64)
+    s, x = bent_spline(0)
     shape = (4, 3, 1, 1) if per_channel else (4, 1, 1, 1)
     a = torch.rand(shape, dtype=torch.float64) * 3 + 0.1
     b = torch.rand(shape, dtype=torch.float64) * 2 + 0.1
@@ -137,12 +141,7 @@ def test_scaled_is_b_sigma_of_a_x(per_channel):
 
 
 def test_scaled_integral_is_b_over_a_psi_of_a_x():
-    torch.manual_seed(1)
-    s = LipschitzSpline(3, num_knots=17, knot_range=(-1.0, 2.0), slope_bounds=(-0.5, 1.0))
-    with torch.no_grad():
-        s.coefficients.add_(torch.randn_like(s.coefficients))
-    s = s.double()
-    x = 3 * torch.randn(4, 3, 5, 6, dtype=torch.float64)
+    s, x = bent_spline(1)
     a = torch.rand(4, 1, 1, 1, dtype=torch.float64) * 3 + 0.1
     b = torch.rand(4, 3, 1, 1, dtype=torch.float64) * 2 + 0.1
     with torch.no_grad():

@@ -61,18 +61,24 @@ def test_fresh_potential_is_trainable():
     assert (phi.spline.coefficients.grad.abs().sum(1) > 0).all()
 
 
+def bent(seed):
+    """A float64 potential whose h crosses h(0) several times (nonconvex, redescending),
+    inputs beyond its range, per-sample a and per-channel b."""
+    torch.manual_seed(seed)
+    phi = EvenPotential(4, num_knots=21, knot_range=1.3)
+    with torch.no_grad():
+        phi.spline.coefficients.add_(0.3 * torch.randn_like(phi.spline.coefficients))
+    t = 2 * torch.randn(3, 4, 7, 9, dtype=torch.float64)
+    a = torch.rand(3, 1, 1, 1, dtype=torch.float64) + 0.5
+    b = torch.rand(3, 4, 1, 1, dtype=torch.float64) + 0.1
+    return phi.double(), t, a, b
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_scaled_integral_is_b_over_a_phi_of_a_t(seed):
     """The inference path (one five-column table per interval, zero crossings included):
     b / a * phi(a t) in float64, per sample and per channel, beyond the range too."""
-    torch.manual_seed(seed)
-    phi = EvenPotential(4, num_knots=21, knot_range=1.3)
-    with torch.no_grad():  # bends h through 0 several times (nonconvex, redescending)
-        phi.spline.coefficients.add_(0.3 * torch.randn_like(phi.spline.coefficients))
-    phi = phi.double()
-    t = 2 * torch.randn(3, 4, 7, 9, dtype=torch.float64)
-    a = torch.rand(3, 1, 1, 1, dtype=torch.float64) + 0.5
-    b = torch.rand(3, 4, 1, 1, dtype=torch.float64) + 0.1
+    phi, t, a, b = bent(seed)
     with torch.no_grad():
         ref = b / a * phi.integrate(a * t)
         assert torch.allclose(phi.scaled_integral(t, a, b), ref, rtol=0, atol=1e-13)
@@ -81,13 +87,6 @@ def test_scaled_integral_is_b_over_a_phi_of_a_t(seed):
 
 
 def test_scaled_is_b_phi_prime_of_a_t():
-    torch.manual_seed(5)
-    phi = EvenPotential(4, num_knots=21, knot_range=1.3)
-    with torch.no_grad():
-        phi.spline.coefficients.add_(0.3 * torch.randn_like(phi.spline.coefficients))
-    phi = phi.double()
-    t = 2 * torch.randn(3, 4, 7, 9, dtype=torch.float64)
-    a = torch.rand(3, 1, 1, 1, dtype=torch.float64) + 0.5
-    b = torch.rand(3, 4, 1, 1, dtype=torch.float64) + 0.1
+    phi, t, a, b = bent(5)
     with torch.no_grad():
         assert torch.allclose(phi.scaled(t, a, b), b * phi(a * t), rtol=0, atol=1e-14)
