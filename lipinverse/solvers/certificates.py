@@ -225,6 +225,31 @@ def pgd_prox_guarantee(*, lf, convex_f, convex_g, rho, lam, tau, accelerate, bac
     )
 
 
+def pgd_metric_guarantee(*, lf, lr, lam, c, tau, accelerate):
+    """Gradient descent / FISTA on a convex F = 1/2 ||Ax - y||^2 + lam R in the metric
+    P = A^T A + c I (see ``PGD``'s Notes): the theorems with L_P in place of L."""
+    lam_lr = lam * lr
+    big_lp = max(lam_lr / c, (lf + lam_lr) / (lf + c))
+    metric = (f"in the metric P = A^T A + c I, c = {_fmt(c)}: F(P^(-1/2) u) is L_P-smooth, "
+              f"L_P = max(lam L_R / c, (L_f + lam L_R) / (L_f + c)) = {_fmt(big_lp)}")
+    if accelerate:
+        if tau > 1 / big_lp:
+            return fails(f"preconditioned FISTA needs tau <= 1/L_P = {_fmt(1 / big_lp)}, "
+                         f"got tau = {_fmt(tau)}")
+        return holds("Accelerated gradient",
+                     f"Accelerated gradient (FISTA with g = 0) {metric}, F convex, tau = "
+                     f"{_fmt(tau)} <= 1/L_P => F(x_k) - min F = O(1/k^2) ({BT09}); adaptive "
+                     f"restart ({OC15})", rate="O(1/k^2)", reference=BT09, tau=tau, L_f=lf,
+                     L_R=lr, lam=lam, c=c)
+    if tau >= 2 / big_lp:
+        return fails(f"preconditioned gradient descent needs tau < 2/L_P = "
+                     f"{_fmt(2 / big_lp)}, got tau = {_fmt(tau)}")
+    return holds("Gradient descent",
+                 f"Gradient descent {metric}, F convex, tau = {_fmt(tau)} < 2/L_P => F(x_k) "
+                 f"decreases and x_k converges to a minimiser when one exists ({CW05})",
+                 reference=CW05, tau=tau, L_f=lf, L_R=lr, lam=lam, c=c)
+
+
 def pgd_grad_guarantee(*, lf, lr, convex_f, convex_g, rho, lam, tau, accelerate, backtracking):
     """Gradient descent / Nesterov on F = f + lam R with a smooth R."""
     if lf is None or lr is None:
