@@ -78,3 +78,17 @@ def test_refusals_name_what_is_needed(problem):
     fr = L2Fidelity(radon, radon(torch.rand(1, 1, 16, 16)))
     with pytest.raises(ValueError, match="closed-form gram_solve"):
         PGD(fr, R, 0.1, scheme="grad", preconditioner="fourier")
+
+
+def test_cli_uses_the_metric_where_it_applies():
+    """``lipinverse deblur``'s solver: the Fourier metric for the convex ridge with a
+    circular blur; plain monotone APG for the weakly convex one."""
+    pretrained = pytest.importorskip("lipinverse.pretrained")
+    from lipinverse.cli.priors import make_solver
+
+    A = Blur(kernels.gaussian(1.5))
+    y = A(torch.rand(1, 1, 32, 32))
+    crr = make_solver(A, y, "crr", pretrained.load("crr"), sigma=0.01)
+    wcrr = make_solver(A, y, "wcrr", pretrained.load("wcrr"), sigma=0.01)
+    assert "in the metric P" in str(crr.guarantee) and crr.guarantee.holds
+    assert "in the metric P" not in str(wcrr.guarantee) and wcrr.guarantee.holds
