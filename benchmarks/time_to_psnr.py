@@ -70,7 +70,11 @@ def _solve(kind: str, prior: str, p: dict, tol: float, models: dict):
         solver = PGD(f, TV(tol=1e-3, max_iter=5000), lam=p["tv_lam"], accelerate=True)
     else:
         R, lam = deblur_prior(models[prior], sigma)
-        solver = PGD(f, R, lam=lam, scheme="grad", accelerate=True)
+        kw = dict(lam=lam, scheme="grad", accelerate=True)
+        try:  # as `lipinverse deblur` does: the Fourier metric where it applies (this tree)
+            solver = PGD(f, R, preconditioner="fourier", **kw)
+        except (TypeError, ValueError):  # 5893d31 has no such option; CT, wcrr: none
+            solver = PGD(f, R, **kw)
     return solver.solve(x0=A.adjoint(y), max_iter=5000, tol=tol, track_objective=False).x
 
 
