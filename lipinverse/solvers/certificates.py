@@ -225,13 +225,30 @@ def pgd_prox_guarantee(*, lf, convex_f, convex_g, rho, lam, tau, accelerate, bac
     )
 
 
-def pgd_metric_guarantee(*, lf, lr, lam, c, tau, accelerate):
-    """Gradient descent / FISTA on a convex F = 1/2 ||Ax - y||^2 + lam R in the metric
-    P = A^T A + c I (see ``PGD``'s Notes): the theorems with L_P in place of L."""
+def pgd_metric_guarantee(*, lf, lr, lam, c, tau, accelerate, convex):
+    """Gradient descent / FISTA / monotone APG on F = 1/2 ||Ax - y||^2 + lam R in the
+    metric P = A^T A + c I (see ``PGD``'s Notes): the theorems with L_P in place of L."""
     lam_lr = lam * lr
     big_lp = max(lam_lr / c, (lf + lam_lr) / (lf + c))
     metric = (f"in the metric P = A^T A + c I, c = {_fmt(c)}: F(P^(-1/2) u) is L_P-smooth, "
               f"L_P = max(lam L_R / c, (L_f + lam L_R) / (L_f + c)) = {_fmt(big_lp)}")
+    if not convex:
+        method = "monotone accelerated gradient" if accelerate else "gradient descent"
+        if tau >= 2 / big_lp:
+            return fails(f"preconditioned {method} needs tau < 2/L_P = {_fmt(2 / big_lp)}, "
+                         f"got tau = {_fmt(tau)}")
+        if accelerate:
+            return holds("Monotone accelerated gradient",
+                         f"Monotone accelerated gradient (nonconvex R) {metric}, tau = "
+                         f"{_fmt(tau)} < 2/L_P; the momentum step is kept only on sufficient "
+                         f"decrease in the P-norm => F(x_k) decreases and min_(j<=k) "
+                         f"|grad F(x_j)|_(P^-1)^2 = O(1/k) if F is bounded below ({LL15})",
+                         rate="min_j |grad F(x_j)|^2 = O(1/k)", reference=LL15, tau=tau,
+                         L_f=lf, L_R=lr, lam=lam, c=c)
+        return holds("Gradient descent (nonconvex)",
+                     f"Gradient descent (nonconvex R) {metric}, tau = {_fmt(tau)} < 2/L_P => "
+                     f"F(x_k) decreases and grad F(x_k) -> 0 if F is bounded below ({NES18})",
+                     reference=NES18, tau=tau, L_f=lf, L_R=lr, lam=lam, c=c)
     if accelerate:
         if tau > 1 / big_lp:
             return fails(f"preconditioned FISTA needs tau <= 1/L_P = {_fmt(1 / big_lp)}, "

@@ -83,8 +83,9 @@ class PGD(IterativeSolver):
         Gradient steps in the metric :math:`P = A^\top A + cI`, :math:`c = \lambda L_R/2`:
         :math:`x \leftarrow y - \tau P^{-1}\nabla F(y)`, :math:`P^{-1}` by the operator's
         closed-form :meth:`~operators.Operator.gram_solve` (FFT for a circular blur). For
-        the grad scheme on a certified convex :math:`F = \tfrac12\|Ax - y\|^2 + \lambda
-        R` (an ``L2Fidelity``) with certified :math:`L_f` and :math:`L_R`; the step is
+        the grad scheme on :math:`F = \tfrac12\|Ax - y\|^2 + \lambda R` (an
+        ``L2Fidelity``) with certified :math:`L_f` and :math:`L_R`, convex (FISTA) or not
+        (monotone APG, the sufficient-decrease test in the norm of :math:`P`); the step is
         :math:`1/L_P` (see Notes). About 1.5x fewer iterations for the ridge priors on
         deblurring, where the prior's curvature is comparable with :math:`\|A\|^2`.
     strict : bool
@@ -130,13 +131,16 @@ class PGD(IterativeSolver):
       :math:`D` merely nonexpansive needs :math:`\theta \in (0, 1)` and
       :math:`\tau \le 2/L_f`.
 
-    * ``preconditioner="fourier"``: FISTA (or gradient descent) applied to
-      :math:`u \mapsto F(P^{-1/2}u)`, which is :math:`L_P`-smooth with
-      :math:`\nabla^2 F \preceq A^\top A + \lambda L_R I` and the eigenvalues
-      :math:`a \in [0, L_f]` of :math:`A^\top A`:
+    * ``preconditioner="fourier"``: the same methods applied to :math:`u \mapsto
+      F(P^{-1/2}u)`, which is :math:`L_P`-smooth: with :math:`A^\top A - \lambda L_R I
+      \preceq \nabla^2 F \preceq A^\top A + \lambda L_R I` and the eigenvalues
+      :math:`a \in [0, L_f]` of :math:`A^\top A`, the eigenvalues of
+      :math:`P^{-1/2}\nabla^2 F P^{-1/2}` lie in :math:`[-\lambda L_R/c,\ L_P]`,
       :math:`L_P = \max_a (a + \lambda L_R)/(a + c) = \max(\lambda L_R/c,\
       (L_f + \lambda L_R)/(L_f + c))` (the ratio is monotone in :math:`a`); so the
-      theorems above hold with :math:`L_P` in place of :math:`L` (a change of variables).
+      theorems above hold with :math:`L_P` in place of :math:`L` (a change of variables:
+      gradients become :math:`P^{-1}\nabla F`, squared step lengths
+      :math:`\|d\|_P^2 = \|Ad\|^2 + c\|d\|^2`).
 
     The residual is the relative change :math:`\|x_{k+1} - x_k\| / \|x_k\|` (for pnp the
     scaled fixed-point residual :math:`\theta\|Tx_k - x_k\|/\|x_k\|`).
@@ -235,7 +239,7 @@ class PGD(IterativeSolver):
             elif self._metric is not None:
                 self.guarantee = cert.pgd_metric_guarantee(
                     lf=self.lf, lr=lr, lam=self.lam, c=self._metric, tau=self.step_size,
-                    accelerate=accelerate)
+                    accelerate=accelerate, convex=self._convex)
             else:
                 self.guarantee = cert.pgd_grad_guarantee(lf=self.lf, lr=lr, **common)
         if self.guarantee.holds and not backtracking:
@@ -264,8 +268,6 @@ class PGD(IterativeSolver):
             why = f"an L2Fidelity (f = 1/2 ||Ax - y||^2), got {type(fidelity).__name__}"
         elif self.lf is None or self.lr is None:
             why = "certified grad_lipschitz of the fidelity and of the prior"
-        elif not (self.convex_f and cert.prior_convexity(prior)[0]):
-            why = "a certified convex objective (a weakly convex prior has no theorem here)"
         if why is None:
             lam_lr = float(self.lam) * float(self.lr)
             c = lam_lr / 2 if lam_lr > 0 else 1e-3 * float(self.lf)
@@ -286,6 +288,18 @@ class PGD(IterativeSolver):
         if self.scheme == "grad" and self.lam:
             g = g + self.lam * self.prior.grad(x)
         return g
+
+    def _direction(self, x):
+        """The gradient of F at ``x``, in the metric P when preconditioned (P^-1 grad F)."""
+        g = self._total_grad(x)
+        return g if self._metric is None else self.fidelity.A.gram_solve(g, self._metric)
+
+    def _sq_norm(self, d):
+        """Squared norm of the steps: ||d||^2, or ||d||_P^2 = ||A d||^2 + c ||d||^2."""
+        if self._metric is None:
+            return _dot(d, d)
+        ad = self.fidelity.A(d)
+        return _dot(ad, ad) + self._metric * _dot(d, d)
 
     def _smooth_value(self, x):
         """The part of the objective the backtracking test majorises."""
@@ -389,12 +403,12 @@ class PGD(IterativeSolver):
         tau = self.step_size
         y = (x + _bcast(tp / t, x) * (state["z"] - x)
              + _bcast((tp - 1.0) / t, x) * (x - state["x_prev"]))
-        z = self._map(y, self._total_grad(y), tau)
+        z = self._map(y, self._direction(y), tau)
         fz = self._smooth_value(z)
-        keep = fz <= state["F"] - (1e-2 / tau) * _dot(z - y, z - y)
+        keep = fz <= state["F"] - (1e-2 / tau) * self._sq_norm(z - y)
         x_new, f_new = z, fz
         if not bool((keep | ~active).all()):
-            v = self._map(x, self._total_grad(x), tau)
+            v = self._map(x, self._direction(x), tau)
             fv = self._smooth_value(v)
             use_v = ~keep & (fv < fz)
             x_new = torch.where(_bcast(use_v, x), v, z)
