@@ -63,6 +63,7 @@ class MultiConv(LinearMap):
         elif stride1 and paddings == {"zero"} and pad_once:
             self.mode = "pad_once"
         self.register_buffer("_symbol_vectors", None, persistent=False)
+        self._kernel_cache = None   # (weights key, dtype) -> composed kernel, at inference
 
     @property
     def total_pad(self) -> tuple[int, int]:
@@ -101,6 +102,15 @@ class MultiConv(LinearMap):
         if self.mode != "pad_once":
             raise ValueError(f"MultiConv.composed_kernel: defined for stride-1 zero padding "
                              f"applied once, got mode {self.mode!r}")
+        if torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters()):
+            return self._compose(dtype)
+        # inference: kept until a weight changes (its data pointer or version)
+        key = (self._cache_key(), dtype)
+        if self._kernel_cache is None or self._kernel_cache[0] != key:
+            self._kernel_cache = (key, self._compose(dtype))
+        return self._kernel_cache[1]
+
+    def _compose(self, dtype=None) -> torch.Tensor:
         ph, pw = self.total_pad
         c = self.in_channels
         w0 = self.convs[0].weight

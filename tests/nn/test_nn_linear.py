@@ -175,3 +175,18 @@ def test_composed_kernel_is_the_chain(chans, ks, groups):
     with torch.no_grad():
         torch.testing.assert_close(M(x), chain, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(M(x.requires_grad_(True)), chain, rtol=1e-12, atol=1e-12)
+
+
+def test_composed_kernel_cache_follows_the_weights():
+    """At inference the composed kernel is cached; an in-place weight update (an optimiser
+    step, load_state_dict) must not leave a stale kernel."""
+    m = MultiConv([ConvMap(1, 2, 3), ConvMap(2, 3, 3)])
+    x = torch.randn(1, 1, 7, 7)
+    with torch.no_grad():
+        k1 = m.composed_kernel()
+        assert m.composed_kernel() is k1               # cached
+        m.convs[1].weight.add_(1.0)
+        k2 = m.composed_kernel()
+        assert not torch.allclose(k1, k2)
+        assert torch.allclose(m(x), m._chain(torch.nn.functional.pad(x, (2, 2, 2, 2))),
+                              atol=1e-6)
