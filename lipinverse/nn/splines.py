@@ -231,6 +231,17 @@ class LipschitzSpline(nn.Module):
                              f"{x.shape[1]}, 1, 1), got {tuple(v.shape)}")
         return v
 
+    def _scaled_index(self, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """The (extended) interval of each element of ``a x``, shape ``(B, C, N)``: one fused
+        multiply-add for ``(a x - lo) / spacing``, clamped to ``[0, K - 2]``, where the integer
+        truncation is the floor; NaN -> interval 0 (the output is NaN there anyway, see
+        :meth:`lookup`)."""
+        lo = self.knot_range[0]
+        u = torch.addcmul(torch.tensor(-lo / self.spacing, dtype=x.dtype, device=x.device),
+                          x, a / self.spacing)
+        u.clamp_(0, self.num_knots - 2).nan_to_num_(0.0)
+        return u.reshape(x.shape[0], x.shape[1], -1).long()
+
     @torch.no_grad()
     def scaled(self, x: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         r""":math:`b\,\sigma(a\,x)` elementwise, without autograd (the inference path).
@@ -244,17 +255,11 @@ class LipschitzSpline(nn.Module):
         multiply-add of the two gathered columns (7 passes instead of 12).
         """
         self._check_input("scaled", x)
-        lo, _ = self.knot_range
         B, C = x.shape[:2]
         tab = self.segment_table().to(x.dtype).reshape(C, self.num_knots - 1, 2)
         a = self.as_scaling(a, x, "LipschitzSpline.scaled")
         b = self.as_scaling(b, x, "LipschitzSpline.scaled")
-        # u = (a x - lo) / spacing, clamped to the interval range; NaN -> interval 0 (the
-        # output is NaN there anyway): see lookup
-        u = torch.addcmul(torch.tensor(-lo / self.spacing, dtype=x.dtype, device=x.device),
-                          x, a / self.spacing)
-        u.clamp_(0, self.num_knots - 2).nan_to_num_(0.0)
-        idx = u.reshape(B, C, -1).long()           # truncation = floor on [0, K - 2]
+        idx = self._scaled_index(x, a)
         bb = b.reshape(b.shape[0], -1, 1)
         ab = (a * b).reshape(max(a.shape[0], b.shape[0]), -1, 1)
         icpt = (bb * tab[..., 0]).expand(B, C, -1)
@@ -288,15 +293,11 @@ class LipschitzSpline(nn.Module):
         interval is scaled per sample, :math:`(b a_k / a,\ b\,b_k,\ a b\,q_k)`, and
         evaluated by two fused multiply-adds."""
         self._check_input("scaled_integral", x)
-        lo, _ = self.knot_range
         B, C = x.shape[:2]
         tab = self._quadratic_table(x.dtype)
         a = self.as_scaling(a, x, "LipschitzSpline.scaled_integral")
         b = self.as_scaling(b, x, "LipschitzSpline.scaled_integral")
-        u = torch.addcmul(torch.tensor(-lo / self.spacing, dtype=x.dtype, device=x.device),
-                          x, a / self.spacing)
-        u.clamp_(0, self.num_knots - 2).nan_to_num_(0.0)
-        idx = u.reshape(B, C, -1).long()
+        idx = self._scaled_index(x, a)
         n = max(a.shape[0], b.shape[0])
         ba = (b / a).reshape(n, -1, 1)
         bb = b.reshape(b.shape[0], -1, 1)
