@@ -86,8 +86,9 @@ class PGD(IterativeSolver):
         the grad scheme on :math:`F = \tfrac12\|Ax - y\|^2 + \lambda R` (an
         ``L2Fidelity``) with certified :math:`L_f` and :math:`L_R`, convex (FISTA) or not
         (monotone APG, the sufficient-decrease test in the norm of :math:`P`); the step is
-        :math:`1/L_P` (see Notes). About 1.5x fewer iterations for the ridge priors on
-        deblurring, where the prior's curvature is comparable with :math:`\|A\|^2`.
+        :math:`1/L_P` (see Notes). Fewer iterations for the ridge priors on deblurring,
+        where the prior's curvature is comparable with :math:`\|A\|^2` (Levin kernel 1,
+        noise 2.55/255: ``crr`` 57 -> 44 and ``wcrr`` 66 -> 59 to tolerance 1e-3).
     strict : bool
         Raise ``ValueError`` at construction when no convergence guarantee holds.
 
@@ -186,8 +187,7 @@ class PGD(IterativeSolver):
         self.lr = lr
         self._metric = None   # c of the metric P = A^T A + c I (preconditioner="fourier")
         if preconditioner is not None:
-            big_l = self._fourier_metric(preconditioner, fidelity, prior, step_size,
-                                         backtracking)
+            big_l = self._fourier_metric(preconditioner, fidelity, step_size, backtracking)
         if step_size is None and (big_l is None or big_l == 0):
             if self.scheme == "pnp":
                 raise ValueError(f"{name}: cannot choose a step size: the fidelity has no "
@@ -254,7 +254,7 @@ class PGD(IterativeSolver):
                             "values fidelity(x) and prior(x) (the monotone step compares F)")
 
     # ------------------------------------------------------------ pieces
-    def _fourier_metric(self, kind, fidelity, prior, step_size, backtracking) -> float:
+    def _fourier_metric(self, kind, fidelity, step_size, backtracking) -> float:
         """Checks of ``preconditioner``; sets ``self._metric`` (c) and returns L_P."""
         name = type(self).__name__
         if kind != "fourier":
