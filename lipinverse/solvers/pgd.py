@@ -90,7 +90,7 @@ class PGD(IterativeSolver):
         where the prior's curvature is comparable with :math:`\|A\|^2`: ``crr`` on 2
         BSD68 crops (128x128) x Levin kernels 0, 3, 6 x noise 2.55 and 7.65/255, 715
         against 900 iterations in all to reach 0.02 dB of the minimiser's PSNR (per
-        problem 0.8x to 2.5x; largest gains at the low noise), 3437 against 4270 to
+        problem 1.0x to 2.5x; largest gains at the low noise), 3437 against 4270 to
         tolerance 1e-5; on the Levin kernel 1 problem of ``benchmarks/time_to_psnr.py``
         ``crr`` 57 -> 44 and ``wcrr`` 66 -> 59 iterations to tolerance 1e-3.
     strict : bool
