@@ -13,9 +13,9 @@ import datetime
 import pathlib
 
 HERE = pathlib.Path(__file__).resolve().parent
-ORDER = ["denoise_bsd68", "deblur_bsd68", "real_data", "time_to_psnr", "memory", "gpu", "denoise_speed",
-         "admm_learned", "training", "solvers", "radon", "nn_blocks", "approximation",
-         "reliability"]
+ORDER = ["denoise_bsd68", "deblur_bsd68", "real_data", "time_to_psnr", "memory", "gpu",
+         "denoise_speed", "admm_learned", "training", "solvers", "radon", "nn_blocks",
+         "approximation", "reliability"]
 SKIP = {"approximation_quick", "denoise_bsd68_subset17_cand"}  # smoke runs, candidates
 
 
