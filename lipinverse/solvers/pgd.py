@@ -296,7 +296,11 @@ class PGD(IterativeSolver):
     def _direction(self, x):
         """The gradient of F at ``x``, in the metric P when preconditioned (P^-1 grad F)."""
         g = self._total_grad(x)
-        return g if self._metric is None else self.fidelity.A.gram_solve(g, self._metric)
+        return g if self._metric is None else self._precondition(g)
+
+    def _precondition(self, g):
+        """:math:`P^{-1} g`, :math:`P = A^\top A + cI` (the operator's closed-form solve)."""
+        return self.fidelity.A.gram_solve(g, self._metric)
 
     def _sq_norm(self, d):
         """Squared norm of the steps: ||d||^2, or ||d||_P^2 = ||A d||^2 + c ||d||^2."""
@@ -362,9 +366,9 @@ class PGD(IterativeSolver):
             g = self._total_grad(y)
             if self.backtracking:
                 return self._backtrack(y, g, active)
-            if self._metric is not None:  # P^{-1} grad F(y); grad F(y) kept for the restart
+            if self._metric is not None:  # grad F(y) kept for the restart in P's product
                 self._grad_y = g
-                g = self.fidelity.A.gram_solve(g, self._metric)
+                g = self._precondition(g)
             out = self._map(y, g, self.step_size)
         if self.scheme == "pnp" and self.relaxation != 1.0:
             out = torch.lerp(y, out, self.relaxation)  # (1 - theta) y + theta out
