@@ -1,0 +1,174 @@
+"""LBFGS: the safeguarded quasi-Newton solver, its slope certificate and its guarantee."""
+
+import pytest
+import torch
+
+from lipinverse import pretrained
+from lipinverse.functionals import L2Fidelity
+from lipinverse.regularizers import Tikhonov
+from lipinverse.solvers import LBFGS, PGD
+from lipinverse.solvers import lbfgs as lbfgs_module
+from operators import Radon
+
+from ._problems import SmoothPrior, log_prior, make_problem, rel_err, tikhonov_closed_form
+
+
+def _ridge(name, sigma=0.05):
+    return pretrained.load(name).double().at_sigma(sigma)
+
+
+def test_reaches_the_closed_form_tikhonov_minimiser():
+    A, y = make_problem(batch=2, size=16, blur=2.0)
+    lam = 0.05
+    res = LBFGS(L2Fidelity(A, y), Tikhonov(), lam=lam).solve(max_iter=500, tol=1e-12)
+    assert bool(res.converged.all())
+    assert rel_err(res.x, tikhonov_closed_form(A, y, lam)) < 1e-9
+    assert res.guarantee.theorem == "L-BFGS (safeguarded)"
+    assert "minimiser of F (convex)" in str(res.guarantee)
+
+
+@pytest.mark.parametrize("name", ["crr", "wcrr"])
+def test_ct_with_a_learned_ridge_matches_pgd_and_decreases_f(name):
+    """Sparse-view CT, the case LBFGS is for: the same point as accelerated PGD (convex crr:
+    the minimiser; wcrr: a stationary point, so only close), F nonincreasing, and fewer
+    iterations."""
+    g = torch.Generator().manual_seed(3)
+    A = Radon(24, 10, normalize=True)
+    x = torch.rand(1, 1, 24, 24, generator=g, dtype=torch.float64)
+    y = A(x) + 0.01 * torch.randn(A(x).shape, generator=g, dtype=torch.float64)
+    f, R = L2Fidelity(A, y), _ridge(name)
+    res = LBFGS(f, R, lam=1.0).solve(max_iter=2000, tol=1e-10)
+    ref = PGD(f, R, lam=1.0, scheme="grad", accelerate=True).solve(max_iter=20000, tol=1e-11,
+                                                                    track_objective=False)
+    assert bool(res.converged.all()) and bool(ref.converged.all())
+    assert rel_err(res.x, ref.x) < (1e-6 if name == "crr" else 1e-3)
+    obj = res.history.objective[:, 0]
+    assert bool((obj[1:] <= obj[:-1] + 1e-12 * obj[0].abs()).all())
+    assert int(res.iterations.max()) < int(ref.iterations.max())
+    grad = f.grad(res.x) + R.grad(res.x)
+    assert float(grad.norm()) <= 1e-10 * res.x.norm() * LBFGS(f, R, lam=1.0).big_l * 1.01
+    if name == "wcrr":
+        assert "every limit point is stationary" in str(res.guarantee)
+
+
+@pytest.mark.parametrize("name", ["crr", "wcrr"])
+def test_rise_bound_is_an_upper_bound_of_the_exact_change(name):
+    """The slope certificate majorises F(x + td) - F(x) in float64 for random points,
+    directions (long ones overshoot the line minimum) and steps."""
+    A, y = make_problem(batch=1, size=16)
+    solver = LBFGS(L2Fidelity(A, y), _ridge(name), lam=2.0)
+    g = torch.Generator().manual_seed(0)
+    tight = 0.0
+    for _ in range(40):
+        x = torch.rand(1, 1, 16, 16, generator=g, dtype=torch.float64)
+        d = torch.randn(1, 1, 16, 16, generator=g, dtype=torch.float64)
+        d *= 10 ** (torch.rand(1, generator=g, dtype=torch.float64) * 3 - 2)
+        t = torch.rand(1, generator=g, dtype=torch.float64) + 0.01
+        a = (solver._grad(x) * d).sum().reshape(1)
+        b = (solver._grad(x + t * d) * d).sum().reshape(1)
+        bound = solver._rise_bound(t, a, b, (d * d).sum().reshape(1))
+        exact = solver._value(x + t * d) - solver._value(x)
+        assert float(exact) <= float(bound) + 1e-12 * abs(float(exact))
+        tight = max(tight, float(exact / bound) if float(bound) < 0 else 0.0)
+    assert tight > 0.3  # not a vacuous bound
+
+
+def test_rise_bound_uses_the_weak_convexity_of_f():
+    """A nonconvex prior: the bound takes rho = lam * weak_convexity (certified), and it
+    still majorises the exact change along a line where F is concave."""
+    A, y = make_problem(batch=1, size=12, noise=0.0)
+    solver = LBFGS(L2Fidelity(A, y * 0), log_prior(), lam=1.0)
+    assert solver.rho == pytest.approx(0.25)
+    x = torch.full((1, 1, 12, 12), 2.0, dtype=torch.float64)   # log(1 + x^2): concave at |x| > 1
+    d = torch.ones_like(x)
+    for t in (0.1, 0.5, 1.0):
+        t_ = torch.tensor([t], dtype=torch.float64)
+        a = (solver._grad(x) * d).sum().reshape(1)
+        b = (solver._grad(x + t * d) * d).sum().reshape(1)
+        bound = solver._rise_bound(t_, a, b, (d * d).sum().reshape(1))
+        assert float(solver._value(x + t * d) - solver._value(x)) <= float(bound)
+
+
+def test_safeguard_replaces_a_bad_direction_by_the_gradient_step():
+    """A negative initial scaling (as no real pair gives) makes an ascent direction: the
+    safeguard takes -grad F / L, switches off the stored pairs of that sample, and F
+    decreases."""
+    A, y = make_problem(batch=1, size=12)
+    f = L2Fidelity(A, y)
+    solver = LBFGS(f, Tikhonov(), lam=0.1)
+    state = solver._init_state(f.Aty.clone())
+    g = state["g"]
+    s = torch.randn(g.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    state["pairs"] = [(s, s, 1.0 / (s * s).sum().reshape(1))]
+    state["gamma"] = torch.tensor([-1e3], dtype=torch.float64)
+    d = solver._direction(g, state)
+    assert float((d * g).sum()) > 0            # an ascent direction
+    new, _ = solver._step(state, 0, torch.ones(1, dtype=torch.bool))
+    assert float(new["pairs"][0][2]) == 0.0     # the old pair is switched off
+    assert float(solver._value(new["x"])) < float(solver._value(state["x"]))
+
+
+def test_fallback_step_when_no_halving_passes(monkeypatch):
+    """If neither the slopes nor the values certify any step (forced here), the step is
+    the certified x - grad F / L."""
+    A, y = make_problem(batch=1, size=12)
+    f = L2Fidelity(A, y)
+    solver = LBFGS(f, Tikhonov(), lam=0.1)
+    state = solver._init_state(f.Aty.clone())
+    x0, g0 = state["x"].clone(), state["g"].clone()
+    real_value = solver._value
+    monkeypatch.setattr(solver, "_rise_bound", lambda t, a, b, dd: torch.full_like(t, 1e30))
+    monkeypatch.setattr(solver, "_value", lambda x: (real_value(x) if torch.equal(x, x0)
+                                                     else real_value(x) + 1e30))
+    new, _ = solver._step(state, 0, torch.ones(1, dtype=torch.bool))
+    assert torch.allclose(new["x"], x0 - g0 / solver.big_l, rtol=0, atol=1e-15)
+    assert bool(torch.isnan(new["f"]).all())
+
+
+def test_batch_samples_run_independently():
+    A, y = make_problem(batch=2, size=12)
+    R = _ridge("crr")
+    both = LBFGS(L2Fidelity(A, y), R, lam=1.0).solve(max_iter=500, tol=1e-9)
+    one = LBFGS(L2Fidelity(A, y[1:]), R, lam=1.0).solve(max_iter=500, tol=1e-9)
+    assert rel_err(both.x[1:], one.x) < 1e-7
+    assert int(both.iterations[1]) == int(one.iterations[0])
+
+
+def test_value_and_grad_agree_with_the_separate_calls():
+    A, y = make_problem(batch=2, size=12)
+    f = L2Fidelity(A, y)
+    x = torch.rand(2, 1, 12, 12, dtype=torch.float64)
+    v, g = f.value_and_grad(x)
+    assert torch.allclose(v, f(x), rtol=1e-13) and torch.allclose(g, f.grad(x), atol=1e-13)
+    for name in ("crr", "wcrr"):
+        R = _ridge(name)
+        v, g = R.value_and_grad(x)
+        assert torch.allclose(v, R(x), rtol=1e-13)
+        assert torch.allclose(g, R.grad(x), rtol=0, atol=1e-13)
+    colour = torch.rand(1, 3, 12, 12, dtype=torch.float64)
+    model = pretrained.load("crr").double()
+    v, g = model.value_and_grad(colour, 0.05)
+    assert torch.allclose(v, model.value(colour, 0.05)) and torch.equal(g, model.grad(colour, 0.05))
+
+
+def test_errors_name_what_was_expected():
+    A, y = make_problem(batch=1, size=12)
+    f = L2Fidelity(A, y)
+    with pytest.raises(ValueError, match="memory >= 1"):
+        LBFGS(f, Tikhonov(), lam=0.1, memory=0)
+    with pytest.raises(TypeError, match="smooth prior with values"):
+        LBFGS(f, object(), lam=0.1)
+    with pytest.raises(ValueError, match="lam"):
+        LBFGS(f, Tikhonov(), lam=None)
+    no_lip = SmoothPrior(lambda x: x.flatten(1).pow(2).sum(1), lambda x: 2 * x, None, True)
+    with pytest.raises(ValueError, match="certified grad_lipschitz"):
+        LBFGS(f, no_lip, lam=0.1)
+
+
+def test_constants_give_a_positive_decrease_rate():
+    """The guarantee's kappa is positive and the constants the Notes name are those used."""
+    A, y = make_problem(batch=1, size=12)
+    res = LBFGS(L2Fidelity(A, y), Tikhonov(), lam=0.1).solve(max_iter=3)
+    cond = dict(res.guarantee.conditions)
+    assert cond["alpha"] == lbfgs_module.ALPHA and cond["delta"] == lbfgs_module.DELTA
+    assert lbfgs_module.ALPHA <= 0.5    # the fallback step passes Armijo (descent lemma)
