@@ -160,6 +160,7 @@ def run_deblur(args) -> None:
     img = _load_input(args)
     priors.solver_class(args.solver)  # fail before any work if the solver is missing
     prior = priors.load_prior(args.prior, device)
+    args.solver = priors.resolve_solver(args.solver, args.prior, prior)  # auto: named
     x = to_tensor(img, device=device)
     _check_memory(x, prior, f"deblur of a {img.shape[1]}x{img.shape[0]} image")
     A = Blur(kernel, padding=boundary).to(device=device, dtype=x.dtype)
@@ -209,6 +210,7 @@ def run_ct(args) -> None:
     from operators import Radon
     priors.solver_class(args.solver)
     prior = priors.load_prior(args.prior, device)
+    args.solver = priors.resolve_solver(args.solver, args.prior, prior)  # auto: named
     if args.size is not None:
         img = center_crop(img, args.size)
     elif img.shape[0] != img.shape[1]:

@@ -7,6 +7,10 @@ import argparse
 from .. import __version__
 from .errors import EXIT_USER_ERROR
 
+#: The ``--solver`` choices; ``auto`` is L-BFGS for a smooth (ridge) prior, else ``pgd``
+#: (:func:`lipinverse.cli.priors.resolve_solver`).
+SOLVERS = ("auto", "pgd", "admm", "lbfgs")
+
 __all__ = ["build_parser"]
 
 
@@ -132,9 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--noise", type=noise_level, default=0.01, metavar="SIGMA",
                    help=f"noise standard deviation {NOISE_UNITS} (default: 0.01, i.e. "
                         "2.55/255)")
-    p.add_argument("--solver", choices=("pgd", "admm"), default="pgd",
-                   help="pgd: proximal gradient / gradient scheme / PnP-FBS; admm: ADMM / "
-                        "PnP-ADMM (default: pgd)")
+    p.add_argument("--solver", choices=SOLVERS, default="auto",
+                   help="auto (default): lbfgs for crr / wcrr, else pgd; pgd: proximal "
+                        "gradient / gradient scheme / PnP-FBS; admm: ADMM / PnP-ADMM; lbfgs: "
+                        "safeguarded L-BFGS (smooth priors)")
     p.add_argument("--observed", action="store_true",
                    help="IMAGE is already the blurred, noisy measurement: skip the simulation")
     p.add_argument("--boundary", choices=("circular", "valid", "reflect"), default=None,
@@ -160,8 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--noise", type=float, default=0.01, metavar="SIGMA",
                    help="noise standard deviation as a fraction of the sinogram's maximum "
                         "|R x|, >= 0 (default: 0.01, i.e. 1 %%)")
-    p.add_argument("--solver", choices=("pgd", "admm"), default="pgd",
-                   help="pgd (default) or admm")
+    p.add_argument("--solver", choices=SOLVERS, default="auto",
+                   help="auto (default: lbfgs for crr / wcrr, else pgd), pgd, admm or lbfgs")
     p.add_argument("--geometry", choices=("parallel", "fan"), default="parallel",
                    help="parallel beam over [0, pi) (default) or fan beam (flat detector, "
                         "source at twice the image size) over [0, 2 pi)")

@@ -11,8 +11,11 @@ import math
 
 import torch
 
+from .parser import SOLVERS
+
 __all__ = ["load_prior", "shipped_names", "reconstruct", "denoise",
            "guarantee_text", "certificate_lines", "load_model", "solver_class", "make_solver",
+           "resolve_solver",
            "tv_lam",
            "TV_LAM_PER_SIGMA2"]
 
@@ -78,16 +81,31 @@ def _is_denoiser(prior) -> bool:
 
 
 def solver_class(solver: str):
-    """``PGD`` or ``ADMM`` from :mod:`lipinverse.solvers`."""
-    cls = {"pgd": "PGD", "admm": "ADMM"}.get(solver)
+    """``PGD``, ``ADMM`` or ``LBFGS`` from :mod:`lipinverse.solvers` (``auto``: ``PGD``; see
+    :func:`resolve_solver`)."""
+    cls = {"auto": "PGD", "pgd": "PGD", "admm": "ADMM", "lbfgs": "LBFGS"}.get(solver)
     if cls is None:
-        raise ValueError(f"--solver: expected 'pgd' or 'admm', got {solver!r}")
+        raise ValueError(f"--solver: expected one of {', '.join(SOLVERS)}, got {solver!r}")
     from .. import solvers
 
     return getattr(solvers, cls)
 
 
-def make_solver(A, y, name: str, prior, *, solver: str = "pgd", lam: float | None = None,
+def resolve_solver(solver: str, name: str, prior) -> str:
+    """The solver ``--solver`` names for ``prior``: ``auto`` is ``lbfgs`` for a smooth ridge
+    prior (fewer passes to the same minimiser, see ``benchmarks/time_to_psnr.py``) and
+    ``pgd`` for TV and the denoisers; ``lbfgs`` with those is an error."""
+    solver_class(solver)
+    smooth = name != "tv" and not _is_denoiser(prior) and hasattr(prior, "at_sigma")
+    if solver == "auto":
+        return "lbfgs" if smooth else "pgd"
+    if solver == "lbfgs" and not smooth:
+        raise ValueError(f"--solver lbfgs: needs a smooth prior (crr, wcrr or a ridge "
+                         f"checkpoint); {name!r} is not one (use pgd or admm)")
+    return solver
+
+
+def make_solver(A, y, name: str, prior, *, solver: str = "auto", lam: float | None = None,
                 sigma: float = 0.01):
     r"""The convergent solver of ``prior`` for :math:`y = Ax + \varepsilon`,
     :math:`\varepsilon \sim \mathcal N(0, \sigma^2 I)`.
@@ -95,7 +113,9 @@ def make_solver(A, y, name: str, prior, *, solver: str = "pgd", lam: float | Non
     * ``tv``: FISTA (``pgd``) or ADMM on :math:`\tfrac12\|Ax-y\|^2 + \lambda\,\mathrm{TV}`,
       :math:`\lambda` = :func:`tv_lam` by default;
     * a ridge regulariser (``crr``, ``wcrr``): taken at its deblurring operating point
-      (:func:`lipinverse.pretrained.deblur_prior`); ``pgd`` runs the gradient scheme on
+      (:func:`lipinverse.pretrained.deblur_prior`); ``lbfgs`` (the default, ``auto``) runs
+      the safeguarded :class:`~lipinverse.solvers.LBFGS` on
+      :math:`\tfrac12\|Ax-y\|^2 + \lambda R`; ``pgd`` runs the gradient scheme on
       :math:`\tfrac12\|Ax-y\|^2 + \lambda R`, accelerated: FISTA when :math:`R` is
       certified convex, monotone APG (Li & Lin 2015) when it is weakly convex, both with a
       theorem (see :class:`~lipinverse.solvers.PGD`); a convex prior with a circular blur
@@ -107,6 +127,7 @@ def make_solver(A, y, name: str, prior, *, solver: str = "pgd", lam: float | Non
     """
     from ..functionals import L2Fidelity
 
+    solver = resolve_solver(solver, name, prior)
     Solver = solver_class(solver)
     f = L2Fidelity(A, y)
     if name == "tv":
@@ -124,7 +145,7 @@ def make_solver(A, y, name: str, prior, *, solver: str = "pgd", lam: float | Non
 
     fixed, default_lam = deblur_prior(prior, sigma)
     lam = default_lam if lam is None else lam
-    if solver == "admm":
+    if solver in ("admm", "lbfgs"):
         return Solver(f, fixed, lam=lam)
     kw = dict(lam=lam, scheme="grad", accelerate=True)
     try:  # the certified Fourier metric where it applies: a convex prior, a circular blur
@@ -133,7 +154,7 @@ def make_solver(A, y, name: str, prior, *, solver: str = "pgd", lam: float | Non
         return Solver(f, fixed, **kw)
 
 
-def reconstruct(A, y, name: str, prior, *, solver: str = "pgd", lam: float | None = None,
+def reconstruct(A, y, name: str, prior, *, solver: str = "auto", lam: float | None = None,
                 sigma: float = 0.01, max_iter: int = 300, tol: float = 1e-5,
                 progress: bool = True, x0=None):
     """Build :func:`make_solver` and run it; returns the solver's result."""

@@ -454,17 +454,18 @@ def admm_guarantee(*, scheme, convex_f, convex_g, lip_d, alpha_d):
     )
 
 
-def lbfgs_guarantee(*, lf, lr, lam, convex, alpha, delta, c1, c2, halvings):
-    r"""Safeguarded L-BFGS with Armijo backtracking on F = f + lam R (see ``LBFGS``'s Notes).
+def lbfgs_guarantee(*, lf, lr, lam, convex, alpha, delta, c1, c2, reductions, shrink):
+    """Safeguarded L-BFGS with Armijo steps on F = f + lam R (see ``LBFGS``'s Notes).
 
     Every step decreases F by at least kappa |grad F(x_k)|^2, kappa = min(1/(2L),
-    alpha 2^-halvings delta c1); summed, min_j |grad F(x_j)|^2 <= (F(x_0) - inf F)/(kappa k)."""
+    alpha beta^h delta c1 / L) with beta = min(shrink) and h = reductions; summed,
+    min_j |grad F(x_j)|^2 <= (F(x_0) - inf F)/(kappa k)."""
     if lf is None or lr is None:
         which = "the fidelity's" if lf is None else "the prior's"
         return fails(f"{which} gradient has no certified Lipschitz constant (L-BFGS's "
                      "fallback step -grad F / L needs it)")
     big_l = float(lf) + lam * float(lr)
-    kappa = min(1 / (2 * big_l), alpha * 2.0 ** -halvings * delta * c1 / big_l)
+    kappa = min(1 / (2 * big_l), alpha * min(shrink) ** reductions * delta * c1 / big_l)
     end = ("every limit point is a minimiser of F (convex)" if convex
            else "every limit point is stationary")
     return holds(
@@ -472,10 +473,11 @@ def lbfgs_guarantee(*, lf, lr, lam, convex, alpha, delta, c1, c2, halvings):
         f"L-BFGS with safeguards: F L-smooth, L = L_f + lam L_R = {_fmt(big_l)}; each "
         f"direction has cos(-grad F, d) >= {delta:g} and {c1:g}/L <= |d|/|grad F| <= "
         f"{c2:g}/L (else d = -grad F/L), each step passes the Armijo test with alpha = "
-        f"{alpha:g} within {halvings} halvings (else the step -grad F/L, which passes it "
-        f"by the descent lemma) => F(x_k) decreases by at least {kappa:.3g} "
-        f"|grad F(x_k)|^2 per step, so min_(j<=k) |grad F(x_j)|^2 = O(1/k) if F is "
-        f"bounded below, and {end} ({BER99})",
+        f"{alpha:g} (certified from the slopes or the values) within {reductions} "
+        f"reductions by factors in [{shrink[0]:g}, {shrink[1]:g}] (else the step "
+        f"-grad F/L, which passes it by the descent lemma) => F(x_k) decreases by at "
+        f"least {kappa:.3g} |grad F(x_k)|^2 per step, so min_(j<=k) |grad F(x_j)|^2 = "
+        f"O(1/k) if F is bounded below, and {end} ({BER99})",
         rate="min_j |grad F(x_j)|^2 = O(1/k)", reference=BER99, L_f=lf, L_R=lr, lam=lam,
         alpha=alpha, delta=delta, c1=c1, c2=c2)
 

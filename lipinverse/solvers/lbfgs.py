@@ -12,8 +12,10 @@ from .guarantee import uncertified
 
 __all__ = ["LBFGS"]
 
-#: Armijo constant, angle and length bounds of the safeguards, and the backtracking cap.
-ALPHA, DELTA, C1, C2, HALVINGS = 1e-4, 1e-6, 1e-6, 1e6, 10
+#: Armijo constant, angle and length bounds of the safeguards, the cap on the step
+#: reductions and the range of their factors.
+ALPHA, DELTA, C1, C2, REDUCTIONS = 1e-4, 1e-6, 1e-6, 1e6, 10
+SHRINK = (0.1, 0.9)
 
 
 def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -59,14 +61,18 @@ class LBFGS(IterativeSolver):
     * the direction is kept only if :math:`-g_k^\top d_k \ge \delta\|g_k\|\|d_k\|` and
       :math:`c_1/L \le \|d_k\|/\|g_k\| \le c_2/L` (``DELTA``, ``C1``, ``C2``); otherwise the
       memory is cleared and :math:`d_k = -g_k/L`;
-    * the step :math:`t \in \{1, \tfrac12, \dots, 2^{-h}\}` is the first with
-      :math:`F(x_k + t d_k) \le F(x_k) + \alpha t\, g_k^\top d_k` (Armijo, ``ALPHA``,
-      ``HALVINGS``); if none passes (e.g. the decrease is below float rounding) the step is
-      :math:`x_k - g_k/L`, which passes the test with :math:`\alpha \le \tfrac12` by the
-      descent lemma.
+    * the step :math:`t` starts at 1 and must pass the Armijo test :math:`F(x_k + t d_k)
+      \le F(x_k) + \alpha t\, g_k^\top d_k` (``ALPHA``). The test is first certified from
+      the slopes alone (:meth:`_rise_bound`: no value of :math:`F` is computed); where the
+      slope at :math:`t` is still negative and that fails, from the values. A step that
+      fails is reduced by the secant factor :math:`a/(a - b)` of the slopes :math:`a =
+      \varphi'(0), b = \varphi'(t)` where :math:`b > 0` (else by 1/2), clamped to
+      ``SHRINK`` :math:`= [0.1, 0.9]`, at most :math:`h` = ``REDUCTIONS`` times; if none
+      passes (e.g. the decrease is below float rounding) the step is :math:`x_k - g_k/L`,
+      which passes the test with :math:`\alpha \le \tfrac12` by the descent lemma.
 
     So every step decreases :math:`F` by at least :math:`\kappa\|g_k\|^2`, :math:`\kappa =
-    \min(\tfrac1{2L}, \alpha 2^{-h}\delta c_1/L)`: summed, :math:`\min_{j\le k}\|g_j\|^2
+    \min(\tfrac1{2L}, \alpha\, 0.1^h\,\delta c_1/L)`: summed, :math:`\min_{j\le k}\|g_j\|^2
     \le (F(x_0) - \inf F)/(\kappa k)`, and every limit point is stationary (Bertsekas
     1999, Prop. 1.2.1: gradient-related directions with the Armijo rule); a minimiser when
     :math:`F` is convex. ``result.guarantee`` states it with these constants.
@@ -118,7 +124,7 @@ class LBFGS(IterativeSolver):
                     else (0.0 if convex else self.lam * float(rho)))
         self.guarantee = cert.lbfgs_guarantee(
             lf=self.lf, lr=self.lr, lam=self.lam, convex=convex, alpha=ALPHA, delta=DELTA,
-            c1=C1, c2=C2, halvings=HALVINGS)
+            c1=C1, c2=C2, reductions=REDUCTIONS, shrink=SHRINK)
         if self.guarantee.holds:
             self.guarantee = uncertified(L_f=self.lf, L_R=self.lr) or self.guarantee
         self._finish_guarantee()
@@ -193,34 +199,36 @@ class LBFGS(IterativeSolver):
             pairs = ([*pairs, (s, y, rho)])[-self.memory:]
             gamma = torch.where(ok, sy / _dot(y, y).clamp_min(torch.finfo(sy.dtype).tiny),
                                 gamma)
-        change = _dot(g_new, g_new).sqrt() * inv_l
+        change = _dot(s, s).sqrt()
         return {"x": x_new, "f": f_new, "g": g_new, "gamma": gamma, "pairs": pairs}, change
 
     def _line_search(self, state, d, gd, active):
-        """Armijo backtracking per sample, tested first from the slopes alone
-        (:meth:`_rise_bound`), else from the values; after ``HALVINGS`` failed halvings the
-        certified step :math:`x - g/L`. Returns the new iterate, its value (NaN where not
-        computed) and its gradient."""
+        """Armijo steps per sample (see the Notes): certified from the slopes, or from the
+        values where the slope at the trial step is still negative; secant reductions;
+        after ``REDUCTIONS`` failures the certified step :math:`x - g/L`. Returns the new
+        iterate, its value (NaN where not computed) and its gradient."""
         x, g = state["x"], state["g"]
         dd = _dot(d, d)
         t = torch.ones_like(gd)
         todo = active.clone()
         nan = torch.full_like(gd, float("nan"))
         x_new, f_new, g_new = x, nan, g
-        for _ in range(HALVINGS + 1):
+        lo, hi = SHRINK
+        for _ in range(REDUCTIONS + 1):
             cand = torch.addcmul(x, _col(t, x), d)
             gc = self._grad(cand)
+            slope = _dot(gc, d)
             target = ALPHA * t * gd
-            ok = todo & (self._rise_bound(t, gd, _dot(gc, d), dd) <= target)
+            ok = todo & (self._rise_bound(t, gd, slope, dd) <= target)
             fc = nan
-            rest = todo & ~ok
-            if bool(rest.any()):  # the slopes do not certify it: compare the values
+            short = todo & ~ok & (slope <= 0)  # not past the line minimum: compare values
+            if bool(short.any()):
                 f = state["f"]
-                if bool(torch.isnan(f[rest]).any()):
+                if bool(torch.isnan(f[short]).any()):
                     f = torch.where(torch.isnan(f), self._value(x), f)
                     state["f"] = f
                 fc = self._value(cand)
-                ok = ok | (rest & (fc <= f + target))
+                ok = ok | (short & (fc <= f + target))
             if bool(ok.any()):
                 m = _col(ok, x)
                 x_new = torch.where(m, cand, x_new)
@@ -229,7 +237,10 @@ class LBFGS(IterativeSolver):
                 todo = todo & ~ok
             if not bool(todo.any()):
                 return x_new, f_new, g_new
-            t = torch.where(todo, t * 0.5, t)
+            past = slope > 0
+            secant = gd / (gd - torch.where(past, slope, torch.ones_like(slope)))
+            factor = torch.where(past, secant, torch.full_like(t, 0.5)).clamp(lo, hi)
+            t = torch.where(todo, t * factor, t)
         cand = torch.add(x, g, alpha=-1.0 / self.big_l)  # descent lemma: Armijo holds
         m = _col(todo, x)
         return (torch.where(m, cand, x_new), torch.where(todo, nan, f_new),

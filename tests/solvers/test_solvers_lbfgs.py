@@ -108,7 +108,7 @@ def test_safeguard_replaces_a_bad_direction_by_the_gradient_step():
     assert float(solver._value(new["x"])) < float(solver._value(state["x"]))
 
 
-def test_fallback_step_when_no_halving_passes(monkeypatch):
+def test_fallback_step_when_no_reduction_passes(monkeypatch):
     """If neither the slopes nor the values certify any step (forced here), the step is
     the certified x - grad F / L."""
     A, y = make_problem(batch=1, size=12)

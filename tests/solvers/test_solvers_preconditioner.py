@@ -107,18 +107,35 @@ def test_refusals_name_what_is_needed(problem):
 
 
 def test_cli_uses_the_metric_where_it_applies():
-    """``lipinverse deblur``'s solver: the Fourier metric for both ridges with a circular
+    """``lipinverse deblur --solver pgd``'s solver: the Fourier metric for both ridges with a circular
     blur (FISTA for crr, monotone APG for wcrr); none for CT (no closed-form gram solve)."""
     pretrained = pytest.importorskip("lipinverse.pretrained")
     from lipinverse.cli.priors import make_solver
 
     A = Blur(kernels.gaussian(1.5))
     y = A(torch.rand(1, 1, 32, 32))
-    crr = make_solver(A, y, "crr", pretrained.load("crr"), sigma=0.01)
-    wcrr = make_solver(A, y, "wcrr", pretrained.load("wcrr"), sigma=0.01)
+    crr = make_solver(A, y, "crr", pretrained.load("crr"), sigma=0.01, solver="pgd")
+    wcrr = make_solver(A, y, "wcrr", pretrained.load("wcrr"), sigma=0.01, solver="pgd")
     assert str(crr.guarantee).startswith("Accelerated gradient (FISTA with g = 0) in the metric")
     assert str(wcrr.guarantee).startswith("Monotone accelerated gradient (nonconvex R) in the")
     radon = Radon(32, 8, normalize=True)
     ct = make_solver(radon, radon(torch.rand(1, 1, 32, 32)), "crr", pretrained.load("crr"),
-                     sigma=0.01)
+                     sigma=0.01, solver="pgd")
     assert ct.guarantee.holds and "in the metric" not in str(ct.guarantee)
+
+
+def test_cli_auto_solver_is_lbfgs_for_the_ridges_and_pgd_otherwise():
+    pretrained = pytest.importorskip("lipinverse.pretrained")
+    from lipinverse.cli.priors import make_solver, resolve_solver
+    from lipinverse.solvers import LBFGS
+
+    A = Blur(kernels.gaussian(1.5))
+    y = A(torch.rand(1, 1, 32, 32))
+    for name in ("crr", "wcrr"):
+        assert isinstance(make_solver(A, y, name, pretrained.load(name), sigma=0.01), LBFGS)
+    assert isinstance(make_solver(A, y, "tv", TV(), sigma=0.01), PGD)
+    assert resolve_solver("auto", "lipdenoiser", pretrained.load("lipdenoiser")) == "pgd"
+    with pytest.raises(ValueError, match="--solver lbfgs: needs a smooth prior"):
+        resolve_solver("lbfgs", "tv", TV())
+    with pytest.raises(ValueError, match="expected one of auto, pgd, admm, lbfgs"):
+        resolve_solver("newton", "crr", pretrained.load("crr"))
