@@ -36,7 +36,7 @@ def score(model, images, sigmas, grid) -> dict:
 
 def markdown(pl) -> str:
     sig = pl["sigmas"]
-    lines = [f"# `{pl['candidate']}` against the shipped `{pl['shipped']}`", "",
+    lines = [f"# `{pl['candidate_path']}` against the shipped `{pl['shipped']}`", "",
              "Mean PSNR (dB) of the exact denoiser on the 12 centre crops (96x96) of set12, "
              "seeded noise; `tuned`: lambda(sigma) rescaled on the same crops (grid "
              f"{min(GRID)}-{max(GRID)}). `python benchmarks/compare_priors.py`.", "",
@@ -63,7 +63,7 @@ def main(argv=None) -> None:
     sigmas = tuple(args.sigmas)
     shipped = pretrained.load(args.shipped)
     cand = load_checkpoint(args.candidate).to(shipped.strength.values.dtype).eval()
-    payload = {"task": f"compare_{args.shipped}", "candidate": args.candidate,
+    payload = {"task": f"compare_{args.shipped}", "candidate_path": args.candidate,
                "shipped": args.shipped, "sigmas": list(sigmas),
                "shipped_as_is": score(shipped, images, sigmas, (1.0,)),
                "shipped_tuned": score(shipped, images, sigmas, GRID),

@@ -128,6 +128,10 @@ class IterativeSolver:
     #: set by subclasses
     guarantee: Guarantee = fails("not set")
     scheme: str = ""
+    #: a descent method (every step decreases F by a certified amount): its residual may
+    #: jump after a short step without meaning divergence, so only NaN / Inf and the
+    #: growth of the iterate count as divergence
+    descent: bool = False
 
     def __init__(self, fidelity, *, strict: bool = False):
         name = type(self).__name__
@@ -272,9 +276,10 @@ class IterativeSolver:
         ------
         DivergenceError
             On NaN / Inf in the iterate, a residual that grows by ``DIVERGENCE_FACTOR``
-            over its running minimum (and above the square root of the machine epsilon), or
-            an iterate whose norm grows by ``GROWTH_FACTOR`` over the larger of
-            :math:`\|x_0\|, \|x_1\|`.
+            over its running minimum (and above the square root of the machine epsilon;
+            not for a ``descent`` solver such as LBFGS, whose steps decrease F by a
+            certified amount), or an iterate whose norm grows by ``GROWTH_FACTOR`` over the
+            larger of :math:`\|x_0\|, \|x_1\|`.
         """
         name = f"{type(self).__name__}.solve"
         max_iter = check_int(name, max_iter, "max_iter")
@@ -295,7 +300,7 @@ class IterativeSolver:
         # Per-sample bookkeeping runs on the host: one (2, B) transfer per iteration
         # (the change and the new norm) replaces a dozen tiny tensor ops, whose dispatch,
         # not their arithmetic, is what a solver loop adds to the cost of its parts.
-        bk = _Bookkeeping(dtype, _batch_norm(x0).tolist())
+        bk = _Bookkeeping(dtype, _batch_norm(x0).tolist(), jump_test=not self.descent)
         active = torch.ones(b, dtype=torch.bool, device=dev)
         residuals, objectives, times = [], [], []
         k_run = 0
@@ -367,8 +372,9 @@ class _Bookkeeping:
     :math:`\|x_{k+1}\|` exceeds ``GROWTH_FACTOR`` times the larger of the first two norms.
     """
 
-    def __init__(self, dtype: torch.dtype, norms0: list[float]) -> None:
+    def __init__(self, dtype: torch.dtype, norms0: list[float], jump_test: bool = True) -> None:
         fi = torch.finfo(dtype)
+        self.jump_test = jump_test
         self.floor = 100 * fi.eps
         self.jump_floor = max(DIVERGENCE_FACTOR * self.floor, math.sqrt(fi.eps))
         self.tiny = fi.tiny
@@ -402,7 +408,8 @@ class _Bookkeeping:
                 continue
             if r < self.min_res[i]:
                 self.min_res[i] = r
-            self.thr_jump[i] = max(DIVERGENCE_FACTOR * self.min_res[i], self.jump_floor)
+            if self.jump_test:
+                self.thr_jump[i] = max(DIVERGENCE_FACTOR * self.min_res[i], self.jump_floor)
             self.norm_old[i] = n
         return res, bad, grown
 

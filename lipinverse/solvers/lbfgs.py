@@ -95,6 +95,7 @@ class LBFGS(IterativeSolver):
     """
 
     scheme = "grad"
+    descent = True  # F decreases at every step: a long step after a short one is no alarm
 
     def __init__(self, fidelity, prior, lam: float, *, memory: int = 10,
                  strict: bool = False):

@@ -172,3 +172,21 @@ def test_constants_give_a_positive_decrease_rate():
     cond = dict(res.guarantee.conditions)
     assert cond["alpha"] == lbfgs_module.ALPHA and cond["delta"] == lbfgs_module.DELTA
     assert lbfgs_module.ALPHA <= 0.5    # the fallback step passes Armijo (descent lemma)
+
+
+def test_a_long_step_after_a_short_one_is_not_divergence():
+    """LBFGS is a descent method: the residual (its step length) may jump by more than
+    DIVERGENCE_FACTOR after a short step; that must not raise, as it does for PGD."""
+    from lipinverse.solvers.base import DIVERGENCE_FACTOR, _Bookkeeping
+
+    bk = _Bookkeeping(torch.float64, [1.0], jump_test=not LBFGS.descent)
+    bk.update([1e-9], [1.0])
+    _, bad, _ = bk.update([1e-9 * DIVERGENCE_FACTOR * 10], [1.0])
+    assert bad == []
+    pgd = _Bookkeeping(torch.float64, [1.0], jump_test=not PGD.descent)
+    pgd.update([1e-9], [1.0])
+    _, bad, _ = pgd.update([1e-9 * DIVERGENCE_FACTOR * 10], [1.0])
+    assert bad == [0]
+    nan = _Bookkeeping(torch.float64, [1.0], jump_test=False)
+    _, bad, _ = nan.update([float("nan")], [1.0])
+    assert bad == [0]

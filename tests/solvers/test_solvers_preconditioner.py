@@ -107,8 +107,9 @@ def test_refusals_name_what_is_needed(problem):
 
 
 def test_cli_uses_the_metric_where_it_applies():
-    """``lipinverse deblur --solver pgd``'s solver: the Fourier metric for both ridges with a circular
-    blur (FISTA for crr, monotone APG for wcrr); none for CT (no closed-form gram solve)."""
+    """``lipinverse deblur --solver pgd``'s solver: the Fourier metric for both ridges with a
+    circular blur (FISTA for crr, monotone APG for wcrr); none for CT (no closed-form gram
+    solve)."""
     pretrained = pytest.importorskip("lipinverse.pretrained")
     from lipinverse.cli.priors import make_solver
 
