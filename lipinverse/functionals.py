@@ -58,12 +58,6 @@ class L2Fidelity:
         r""":math:`A^\top(Ax - y)`."""
         return self.A.gram(x) - self.Aty
 
-    def value_and_grad(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        r"""``(f(x), grad f(x))`` from one residual :math:`r = Ax - y`: per-sample
-        :math:`\tfrac12\|r\|^2` and :math:`A^\top r`."""
-        r = self.A(x) - self.y
-        return 0.5 * r.flatten(1).pow(2).sum(1), self.A.adjoint(r)
-
     def grad_step(self, x: torch.Tensor, tau: float) -> torch.Tensor:
         r"""The gradient step :math:`x - \tau\nabla f(x) = \tau A^\top y -
         \tau (A^\top A - I/\tau)\, x`, in one pass of the shifted normal operator

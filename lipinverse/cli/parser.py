@@ -137,7 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"noise standard deviation {NOISE_UNITS} (default: 0.01, i.e. "
                         "2.55/255)")
     p.add_argument("--solver", choices=SOLVERS, default="auto",
-                   help="auto (default): lbfgs for crr / wcrr, else pgd; pgd: proximal "
+                   help="auto (default): lbfgs for the ridge priors (crr, wcrr, ridge "
+                        "checkpoints), else pgd; pgd: proximal "
                         "gradient / gradient scheme / PnP-FBS; admm: ADMM / PnP-ADMM; lbfgs: "
                         "safeguarded L-BFGS (smooth priors)")
     p.add_argument("--observed", action="store_true",
@@ -166,7 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="noise standard deviation as a fraction of the sinogram's maximum "
                         "|R x|, >= 0 (default: 0.01, i.e. 1 %%)")
     p.add_argument("--solver", choices=SOLVERS, default="auto",
-                   help="auto (default: lbfgs for crr / wcrr, else pgd), pgd, admm or lbfgs")
+                   help="auto (default: lbfgs for the ridge priors, else pgd), pgd, admm or "
+                        "lbfgs")
     p.add_argument("--geometry", choices=("parallel", "fan"), default="parallel",
                    help="parallel beam over [0, pi) (default) or fan beam (flat detector, "
                         "source at twice the image size) over [0, 2 pi)")

@@ -100,7 +100,7 @@ def resolve_solver(solver: str, name: str, prior) -> str:
     if solver == "auto":
         return "lbfgs" if smooth else "pgd"
     if solver == "lbfgs" and not smooth:
-        raise ValueError(f"--solver lbfgs: needs a smooth prior (crr, wcrr or a ridge "
+        raise ValueError(f"--solver lbfgs: needs a ridge prior (crr, wcrr or a ridge "
                          f"checkpoint); {name!r} is not one (use pgd or admm)")
     return solver
 

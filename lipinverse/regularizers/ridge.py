@@ -279,16 +279,6 @@ class ConvexRidge(RidgeCalculus):
             return unfold(self.grad(fold(x), s), k)
         return self.grad_scaled(x, self.scalings(sigma, x.shape[0], x.dtype, x.device))
 
-    def value_and_grad(self, x: torch.Tensor, sigma=None) -> tuple[torch.Tensor, torch.Tensor]:
-        r"""``(value(x, sigma), grad(x, sigma))`` with the filter responses computed once
-        (the value costs one pass of the potentials on top of the gradient)."""
-        self._check_x("value_and_grad", x)
-        k = self._colour(x)
-        if k > 1:
-            return self.value(x, sigma), self.grad(x, sigma)
-        return self.value_and_grad_scaled(x, self.scalings(sigma, x.shape[0], x.dtype,
-                                                           x.device))
-
     def tv2(self) -> torch.Tensor:
         """Second-order total variation of all splines (training penalty)."""
         out = self.convex_spline.tv2()

@@ -173,19 +173,6 @@ class RidgeCalculus(nn.Module):
             total = total + self._value_of(z, sc)
         return total
 
-    def value_and_grad_scaled(self, x: torch.Tensor, sc: RidgeScalings):
-        r"""``(value, gradient)`` of :math:`R_\sigma` at ``x`` with one filter pass shared
-        by both (the responses :math:`z = sWx` are computed once): what a line search needs
-        at each trial point. No input check; large images without autograd go in strips,
-        as :meth:`grad_scaled` and :meth:`_value` do, with the two passes apart."""
-        if self._strips(x) is not None:
-            return self._value(x, sc), self.grad_scaled(x, sc)
-        z = self._filters(x, sc)
-        value = self._value_of(z, sc)
-        out = self._fn("_activation")(z, sc)
-        grad = self.W.linear.transpose(out, input_size=tuple(x.shape[-2:])) * sc.s.to(x.dtype)
-        return value, grad
-
     def _value_of(self, z: torch.Tensor, sc: RidgeScalings) -> torch.Tensor:
         """The sum of the potentials at the filter responses ``z`` (per sample)."""
         x = z

@@ -233,8 +233,7 @@ class RidgeActivation(nn.Module):
 class RidgeAtSigma:
     r"""A ridge regulariser frozen at one noise level: the functional :math:`R_\sigma`.
 
-    Exposes the solver contract: ``__call__``/``value`` (per sample), ``grad``,
-    ``value_and_grad``, ``prox``,
+    Exposes the solver contract: ``__call__``/``value`` (per sample), ``grad``, ``prox``,
     ``denoise``, ``grad_lipschitz``, ``convex``, ``weak_convexity``; shares the weights
     of ``regularizer``.
     """
@@ -254,9 +253,6 @@ class RidgeAtSigma:
 
     def grad(self, x: torch.Tensor) -> torch.Tensor:
         return self.regularizer.grad(x, self.sigma)
-
-    def value_and_grad(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.regularizer.value_and_grad(x, self.sigma)
 
     def prox(self, x: torch.Tensor, tau=1.0, *, tol: float = 1e-4,
              max_iter: int = 1000, x0: torch.Tensor | None = None,

@@ -54,7 +54,7 @@ BC17_KM_NE = "Krasnoselskii 1955, Mann 1953; Bauschke & Combettes 2017, Thm 5.15
 BH = "Baillon-Haddad theorem"
 EB92 = "Lions & Mercier 1979; Eckstein & Bertsekas 1992"
 MINTY = "Minty; Bauschke & Combettes 2017, Cor. 23.9"
-BER99 = "Armijo 1966; Bertsekas 1999, Nonlinear Programming, Prop. 1.2.1"
+BER99 = "Armijo 1966; cf. Bertsekas 1999, Nonlinear Programming, Prop. 1.2.1"
 
 
 def is_denoiser(obj) -> bool:

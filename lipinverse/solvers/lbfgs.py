@@ -33,16 +33,18 @@ class LBFGS(IterativeSolver):
 
     Minimises :math:`F(x) = f(x) + \lambda R(x)` for a smooth fidelity ``f`` and a smooth
     prior ``R`` (the learned ridges, Tikhonov), each with a certified ``grad_lipschitz``.
-    Every sample of the batch runs its own iteration (memory, steps, stopping).
+    Every sample of the batch takes its own steps and stops on its own; the memory's slots
+    are shared: a pair refused for one sample (:math:`s^\top y \le 0`, possible with a
+    nonconvex prior) takes a slot with zero weight for it, so in a batch such a sample
+    may keep fewer pairs than alone (the guarantee is the same).
 
     Parameters
     ----------
     fidelity : e.g. :class:`~lipinverse.functionals.L2Fidelity`
-        Needs ``f(x)`` (per-sample values), ``grad(x)`` and a certified ``grad_lipschitz``;
-        ``value_and_grad(x)``, where it exists, is used (one residual for both).
+        Needs ``f(x)`` (per-sample values), ``grad(x)`` and a certified ``grad_lipschitz``.
     prior : a smooth functional
-        Needs ``R(x)``, ``grad(x)`` and ``grad_lipschitz``; ``value_and_grad`` is used where
-        it exists (the ridges compute their filter responses once for both).
+        Needs ``R(x)``, ``grad(x)`` and ``grad_lipschitz`` (values are computed only where
+        the slopes do not certify a step).
     lam : float
         Regularisation weight :math:`\lambda \ge 0`.
     memory : int
@@ -73,13 +75,17 @@ class LBFGS(IterativeSolver):
 
     So every step decreases :math:`F` by at least :math:`\kappa\|g_k\|^2`, :math:`\kappa =
     \min(\tfrac1{2L}, \alpha\, 0.1^h\,\delta c_1/L)`: summed, :math:`\min_{j\le k}\|g_j\|^2
-    \le (F(x_0) - \inf F)/(\kappa k)`, and every limit point is stationary (Bertsekas
+    \le (F(x_0) - \inf F)/(\kappa k)`, and every limit point is stationary (cf. Bertsekas
     1999, Prop. 1.2.1: gradient-related directions with the Armijo rule); a minimiser when
-    :math:`F` is convex. ``result.guarantee`` states it with these constants.
+    :math:`F` is convex. ``result.guarantee`` states it with these constants; :math:`\kappa`
+    is a worst case (about :math:`10^{-26}/L`): the rate is a guarantee, not a prediction
+    (measured, L-BFGS takes 2-3x fewer gradients than FISTA on deblurring and CT). As for
+    every solver here, the tests are exact in exact arithmetic; in float32 the slope and
+    value comparisons carry rounding.
 
-    The residual that ``tol`` compares (relative to :math:`\|x_k\|`) is
-    :math:`\|g_{k+1}\|/L`, the length of the certified gradient step from the new iterate:
-    a stationarity measure that does not depend on the step L-BFGS took.
+    The residual that ``tol`` compares (relative to :math:`\|x_k\|`) is the step length
+    :math:`\|x_{k+1} - x_k\|`, as for :class:`PGD`: quasi-Newton steps are close to the
+    distance to the minimiser, and ``tol`` means about the same accuracy in both solvers.
 
     Examples
     --------
@@ -189,6 +195,7 @@ class LBFGS(IterativeSolver):
             gd = torch.where(bad, -inv_l * gn * gn, gd)
             keep = _col(~bad, g)
             pairs = [(s * keep, y * keep, rho * (~bad).to(rho.dtype)) for s, y, rho in pairs]
+            state = dict(state, gamma=torch.where(bad, inv_l, state["gamma"]))
         x_new, f_new, g_new = self._line_search(state, d, gd, active)
         s, y = x_new - x, g_new - g
         sy = _dot(s, y)
@@ -225,7 +232,7 @@ class LBFGS(IterativeSolver):
             short = todo & ~ok & (slope <= 0)  # not past the line minimum: compare values
             if bool(short.any()):
                 f = state["f"]
-                if bool(torch.isnan(f[short]).any()):
+                if bool((torch.isnan(f) & short).any()):
                     f = torch.where(torch.isnan(f), self._value(x), f)
                     state["f"] = f
                 fc = self._value(cand)

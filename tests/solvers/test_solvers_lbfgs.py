@@ -7,7 +7,6 @@ from lipinverse import pretrained
 from lipinverse.functionals import L2Fidelity
 from lipinverse.regularizers import Tikhonov
 from lipinverse.solvers import LBFGS, PGD
-from lipinverse.solvers import lbfgs as lbfgs_module
 from operators import Radon
 
 from ._problems import SmoothPrior, log_prior, make_problem, rel_err, tikhonov_closed_form
@@ -125,30 +124,18 @@ def test_fallback_step_when_no_reduction_passes(monkeypatch):
     assert bool(torch.isnan(new["f"]).all())
 
 
-def test_batch_samples_run_independently():
+def test_batch_samples_stop_on_their_own_and_agree_with_single_solves():
+    """Convex crr: the same iterates batched as alone. Nonconvex wcrr: the memory's slots
+    are shared (see the Notes), so only the same point to the tolerance."""
     A, y = make_problem(batch=2, size=12)
-    R = _ridge("crr")
-    both = LBFGS(L2Fidelity(A, y), R, lam=1.0).solve(max_iter=500, tol=1e-9)
-    one = LBFGS(L2Fidelity(A, y[1:]), R, lam=1.0).solve(max_iter=500, tol=1e-9)
-    assert rel_err(both.x[1:], one.x) < 1e-7
-    assert int(both.iterations[1]) == int(one.iterations[0])
-
-
-def test_value_and_grad_agree_with_the_separate_calls():
-    A, y = make_problem(batch=2, size=12)
-    f = L2Fidelity(A, y)
-    x = torch.rand(2, 1, 12, 12, dtype=torch.float64)
-    v, g = f.value_and_grad(x)
-    assert torch.allclose(v, f(x), rtol=1e-13) and torch.allclose(g, f.grad(x), atol=1e-13)
-    for name in ("crr", "wcrr"):
+    for name, exact in (("crr", True), ("wcrr", False)):
         R = _ridge(name)
-        v, g = R.value_and_grad(x)
-        assert torch.allclose(v, R(x), rtol=1e-13)
-        assert torch.allclose(g, R.grad(x), rtol=0, atol=1e-13)
-    colour = torch.rand(1, 3, 12, 12, dtype=torch.float64)
-    model = pretrained.load("crr").double()
-    v, g = model.value_and_grad(colour, 0.05)
-    assert torch.allclose(v, model.value(colour, 0.05)) and torch.equal(g, model.grad(colour, 0.05))
+        both = LBFGS(L2Fidelity(A, y), R, lam=1.0).solve(max_iter=500, tol=1e-9)
+        for i in range(2):
+            one = LBFGS(L2Fidelity(A, y[i:i + 1]), R, lam=1.0).solve(max_iter=500, tol=1e-9)
+            assert rel_err(both.x[i:i + 1], one.x) < (1e-9 if exact else 1e-6)
+            if exact:
+                assert int(both.iterations[i]) == int(one.iterations[0])
 
 
 def test_errors_name_what_was_expected():
@@ -165,13 +152,24 @@ def test_errors_name_what_was_expected():
         LBFGS(f, no_lip, lam=0.1)
 
 
-def test_constants_give_a_positive_decrease_rate():
-    """The guarantee's kappa is positive and the constants the Notes name are those used."""
-    A, y = make_problem(batch=1, size=12)
-    res = LBFGS(L2Fidelity(A, y), Tikhonov(), lam=0.1).solve(max_iter=3)
-    cond = dict(res.guarantee.conditions)
-    assert cond["alpha"] == lbfgs_module.ALPHA and cond["delta"] == lbfgs_module.DELTA
-    assert lbfgs_module.ALPHA <= 0.5    # the fallback step passes Armijo (descent lemma)
+def test_every_step_decreases_f_by_the_guaranteed_amount():
+    """F(x_k) - F(x_(k+1)) >= kappa |grad F(x_k)|^2 on a real run (nonconvex wcrr, CT), with
+    kappa read from the guarantee's sentence: the theorem's premise, measured."""
+    import re
+
+    g = torch.Generator().manual_seed(5)
+    A = Radon(16, 6, normalize=True)
+    x = torch.rand(1, 1, 16, 16, generator=g, dtype=torch.float64)
+    f = L2Fidelity(A, A(x) + 0.01 * torch.randn(A(x).shape, generator=g, dtype=torch.float64))
+    solver = LBFGS(f, _ridge("wcrr"), lam=1.0)
+    kappa = float(re.search(r"by at least ([0-9.e+-]+) \|grad", str(solver.guarantee))[1])
+    assert 0 < kappa <= 1 / (2 * solver.big_l)
+    xs = [f.Aty.clone()]
+    solver.solve(max_iter=40, tol=0, callback=lambda info: xs.append(info.x.clone()))
+    for a, b in zip(xs[:-1], xs[1:], strict=True):
+        drop = float(solver._value(a) - solver._value(b))
+        assert drop >= kappa * float(solver._grad(a).pow(2).sum()) * (1 - 1e-9)
+        assert drop >= 0
 
 
 def test_a_long_step_after_a_short_one_is_not_divergence():

@@ -136,7 +136,7 @@ def test_cli_auto_solver_is_lbfgs_for_the_ridges_and_pgd_otherwise():
         assert isinstance(make_solver(A, y, name, pretrained.load(name), sigma=0.01), LBFGS)
     assert isinstance(make_solver(A, y, "tv", TV(), sigma=0.01), PGD)
     assert resolve_solver("auto", "lipdenoiser", pretrained.load("lipdenoiser")) == "pgd"
-    with pytest.raises(ValueError, match="--solver lbfgs: needs a smooth prior"):
+    with pytest.raises(ValueError, match="--solver lbfgs: needs a ridge prior"):
         resolve_solver("lbfgs", "tv", TV())
     with pytest.raises(ValueError, match="expected one of auto, pgd, admm, lbfgs"):
         resolve_solver("newton", "crr", pretrained.load("crr"))
