@@ -6,7 +6,10 @@ r"""The iterative linear algebra of the library, written once.
   nonnegative operator;
 - :func:`power_iteration`: an estimate (a lower bound) of :math:`\|A\|`;
 - :func:`operator_norm`: the norm an :class:`~operators.Operator` reports, as a typed
-  :class:`~operators.bounds.Bound`.
+  :class:`~operators.bounds.Bound`;
+- :class:`LBFGSMemory` and :func:`slope_rise_bound`: the quasi-Newton memory and the
+  gradient-only Armijo certificate shared by :class:`lipinverse.solvers.LBFGS` and the
+  ridge priors' inner solver.
 
 The functions take duck-typed operators (``_forward`` / ``_adjoint`` on validated input,
 ``in_shape``), so this module imports nothing else of the package.
@@ -22,7 +25,8 @@ import torch
 from .bounds import Bound
 
 __all__ = ["ConvergenceError", "NORM_SAFETY", "batch_dot", "conjugate_gradient",
-           "collatz_wielandt", "power_iteration", "operator_norm", "shifted_normal_cg"]
+           "collatz_wielandt", "power_iteration", "operator_norm", "shifted_normal_cg",
+           "LBFGSMemory", "slope_rise_bound"]
 
 #: Relative safety margin applied to a power-iteration estimate when no closed form and no
 #: nonnegative majorant is available (see :func:`operator_norm`). The result is still an
@@ -214,3 +218,83 @@ def operator_norm(A, dtype, device, rtol: float, max_iter: int) -> Bound:
     est = power_iteration(A, dtype=dtype, device=device, tol=rtol, max_iter=max_iter)
     return Bound(est * (1.0 + NORM_SAFETY), certified=False,
                  how=f"power-iteration estimate x (1 + {NORM_SAFETY})")
+
+
+class LBFGSMemory:
+    r"""Per-sample ring buffers of L-BFGS curvature pairs, and the two-loop recursion.
+
+    Holds, for each of ``batch`` samples, the last ``memory`` pairs :math:`(s_j, y_j)` with
+    :math:`s_j^\top y_j > \epsilon\|s_j\|\|y_j\|` (a pair failing that, e.g. on a
+    nonconvex objective, is not stored for that sample: every sample keeps its own pairs,
+    so results do not depend on the batch), and the initial scaling :math:`\gamma =
+    s^\top y / y^\top y` of its newest pair (``gamma0`` before any).
+
+    Tensors are flat per sample, ``(b, n)``; ``idx`` (``(b,)`` long) names the samples of
+    the rows.
+    """
+
+    def __init__(self, batch: int, n: int, memory: int, gamma0, dtype, device) -> None:
+        self.S = torch.zeros(batch, memory, n, dtype=dtype, device=device)
+        self.Y = torch.zeros_like(self.S)
+        self.rho = torch.zeros(batch, memory, dtype=dtype, device=device)
+        self.count = torch.zeros(batch, dtype=torch.long, device=device)
+        self.head = torch.zeros(batch, dtype=torch.long, device=device)  # next slot
+        self.gamma0 = torch.as_tensor(gamma0, dtype=dtype, device=device).expand(batch)
+        self.gamma = self.gamma0.clone()
+        self.m = memory
+
+    def direction(self, g: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        r""":math:`-H g` from the two-loop recursion (newest pair first), rows ``idx``."""
+        q = g.clone()
+        count, head = self.count[idx], self.head[idx]
+        coeffs = []
+        for j in range(self.m):  # newest to oldest
+            slot = (head - 1 - j) % self.m
+            live = (j < count).to(g.dtype)
+            s, y = self.S[idx, slot], self.Y[idx, slot]
+            rho = self.rho[idx, slot] * live
+            a = rho * batch_dot(s, q)
+            q -= a[:, None] * y
+            coeffs.append((slot, rho, a))
+        r = self.gamma[idx][:, None] * q
+        for slot, rho, a in reversed(coeffs):
+            b = rho * batch_dot(self.Y[idx, slot], r)
+            r += (a - b)[:, None] * self.S[idx, slot]
+        return r.neg_()
+
+    def push(self, s: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> None:
+        """Store the pairs of rows ``idx`` whose curvature is positive."""
+        sy = batch_dot(s, y)
+        yy = batch_dot(y, y)
+        ok = sy > torch.finfo(s.dtype).eps * torch.sqrt(batch_dot(s, s) * yy)
+        if not bool(ok.any()):
+            return
+        i = idx[ok]
+        slot = self.head[i]
+        self.S[i, slot] = s[ok]
+        self.Y[i, slot] = y[ok]
+        self.rho[i, slot] = 1.0 / sy[ok]
+        self.gamma[i] = sy[ok] / yy[ok]
+        self.head[i] = (slot + 1) % self.m
+        self.count[i] = torch.clamp(self.count[i] + 1, max=self.m)
+
+    def clear(self, idx: torch.Tensor) -> None:
+        """Forget the pairs of samples ``idx`` (a safeguard restart)."""
+        self.count[idx] = 0
+        self.gamma[idx] = self.gamma0[idx]
+
+
+def slope_rise_bound(t, a, b, n, big_l, rho):
+    r"""Certified upper bound on :math:`\varphi(t) - \varphi(0)` from two slopes only.
+
+    For :math:`\varphi(s) = F(x + s d)` with :math:`a = \varphi'(0)`, :math:`b = \varphi'(t)`
+    and :math:`-\rho n \le \varphi'' \le L n` (:math:`n = \|d\|^2`; :math:`L` a Lipschitz
+    constant of :math:`\nabla F`, :math:`\rho` a weak-convexity modulus, 0 when convex):
+    :math:`\varphi'(s) \le \min(a + L n s,\ b + \rho n (t - s))` on :math:`[0, t]`, and the
+    bound is the integral of that envelope. All arguments are per sample (``(b,)``) or
+    scalars. It lets an Armijo test :math:`\varphi(t) \le \varphi(0) + \alpha t a` be
+    certified from gradients alone."""
+    up, down = big_l * n, rho * n
+    cross = ((b - a + down * t) / (up + down)).clamp(min=0).minimum(t)
+    rest = t - cross
+    return a * cross + 0.5 * up * cross * cross + b * rest + 0.5 * down * rest * rest

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from operators.linalg import LBFGSMemory, slope_rise_bound
 from operators.validation import check_int
 
 from . import certificates as cert
@@ -33,10 +34,8 @@ class LBFGS(IterativeSolver):
 
     Minimises :math:`F(x) = f(x) + \lambda R(x)` for a smooth fidelity ``f`` and a smooth
     prior ``R`` (the learned ridges, Tikhonov), each with a certified ``grad_lipschitz``.
-    Every sample of the batch takes its own steps and stops on its own; the memory's slots
-    are shared: a pair refused for one sample (:math:`s^\top y \le 0`, possible with a
-    nonconvex prior) takes a slot with zero weight for it, so in a batch such a sample
-    may keep fewer pairs than alone (the guarantee is the same).
+    Every sample of the batch runs its own iteration (memory, steps, stopping): results do
+    not depend on the batch.
 
     Parameters
     ----------
@@ -150,65 +149,35 @@ class LBFGS(IterativeSolver):
         return v + self.lam * self.prior(x) if self.lam else v
 
     def _rise_bound(self, t, a, b, dd):
-        r"""Certified upper bound on :math:`F(x + td) - F(x)` from the slopes only.
-
-        With :math:`\varphi(s) = F(x + sd)`, :math:`a = \varphi'(0)`, :math:`b =
-        \varphi'(t)` and :math:`-\rho\|d\|^2 \le \varphi'' \le L\|d\|^2`,
-        :math:`\varphi'(s) \le \min(a + L\|d\|^2 s,\ b + \rho\|d\|^2 (t - s))`; the bound
-        is the integral of that envelope over :math:`[0, t]`."""
-        rho = self.big_l if self.rho is None else min(self.rho, self.big_l)  # |phi''| <= L
-        up, down = self.big_l * dd, rho * dd
-        cross = ((b - a + down * t) / (up + down)).clamp(min=0).minimum(t)
-        rest = t - cross
-        return a * cross + 0.5 * up * cross * cross + b * rest + 0.5 * down * rest * rest
-
-    def _direction(self, g: torch.Tensor, state: dict) -> torch.Tensor:
-        r"""``-H g`` from the two-loop recursion over the stored pairs."""
-        q = g.clone()
-        coeffs = []
-        for s, y, rho in reversed(state["pairs"]):
-            a = rho * _dot(s, q)
-            q.sub_(_col(a, q) * y)
-            coeffs.append(a)
-        r = _col(state["gamma"], q) * q
-        for (s, y, rho), a in zip(state["pairs"], reversed(coeffs), strict=True):
-            b = rho * _dot(y, r)
-            r.add_(_col(a - b, r) * s)
-        return r.neg_()
+        r""":func:`operators.linalg.slope_rise_bound` with this objective's certified L and
+        weak convexity (L where the latter is unknown: :math:`|\varphi''| \le L\|d\|^2`)."""
+        rho = self.big_l if self.rho is None else min(self.rho, self.big_l)
+        return slope_rise_bound(t, a, b, dd, self.big_l, rho)
 
     def _init_state(self, x0):
         g = self._grad(x0)
-        nan = torch.full((x0.shape[0],), float("nan"), dtype=x0.dtype, device=x0.device)
-        gamma = torch.full_like(nan, 1.0 / self.big_l)
+        b = x0.shape[0]
+        nan = torch.full((b,), float("nan"), dtype=x0.dtype, device=x0.device)
+        mem = LBFGSMemory(b, x0[0].numel(), self.memory, 1.0 / self.big_l, x0.dtype,
+                          x0.device)
         # f: F(x) where known (NaN where a step was certified from its slopes alone)
-        return {"x": x0, "f": nan, "g": g, "gamma": gamma, "pairs": []}
+        return {"x": x0, "f": nan, "g": g, "mem": mem,
+                "idx": torch.arange(b, device=x0.device)}
 
     def _step(self, state, k, active):
-        x, g = state["x"], state["g"]
+        x, g, mem, idx = state["x"], state["g"], state["mem"], state["idx"]
         inv_l = 1.0 / self.big_l
-        d = self._direction(g, state)
+        d = mem.direction(g.flatten(1), idx).view_as(g)
         gd, gn, dn = _dot(g, d), _dot(g, g).sqrt(), _dot(d, d).sqrt()
         bad = ~((-gd >= DELTA * gn * dn) & (dn >= C1 * inv_l * gn) & (dn <= C2 * inv_l * gn))
-        pairs = state["pairs"]
         if bool(bad.any()):  # the safeguard: -g/L, and the memory of those samples cleared
             d = torch.where(_col(bad, g), g * -inv_l, d)
             gd = torch.where(bad, -inv_l * gn * gn, gd)
-            keep = _col(~bad, g)
-            pairs = [(s * keep, y * keep, rho * (~bad).to(rho.dtype)) for s, y, rho in pairs]
-            state = dict(state, gamma=torch.where(bad, inv_l, state["gamma"]))
+            mem.clear(idx[bad])
         x_new, f_new, g_new = self._line_search(state, d, gd, active)
-        s, y = x_new - x, g_new - g
-        sy = _dot(s, y)
-        ok = sy > torch.finfo(sy.dtype).eps * _dot(s, s).sqrt() * _dot(y, y).sqrt()
-        gamma = state["gamma"]
-        if bool(ok.any()):
-            rho = torch.where(ok, 1.0 / torch.where(ok, sy, torch.ones_like(sy)),
-                              torch.zeros_like(sy))
-            pairs = ([*pairs, (s, y, rho)])[-self.memory:]
-            gamma = torch.where(ok, sy / _dot(y, y).clamp_min(torch.finfo(sy.dtype).tiny),
-                                gamma)
-        change = _dot(s, s).sqrt()
-        return {"x": x_new, "f": f_new, "g": g_new, "gamma": gamma, "pairs": pairs}, change
+        s = x_new - x
+        mem.push(s.flatten(1), (g_new - g).flatten(1), idx)
+        return {"x": x_new, "f": f_new, "g": g_new, "mem": mem, "idx": idx}, _dot(s, s).sqrt()
 
     def _line_search(self, state, d, gd, active):
         """Armijo steps per sample (see the Notes): certified from the slopes, or from the
