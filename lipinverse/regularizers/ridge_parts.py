@@ -256,7 +256,7 @@ class RidgeAtSigma:
 
     def prox(self, x: torch.Tensor, tau=1.0, *, tol: float = 1e-4,
              max_iter: int = 1000, x0: torch.Tensor | None = None,
-             method: str = "anderson") -> torch.Tensor:
+             method: str = "lbfgs") -> torch.Tensor:
         """:meth:`ConvexRidge.prox` at this noise level (same keywords)."""
         return self.regularizer.prox(x, tau, self.sigma, tol=tol, max_iter=max_iter, x0=x0,
                                      method=method)
