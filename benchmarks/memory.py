@@ -1,8 +1,8 @@
 r"""Peak memory and time of a 2048x2048 deblur for each prior (issue 16's memory row).
 
 The camera image (512x512 centre crop tiled 4x4), Gaussian blur of 2 px (circular), noise
-0.01, float32; accelerated PGD as ``lipinverse deblur`` builds it (``cli.priors.make_solver``:
-TV with its certified prox, ``crr`` / ``wcrr`` by the gradient scheme in the Fourier metric),
+0.01, float32; the solver ``lipinverse deblur`` builds (``cli.priors.make_solver``: FISTA
+for TV with its certified prox, L-BFGS with 10 pairs for ``crr`` / ``wcrr``),
 ``--iterations`` iterations (10: the peak is reached in the first ones), with
 :func:`lipinverse.allocator.reuse_buffers` as the command does. Each prior runs in a fresh
 process; its peak resident memory (``ru_maxrss`` of the child) includes the Python and
