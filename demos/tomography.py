@@ -17,7 +17,8 @@ third of what a full scan of this size needs), with Gaussian noise
   transform divided by its certified norm, so the step :math:`1/L = 1` is certified too)
   and :math:`\lambda` the MAP scaling :math:`10\,\bar\sigma^2`;
 * the shipped convex ridge regulariser ``crr`` (when ``lipinverse.pretrained`` ships it),
-  by its convergent gradient scheme at the same normalisation. It was trained on
+  by safeguarded L-BFGS (``solvers.LBFGS``, as ``lipinverse ct``) at the same
+  normalisation. It was trained on
   natural-image patches, and its CT strength (``pretrained.ct_prior``) was tuned on
   natural images: on the piecewise-constant Shepp-Logan phantom (TV's own model) TV wins
   (34.88 dB against 33.93 for ``crr`` and 27.37 for FBP, 128x128, 60 angles, 1 %), on
@@ -58,12 +59,12 @@ TV_LAM_PER_SIGMA2 = 10.0
 
 
 
-def _tv_solver():
-    """``(PGD, TV)`` from lipinverse."""
+def _solvers():
+    """``(PGD, LBFGS, TV)`` from lipinverse."""
     from lipinverse.regularizers import TV
-    from lipinverse.solvers import PGD
+    from lipinverse.solvers import LBFGS, PGD
 
-    return PGD, TV
+    return PGD, LBFGS, TV
 
 
 def main(size: int = 128, n_angles: int = 60, max_iter: int = 200,
@@ -97,7 +98,7 @@ def main(size: int = 128, n_angles: int = 60, max_iter: int = 200,
     if phantom not in ("shepp-logan", "ellipses"):
         raise ValueError(f"tomography demo: expected phantom 'shepp-logan' or 'ellipses', "
                          f"got {phantom!r}")
-    PGD, TV = _tv_solver()
+    PGD, LBFGS, TV = _solvers()
     dev = torch.device(device)
     truth = (shepp_logan(size) if phantom == "shepp-logan"
              else random_ellipses(size, seed=seed)).to(device=dev, dtype=torch.float32)
@@ -137,8 +138,7 @@ def main(size: int = 128, n_angles: int = 60, max_iter: int = 200,
         prior, lam = ct_prior(model, sigma_bar)
         t0 = time.perf_counter()
         with torch.no_grad():
-            res = PGD(f, prior, lam=lam, scheme="grad",
-                      accelerate=True).solve(
+            res = LBFGS(f, prior, lam=lam).solve(  # as `lipinverse ct` runs it
                 x0=x_fbp, max_iter=max_iter, tol=tol, progress=progress,
                 track_objective=False)
         rows["learned (crr)"] = image_metrics(res.x, truth) + (
