@@ -9,7 +9,8 @@ Problems (seeded, built once here and handed to both versions):
 * ``deblur``: the same crops, Levin kernel 1 (a Gaussian of 1.6 px without the data),
   circular boundary, noise 2.55/255; with ``deblur_prior``'s strength, from
   :math:`A^\top y`, to a relative change ``t``, the solver ``lipinverse deblur`` runs:
-  this tree ``LBFGS`` for the ridges (``--solver auto``); 5893d31 accelerated PGD
+  this tree ``cli.priors.make_solver`` (``--solver auto``: ``LBFGS`` for the ridges, FISTA
+  in the Fourier metric for a convex ridge with a circular blur); 5893d31 accelerated PGD
   (``scheme="grad"``); TV: FISTA in both;
 * ``ct``: one crop as an attenuation map, 60-angle parallel-beam Radon scaled to unit
   norm, noise 0.01; the same solvers.
@@ -71,9 +72,10 @@ def _solve(kind: str, prior: str, p: dict, tol: float, models: dict):
     f = L2Fidelity(A, y)
     if prior == "tv":
         solver = PGD(f, TV(tol=1e-3, max_iter=5000), lam=p["tv_lam"], accelerate=True)
-    elif _lbfgs() is not None:  # as `lipinverse deblur` / `ct` do (--solver auto)
-        R, lam = deblur_prior(models[prior], sigma)
-        solver = _lbfgs()(f, R, lam=lam)
+    elif _lbfgs() is not None:  # this tree: the solver `lipinverse deblur` / `ct` build
+        from lipinverse.cli.priors import make_solver
+
+        solver = make_solver(A, y, prior, models[prior], sigma=sigma)
     else:
         R, lam = deblur_prior(models[prior], sigma)
         kw = dict(lam=lam, scheme="grad", accelerate=True)
