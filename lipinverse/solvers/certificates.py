@@ -54,7 +54,6 @@ BC17_KM_NE = "Krasnoselskii 1955, Mann 1953; Bauschke & Combettes 2017, Thm 5.15
 BH = "Baillon-Haddad theorem"
 EB92 = "Lions & Mercier 1979; Eckstein & Bertsekas 1992"
 MINTY = "Minty; Bauschke & Combettes 2017, Cor. 23.9"
-BER99 = "Armijo 1966; cf. Bertsekas 1999, Nonlinear Programming, Prop. 1.2.1"
 
 
 def is_denoiser(obj) -> bool:
@@ -452,34 +451,6 @@ def admm_guarantee(*, scheme, convex_f, convex_g, lip_d, alpha_d):
         L_D=lip_d,
         alpha_D=alpha_d,
     )
-
-
-def lbfgs_guarantee(*, lf, lr, lam, convex, alpha, delta, c1, c2, reductions, shrink):
-    """Safeguarded L-BFGS with Armijo steps on F = f + lam R (see ``LBFGS``'s Notes).
-
-    Every step decreases F by at least kappa |grad F(x_k)|^2, kappa = min(1/(2L),
-    alpha beta^h delta c1 / L) with beta = min(shrink) and h = reductions; summed,
-    min_j |grad F(x_j)|^2 <= (F(x_0) - inf F)/(kappa k)."""
-    if lf is None or lr is None:
-        which = "the fidelity's" if lf is None else "the prior's"
-        return fails(f"{which} gradient has no certified Lipschitz constant (L-BFGS's "
-                     "fallback step -grad F / L needs it)")
-    big_l = float(lf) + lam * float(lr)
-    kappa = min(1 / (2 * big_l), alpha * min(shrink) ** reductions * delta * c1 / big_l)
-    end = ("every limit point is a minimiser of F (convex)" if convex
-           else "every limit point is stationary")
-    return holds(
-        "L-BFGS (safeguarded)",
-        f"L-BFGS with safeguards: F L-smooth, L = L_f + lam L_R = {_fmt(big_l)}; each "
-        f"direction has cos(-grad F, d) >= {delta:g} and {c1:g}/L <= |d|/|grad F| <= "
-        f"{c2:g}/L (else d = -grad F/L), each step passes the Armijo test with alpha = "
-        f"{alpha:g} (certified from the slopes or the values) within {reductions} "
-        f"reductions by factors in [{shrink[0]:g}, {shrink[1]:g}] (else the step "
-        f"-grad F/L, which passes it by the descent lemma) => F(x_k) decreases by at "
-        f"least {kappa:.3g} |grad F(x_k)|^2 per step, so min_(j<=k) |grad F(x_j)|^2 = "
-        f"O(1/k) if F is bounded below, and {end} ({BER99})",
-        rate="min_j |grad F(x_j)|^2 = O(1/k)", reference=BER99, L_f=lf, L_R=lr, lam=lam,
-        alpha=alpha, delta=delta, c1=c1, c2=c2)
 
 
 def read_grad_lipschitz(name: str, obj, what: str) -> float | None:
