@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from operators.linalg import LBFGSMemory, slope_rise_bound
+from operators.linalg import LBFGSMemory, batch_dot, slope_rise_bound
 from operators.validation import check_int
 
 from . import certificates as cert
@@ -19,10 +19,6 @@ BER99 = "Armijo 1966; cf. Bertsekas 1999, Nonlinear Programming, Prop. 1.2.1"
 #: reductions and the range of their factors.
 ALPHA, DELTA, C1, C2, REDUCTIONS = 1e-4, 1e-6, 1e-6, 1e6, 10
 SHRINK = (0.1, 0.9)
-
-
-def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return (a * b).flatten(1).sum(1)
 
 
 def _col(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -198,7 +194,7 @@ class LBFGS(IterativeSolver):
         x, g, mem, idx = state["x"], state["g"], state["mem"], state["idx"]
         inv_l = 1.0 / self.big_l
         d = mem.direction(g.flatten(1), idx).view_as(g)
-        gd, gn, dn = _dot(g, d), _dot(g, g).sqrt(), _dot(d, d).sqrt()
+        gd, gn, dn = batch_dot(g, d), batch_dot(g, g).sqrt(), batch_dot(d, d).sqrt()
         bad = ~((-gd >= DELTA * gn * dn) & (dn >= C1 * inv_l * gn) & (dn <= C2 * inv_l * gn))
         if bool(bad.any()):  # the safeguard: -g/L, and the memory of those samples cleared
             d = torch.where(_col(bad, g), g * -inv_l, d)
@@ -207,7 +203,7 @@ class LBFGS(IterativeSolver):
         x_new, f_new, g_new = self._line_search(state, d, gd, active)
         s = x_new - x
         mem.push(s.flatten(1), (g_new - g).flatten(1), idx)
-        return {"x": x_new, "f": f_new, "g": g_new, "mem": mem, "idx": idx}, _dot(s, s).sqrt()
+        return {"x": x_new, "f": f_new, "g": g_new, "mem": mem, "idx": idx}, batch_dot(s, s).sqrt()
 
     def _line_search(self, state, d, gd, active):
         """Armijo steps per sample (see the Notes): certified from the slopes, or from the
@@ -215,7 +211,7 @@ class LBFGS(IterativeSolver):
         after ``REDUCTIONS`` failures the certified step :math:`x - g/L`. Returns the new
         iterate, its value (NaN where not computed) and its gradient."""
         x, g = state["x"], state["g"]
-        dd = _dot(d, d)
+        dd = batch_dot(d, d)
         t = torch.ones_like(gd)
         todo = active.clone()
         nan = torch.full_like(gd, float("nan"))
@@ -224,7 +220,7 @@ class LBFGS(IterativeSolver):
         for _ in range(REDUCTIONS + 1):
             cand = torch.addcmul(x, _col(t, x), d)
             gc = self._grad(cand)
-            slope = _dot(gc, d)
+            slope = batch_dot(gc, d)
             target = ALPHA * t * gd
             ok = todo & (self._rise_bound(t, gd, slope, dd) <= target)
             fc = nan
