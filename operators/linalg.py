@@ -7,9 +7,9 @@ r"""The iterative linear algebra of the library, written once.
 - :func:`power_iteration`: an estimate (a lower bound) of :math:`\|A\|`;
 - :func:`operator_norm`: the norm an :class:`~operators.Operator` reports, as a typed
   :class:`~operators.bounds.Bound`;
-- :class:`LBFGSMemory` and :func:`slope_rise_bound`: the quasi-Newton memory and the
-  gradient-only Armijo certificate shared by :class:`lipinverse.solvers.LBFGS` and the
-  ridge priors' inner solver.
+- :class:`LBFGSMemory`, :func:`slope_rise_bound` and :func:`armijo_search`: the
+  quasi-Newton memory, the gradient-only Armijo certificate and the safeguarded line search
+  shared by :class:`lipinverse.solvers.LBFGS` and the ridge priors' inner solver.
 
 The functions take duck-typed operators (``_forward`` / ``_adjoint`` on validated input,
 ``in_shape``), so this module imports nothing else of the package.
@@ -26,7 +26,7 @@ from .bounds import Bound
 
 __all__ = ["ConvergenceError", "NORM_SAFETY", "batch_dot", "conjugate_gradient",
            "collatz_wielandt", "power_iteration", "operator_norm", "shifted_normal_cg",
-           "LBFGSMemory", "slope_rise_bound"]
+           "LBFGSMemory", "slope_rise_bound", "armijo_search"]
 
 #: Relative safety margin applied to a power-iteration estimate when no closed form and no
 #: nonnegative majorant is available (see :func:`operator_norm`). The result is still an
@@ -298,3 +298,85 @@ def slope_rise_bound(t, a, b, n, big_l, rho):
     cross = ((b - a + down * t) / (up + down)).clamp(min=0).minimum(t)
     rest = t - cross
     return a * cross + 0.5 * up * cross * cross + b * rest + 0.5 * down * rest * rest
+
+
+def _col(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Per-sample ``v`` ``(B,)`` shaped to broadcast against ``like`` (masks stay bool)."""
+    v = v.reshape((-1,) + (1,) * (like.dim() - 1))
+    return v if v.dtype == torch.bool else v.to(like.dtype)
+
+
+def armijo_search(x, g, d, gd, grad, rise_bound, inv_l, *, todo, value=None, f0=None,
+                  alpha: float = 1e-4, reductions: int = 10, shrink=(0.1, 0.9)):
+    r"""Safeguarded Armijo steps along ``d``, per sample, certified from slopes.
+
+    For each row of ``todo`` it finds :math:`t` with
+    :math:`F(x + t d) \le F(x) + \alpha t\, \nabla F(x)^\top d` (``gd`` is
+    :math:`\nabla F(x)^\top d < 0`). A trial :math:`t` (first 1) is accepted when
+    ``rise_bound(t, gd, slope, ||d||^2)`` (e.g. :func:`slope_rise_bound`) certifies it
+    from the slope at the trial point, or, when ``value`` is given and that slope is still
+    :math:`\le 0`, when the values show it. A failed trial is shortened by the secant
+    factor of the two slopes where the slope has turned positive, by 1/2 otherwise, clamped
+    to ``shrink``; after ``reductions`` failures the step is the gradient step
+    :math:`x - g/L` (``inv_l`` :math:`= 1/L`, a scalar or per sample), for which the
+    descent lemma gives Armijo with :math:`\alpha \le 1/2`.
+
+    Parameters
+    ----------
+    x, g, d : Tensor
+        Iterates, their gradients and the directions, batch first.
+    gd : Tensor
+        ``(B,)`` slopes :math:`g^\top d`, negative on the rows of ``todo``.
+    grad : callable
+        :math:`z \mapsto \nabla F(z)` on a batch like ``x``.
+    rise_bound : callable
+        ``(t, a, b, n) -> (B,)``: a certified bound on :math:`\varphi(t) - \varphi(0)`.
+    inv_l : float or Tensor
+        :math:`1/L` with :math:`L` a certified Lipschitz constant of :math:`\nabla F`.
+    todo : Tensor
+        ``(B,)`` bool, the rows to move; the others keep ``x`` and ``g``.
+    value, f0 : callable, Tensor, optional
+        :math:`z \mapsto F(z)` (``(B,)``) and :math:`F(x)` (NaN where unknown, filled
+        where needed).
+
+    Returns
+    -------
+    x_new, g_new, f_new, f0 : Tensor
+        The new iterates and gradients; :math:`F(x_{new})` where it was computed (NaN
+        elsewhere); ``f0`` as filled in.
+    """
+    dd = batch_dot(d, d)
+    t = torch.ones_like(gd)
+    todo = todo.clone()
+    nan = torch.full_like(gd, float("nan"))
+    x_new, f_new, g_new = x, nan, g
+    lo, hi = shrink
+    for _ in range(int(reductions) + 1):
+        cand = torch.addcmul(x, _col(t, x), d)
+        gc = grad(cand)
+        slope = batch_dot(gc, d)
+        target = alpha * t * gd
+        ok = todo & (rise_bound(t, gd, slope, dd) <= target)
+        fc = nan
+        short = todo & ~ok & (slope <= 0)  # not past the line minimum: compare values
+        if value is not None and bool(short.any()):
+            if bool((torch.isnan(f0) & short).any()):
+                f0 = torch.where(torch.isnan(f0), value(x), f0)
+            fc = value(cand)
+            ok = ok | (short & (fc <= f0 + target))
+        if bool(ok.any()):
+            m = _col(ok, x)
+            x_new = torch.where(m, cand, x_new)
+            g_new = torch.where(m, gc, g_new)
+            f_new = torch.where(ok, fc, f_new)
+            todo = todo & ~ok
+        if not bool(todo.any()):
+            return x_new, g_new, f_new, f0
+        past = slope > 0
+        secant = gd / (gd - torch.where(past, slope, torch.ones_like(slope)))
+        factor = torch.where(past, secant, torch.full_like(t, 0.5)).clamp(lo, hi)
+        t = torch.where(todo, t * factor, t)
+    cand = x - (_col(inv_l, x) if torch.is_tensor(inv_l) else inv_l) * g  # descent lemma
+    m = _col(todo, x)
+    return (torch.where(m, cand, x_new), torch.where(m, grad(cand), g_new),
+            torch.where(todo, nan, f_new), f0)

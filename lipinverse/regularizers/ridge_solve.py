@@ -170,7 +170,7 @@ def lbfgs(grad, y, m, L, *, tol, max_iter, x0=None, memory: int = 10):
     shipped ridges it needs about half of Anderson's gradients to the same PSNR
     (``benchmarks/time_to_psnr.py``).
     """
-    from operators.linalg import LBFGSMemory, slope_rise_bound
+    from operators.linalg import LBFGSMemory, armijo_search, slope_rise_bound
 
     if int(memory) < 1:
         raise ValueError(f"lbfgs: expected memory >= 1, got {memory}")
@@ -203,28 +203,10 @@ def lbfgs(grad, y, m, L, *, tol, max_iter, x0=None, memory: int = 10):
             gd = torch.where(bad, -gn2 * gn2 / La, gd)
             mem.clear(active[bad])
         d = d.view_as(xa)
-        n = (d * d).flatten(1).sum(1)
-        t = torch.ones_like(gd)
-        todo = torch.ones_like(gd, dtype=torch.bool)
-        x_new, g_new = xa.clone(), g.clone()
-        for _ in range(11):
-            cand = xa + t.reshape(_VIEW) * d
-            gc = grad(cand, active)
-            b = (gc * d).flatten(1).sum(1)
-            ok = todo & (slope_rise_bound(t, gd, b, n, La, 0.0) <= 1e-4 * t * gd)
-            x_new = torch.where(ok.reshape(_VIEW), cand, x_new)
-            g_new = torch.where(ok.reshape(_VIEW), gc, g_new)
-            todo = todo & ~ok
-            if not bool(todo.any()):
-                break
-            secant = gd / (gd - torch.where(b > 0, b, torch.ones_like(b)))
-            t = torch.where(todo, t * torch.where(b > 0, secant, 0.5 * torch.ones_like(b))
-                            .clamp(0.1, 0.9), t)
-        if bool(todo.any()):  # the certified gradient step
-            cand = xa - g / La.reshape(_VIEW)
-            gc = grad(cand, active)
-            x_new = torch.where(todo.reshape(_VIEW), cand, x_new)
-            g_new = torch.where(todo.reshape(_VIEW), gc, g_new)
+        x_new, g_new, _, _ = armijo_search(
+            xa, g, d, gd, lambda z, rows=active: grad(z, rows),
+            lambda t, a, b, n, big_l=La: slope_rise_bound(t, a, b, n, big_l, 0.0), 1.0 / La,
+            todo=torch.ones_like(bad))
         mem.push((x_new - xa).flatten(1), (g_new - g).flatten(1), active)
         x[active], g = x_new, g_new
     converged = torch.ones(B, dtype=torch.bool, device=dev)

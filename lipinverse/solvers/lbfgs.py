@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from operators.linalg import LBFGSMemory, batch_dot, slope_rise_bound
+from operators.linalg import LBFGSMemory, armijo_search, batch_dot, slope_rise_bound
 from operators.validation import check_int
 
 from . import certificates as cert
@@ -19,12 +19,6 @@ BER99 = "Armijo 1966; cf. Bertsekas 1999, Nonlinear Programming, Prop. 1.2.1"
 #: reductions and the range of their factors.
 ALPHA, DELTA, C1, C2, REDUCTIONS = 1e-4, 1e-6, 1e-6, 1e6, 10
 SHRINK = (0.1, 0.9)
-
-
-def _col(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """Per-sample ``v`` ``(B,)`` shaped to broadcast against ``like`` (masks stay bool)."""
-    v = v.view((-1,) + (1,) * (like.dim() - 1))
-    return v if v.dtype == torch.bool else v.to(like.dtype)
 
 
 def lbfgs_guarantee(*, lf, lr, lam, convex, alpha, delta, c1, c2, reductions, shrink):
@@ -197,7 +191,7 @@ class LBFGS(IterativeSolver):
         gd, gn, dn = batch_dot(g, d), batch_dot(g, g).sqrt(), batch_dot(d, d).sqrt()
         bad = ~((-gd >= DELTA * gn * dn) & (dn >= C1 * inv_l * gn) & (dn <= C2 * inv_l * gn))
         if bool(bad.any()):  # the safeguard: -g/L, and the memory of those samples cleared
-            d = torch.where(_col(bad, g), g * -inv_l, d)
+            d = torch.where(bad.view((-1,) + (1,) * (g.dim() - 1)), g * -inv_l, d)
             gd = torch.where(bad, -inv_l * gn * gn, gd)
             mem.clear(idx[bad])
         x_new, f_new, g_new = self._line_search(state, d, gd, active)
@@ -206,48 +200,15 @@ class LBFGS(IterativeSolver):
         return {"x": x_new, "f": f_new, "g": g_new, "mem": mem, "idx": idx}, batch_dot(s, s).sqrt()
 
     def _line_search(self, state, d, gd, active):
-        """Armijo steps per sample (see the Notes): certified from the slopes, or from the
-        values where the slope at the trial step is still negative; secant reductions;
-        after ``REDUCTIONS`` failures the certified step :math:`x - g/L`. Returns the new
-        iterate, its value (NaN where not computed) and its gradient."""
-        x, g = state["x"], state["g"]
-        dd = batch_dot(d, d)
-        t = torch.ones_like(gd)
-        todo = active.clone()
-        nan = torch.full_like(gd, float("nan"))
-        x_new, f_new, g_new = x, nan, g
-        lo, hi = SHRINK
-        for _ in range(REDUCTIONS + 1):
-            cand = torch.addcmul(x, _col(t, x), d)
-            gc = self._grad(cand)
-            slope = batch_dot(gc, d)
-            target = ALPHA * t * gd
-            ok = todo & (self._rise_bound(t, gd, slope, dd) <= target)
-            fc = nan
-            short = todo & ~ok & (slope <= 0)  # not past the line minimum: compare values
-            if bool(short.any()):
-                f = state["f"]
-                if bool((torch.isnan(f) & short).any()):
-                    f = torch.where(torch.isnan(f), self._value(x), f)
-                    state["f"] = f
-                fc = self._value(cand)
-                ok = ok | (short & (fc <= f + target))
-            if bool(ok.any()):
-                m = _col(ok, x)
-                x_new = torch.where(m, cand, x_new)
-                g_new = torch.where(m, gc, g_new)
-                f_new = torch.where(ok, fc, f_new)
-                todo = todo & ~ok
-            if not bool(todo.any()):
-                return x_new, f_new, g_new
-            past = slope > 0
-            secant = gd / (gd - torch.where(past, slope, torch.ones_like(slope)))
-            factor = torch.where(past, secant, torch.full_like(t, 0.5)).clamp(lo, hi)
-            t = torch.where(todo, t * factor, t)
-        cand = torch.add(x, g, alpha=-1.0 / self.big_l)  # descent lemma: Armijo holds
-        m = _col(todo, x)
-        return (torch.where(m, cand, x_new), torch.where(todo, nan, f_new),
-                torch.where(m, self._grad(cand), g_new))
+        """Armijo steps per sample (:func:`operators.linalg.armijo_search`; see the Notes):
+        certified from the slopes, or from the values where the slope at the trial step is
+        still negative. Returns the new iterate, its value (NaN where not computed) and its
+        gradient."""
+        x_new, g_new, f_new, state["f"] = armijo_search(
+            state["x"], state["g"], d, gd, self._grad, self._rise_bound, 1.0 / self.big_l,
+            todo=active, value=self._value, f0=state["f"], alpha=ALPHA,
+            reductions=REDUCTIONS, shrink=SHRINK)
+        return x_new, f_new, g_new
 
     def _objective(self, state):
         f = state["f"]
