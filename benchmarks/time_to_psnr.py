@@ -23,7 +23,8 @@ solve of the sweep (L-BFGS 3e-6, cheap for it; denoising 1e-4; TV 1e-4 / 1e-3), 
 with ``--reference-solve`` of a float64 solve to 1e-5 (denoising 1e-6). The time to
 solution of a version is the time of its fastest solve that lands within ``--gap``
 (0.02 dB) of the converged PSNR; the table gives it for both versions and their ratio.
-The shipped ``crr`` / ``wcrr`` weights are those of 5893d31 (unchanged since).
+Every version loads the ``crr`` / ``wcrr`` weights shipped at 5893d31 (from the exported
+tree: the goal is for those models), whatever this tree ships.
 
 This tree runs with :func:`lipinverse.allocator.reuse_buffers` (as the ``lipinverse``
 command does); ``--baseline-reuse`` adds 5893d31 with the same setting. Each solve is timed
@@ -102,7 +103,7 @@ def _operator(kind: str, p: dict):
 
 
 def worker(code: str, spec_path: str, out_path: str, reference: bool, repeats: int = 1,
-           allocator: str = "system") -> None:
+           allocator: str = "system", weights: str | None = None) -> None:
     if allocator == "reuse":  # this tree's lipinverse.allocator, loaded by path (any version)
         import importlib.util
 
@@ -122,6 +123,8 @@ def worker(code: str, spec_path: str, out_path: str, reference: bool, repeats: i
 
     print(f"worker: lipinverse from {Path(lipinverse.__file__).parent}", flush=True)
     spec = torch.load(spec_path, weights_only=True)
+    if weights is not None:  # the models shipped at 5893d31 in every version (the goal's)
+        pretrained.HERE = Path(weights)
     models = {m: pretrained.load(m) for m in ("crr", "wcrr")}  # float32: the default
     if reference:  # the converged solutions in float64, where tol 1e-6 / 1e-7 is reachable
         models = {m: r.double() for m, r in models.items()}
@@ -193,12 +196,13 @@ def problems(n_images: int, size: int = 256) -> list[dict]:
 
 
 def run_worker(code: Path, spec: Path, reference: bool = False, repeats: int = 1,
-               allocator: str = "system") -> list[dict]:
+               allocator: str = "system", weights: Path | None = None) -> list[dict]:
     with tempfile.NamedTemporaryFile(suffix=".pt", delete=False) as fh:
         out = Path(fh.name)
     cmd = [sys.executable, __file__, "--worker", str(code), "--spec", str(spec),
            "--out", str(out), "--repeats", str(repeats), "--allocator", allocator] + (
-        ["--reference"] if reference else [])
+        ["--reference"] if reference else []) + (
+        ["--weights", str(weights)] if weights is not None else [])
     subprocess.run(cmd, check=True, cwd=tempfile.gettempdir())
     rows = torch.load(out, weights_only=True)
     out.unlink()
@@ -311,6 +315,7 @@ def main(argv=None) -> None:
     ap.add_argument("--worker"), ap.add_argument("--spec"), ap.add_argument("--out")
     ap.add_argument("--reference", action="store_true", help=argparse.SUPPRESS)  # worker
     ap.add_argument("--allocator", default="system", help=argparse.SUPPRESS)  # worker
+    ap.add_argument("--weights", default=None, help=argparse.SUPPRESS)  # worker: model dir
     ap.add_argument("--repeats", type=int, default=2, help="time each solve best of N")
     ap.add_argument("--baseline-reuse", action="store_true",
                     help="also run 5893d31 with lipinverse.allocator.reuse_buffers(), to "
@@ -322,7 +327,7 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     if args.worker:
         return worker(args.worker, args.spec, args.out, args.reference, args.repeats,
-                      args.allocator)
+                      args.allocator, args.weights)
     sys.path.insert(0, str(REPO))
     from benchmarks.common import write
 
@@ -333,12 +338,15 @@ def main(argv=None) -> None:
                    spec)
         base = export_baseline(Path(tmp))
         # this tree runs as the CLI does (reuse_buffers); 5893d31 had no such setting
-        versions = {BASELINE: run_worker(base, spec, repeats=args.repeats)}
+        weights = base / "lipinverse" / "pretrained"  # the goal is for the models of 5893d31
+        versions = {BASELINE: run_worker(base, spec, repeats=args.repeats, weights=weights)}
         if args.baseline_reuse:
             versions[f"{BASELINE} + reuse"] = run_worker(base, spec, repeats=args.repeats,
-                                                         allocator="reuse")
-        versions["this tree"] = run_worker(REPO, spec, repeats=args.repeats, allocator="reuse")
-        ref_rows = (run_worker(REPO, spec, reference=True) if args.reference_solve else
+                                                         allocator="reuse", weights=weights)
+        versions["this tree"] = run_worker(REPO, spec, repeats=args.repeats, allocator="reuse",
+                                           weights=weights)
+        ref_rows = (run_worker(REPO, spec, reference=True, weights=weights)
+                    if args.reference_solve else
                     _tightest(versions["this tree"]))
     rows = summarise(probs, ref_rows, versions, args.gap)
     payload = {"task": "time_to_psnr", "versions": list(versions), "gap": args.gap,
