@@ -1,0 +1,84 @@
+r"""Ship a finished training run as a prior of :mod:`lipinverse.pretrained`.
+
+Reads ``RUN/final.*`` (written by ``lipinverse train`` when the run's last stage ends: the
+weights with :math:`\lambda(\sigma)` tuned on the validation folder, and the certificates)
+and ``RUN/run.json`` (the recipe, the data folders and every session), and writes
+``lipinverse/pretrained/NAME.{safetensors,json}`` with the training record that
+:func:`lipinverse.pretrained.config` shows: ``metadata.name``, ``metadata.params`` and
+``metadata.training`` (data, validation folder, recipe, core-hours, sessions, the run
+folder and the commands). The weights are not changed.
+
+Usage (decide with ``benchmarks/compare_priors.py`` first)::
+
+    python benchmarks/ship_prior.py lipinverse/pretrained/runs/crr --as crr
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def training_record(run_dir: Path, final_meta: dict) -> dict:
+    """The ``metadata.training`` of a shipped prior from a run folder."""
+    run = json.loads((run_dir / "run.json").read_text())
+    if not run.get("done"):
+        raise ValueError(f"ship_prior: run {run_dir} has not finished (run.json: done is "
+                         f"false); resume it until it writes final.*")
+    try:
+        rel = run_dir.resolve().relative_to(REPO)
+    except ValueError:
+        rel = run_dir
+    recipe = run["recipe"]
+    return {
+        "data": Path(run["images"]).name,
+        "val": Path(run["val"]).name if run.get("val") else None,
+        "recipe": recipe,
+        "run": str(rel),
+        "core_hours": round(run["core_seconds"] / 3600, 2),
+        "sessions": len(run["sessions"]),
+        "devices": sorted({s.get("device", "cpu") for s in run["sessions"]}),
+        "commands": [
+            f"lipinverse train --recipe {recipe['name']} --images ../shared/data/"
+            f"{Path(run['images']).name} --val ../shared/data/{Path(run['val']).name} "
+            f"--out {rel} --minutes N",
+            f"lipinverse train --resume {rel} --minutes N  (until final.* is written)",
+            f"python benchmarks/ship_prior.py {rel} --as NAME"],
+        "tuning": final_meta.get("tuning"),
+    }
+
+
+def main(argv=None) -> int:
+    from lipinverse import pretrained
+    from lipinverse.training import load_checkpoint, save_checkpoint
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run", type=Path, help="run folder (holds run.json and final.*)")
+    ap.add_argument("--as", dest="name", required=True, choices=sorted(pretrained.REGISTRY))
+    ap.add_argument("--dest", type=Path, default=pretrained.HERE,
+                    help="folder to write NAME.* into (default: the package's pretrained/)")
+    args = ap.parse_args(argv)
+    final = args.run / "final.json"
+    if not final.is_file():
+        raise SystemExit(f"ship_prior: {final} not found: the run has not finished")
+    info = json.loads(final.read_text())
+    model = load_checkpoint(args.run / "final")
+    expected = pretrained.REGISTRY[args.name][1]
+    if type(model).__name__ != expected:
+        raise SystemExit(f"ship_prior: {args.name} must be a {expected}, the run holds a "
+                         f"{type(model).__name__}")
+    meta = dict(info.get("metadata") or {})
+    meta.update(name=args.name, params=sum(p.numel() for p in model.parameters()),
+                training=training_record(args.run, meta))
+    out = save_checkpoint(model, args.dest / args.name, metadata=meta)
+    check = load_checkpoint(args.dest / args.name)  # SHA-256, class and shapes checked
+    print(f"wrote {out} ({meta['params']} parameters, {type(check).__name__})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
