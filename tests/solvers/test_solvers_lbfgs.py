@@ -193,3 +193,37 @@ def test_a_long_step_after_a_short_one_is_not_divergence():
     nan = _Bookkeeping(torch.float64, [1.0], jump_test=False)
     _, bad, _ = nan.update([float("nan")], [1.0])
     assert bad == [0]
+
+
+def test_armijo_search_certifies_each_step_and_falls_back_to_the_gradient_step():
+    r"""``operators.linalg.armijo_search`` on separable quadratics :math:`F = \tfrac12 x^\top
+    Q x` (exact values): every accepted point satisfies Armijo, rows outside ``todo`` stay,
+    and with no reduction allowed a direction 100x too long ends at :math:`x - g/L`."""
+    from operators.linalg import armijo_search, batch_dot, slope_rise_bound
+
+    g0 = torch.Generator().manual_seed(5)
+    q = torch.rand(3, 1, 6, 6, generator=g0, dtype=torch.float64) * 9 + 1  # curvature in [1, 10]
+    big_l = 10.0
+    x = torch.randn(3, 1, 6, 6, generator=g0, dtype=torch.float64)
+
+    def grad(z):
+        return q * z
+
+    def value(z):
+        return 0.5 * batch_dot(z, q * z)
+
+    g = grad(x)
+    for scale, reductions in ((1.0, 10), (100.0, 10), (100.0, 0)):
+        d = -scale * g / q.amin()  # from a fine step to far past the line minimum
+        gd = batch_dot(g, d)
+        todo = torch.tensor([True, False, True])
+        x_new, g_new, _, _ = armijo_search(
+            x, g, d, gd, grad, lambda t, a, b, n: slope_rise_bound(t, a, b, n, big_l, 0.0),
+            1.0 / big_l, todo=todo, reductions=reductions)
+        assert torch.equal(x_new[1], x[1]) and torch.equal(g_new[1], g[1])
+        assert torch.allclose(g_new, grad(x_new), rtol=0, atol=1e-15)
+        rise = value(x_new) - value(x)
+        assert bool((rise[todo] <= 1e-4 * batch_dot(g, x_new - x)[todo] + 1e-15).all())
+        assert bool((rise[todo] < 0).all())
+        if reductions == 0:
+            assert torch.allclose(x_new[todo], (x - g / big_l)[todo], rtol=0, atol=1e-15)
