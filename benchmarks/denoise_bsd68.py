@@ -66,9 +66,8 @@ def tv_method(val, sigmas):
 
 def model_method(name):
     """A shipped prior (or a checkpoint path, e.g. a training run's ``final``):
-    ``.denoise(y, sigma)`` for regularisers (the library default: Anderson to a certified
-    relative accuracy of 1e-3, within 0.005 dB of the minimiser), ``D(y, sigma)`` for
-    denoisers."""
+    the exact denoiser for regularisers (the library default, L-BFGS, to a certified relative
+    accuracy of 1e-3: within 0.005 dB of the minimiser), ``D(y, sigma)`` for denoisers."""
     from pathlib import Path
 
     from lipinverse import pretrained
@@ -81,7 +80,7 @@ def model_method(name):
         with torch.no_grad():
             if hasattr(model, "solve"):  # ridge: the exact denoiser, to a certified tolerance
                 x, info = model.solve(y, 1.0, s / 255, tol=1e-3, max_iter=1000,
-                                      method="anderson")
+                                      method="lbfgs")
                 return x, float(info.iterations.float().mean())
             return model(y, s / 255), 1  # single-pass network
 
