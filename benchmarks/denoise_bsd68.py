@@ -188,9 +188,9 @@ def markdown(pl) -> str:
         lines.append(f"| {m} (published, all 68) | "
                      + " | ".join(fmt(d.get(str(s))) for s in sig) + " | | | |")
     lines += ["", "Iterations: solver iterations to its tolerance (per σ, mean over images). "
-              "Ridge priors: the exact denoiser, Anderson to a certified relative accuracy "
-              "of 1e-3 (rows measured before 2026-12-04: FISTA to 1e-4; the two agree to "
-              "0.005 dB)."]
+              "Ridge priors: the exact denoiser, L-BFGS to a certified relative accuracy "
+              "of 1e-3 (rows measured before 2026-12-05: Anderson to 1e-3, before "
+              "2026-12-04: FISTA to 1e-4; all agree to 0.005 dB)."]
     return "\n".join(lines) + "\n"
 
 
