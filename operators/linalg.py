@@ -26,7 +26,7 @@ from .bounds import Bound
 
 __all__ = ["ConvergenceError", "NORM_SAFETY", "batch_dot", "conjugate_gradient",
            "collatz_wielandt", "power_iteration", "operator_norm", "shifted_normal_cg",
-           "LBFGSMemory", "slope_rise_bound", "armijo_search"]
+           "LBFGSMemory", "slope_rise_bound", "safeguard_direction", "armijo_search"]
 
 #: Relative safety margin applied to a power-iteration estimate when no closed form and no
 #: nonnegative majorant is available (see :func:`operator_norm`). The result is still an
@@ -304,6 +304,23 @@ def _col(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """Per-sample ``v`` ``(B,)`` shaped to broadcast against ``like`` (masks stay bool)."""
     v = v.reshape((-1,) + (1,) * (like.dim() - 1))
     return v if v.dtype == torch.bool else v.to(like.dtype)
+
+
+def safeguard_direction(g, d, inv_l, *, delta: float, c1: float = 0.0,
+                        c2: float = math.inf):
+    r"""Replace the directions that fail the safeguards by the gradient step :math:`-g/L`.
+
+    A row keeps ``d`` when :math:`-g^\top d \ge \delta\|g\|\|d\|` (angle) and
+    :math:`c_1\|g\|/L \le \|d\| \le c_2\|g\|/L` (length). Returns the directions,
+    their slopes :math:`g^\top d` (``(B,)``) and the mask of replaced rows (whose
+    quasi-Newton memory the caller clears). ``inv_l`` :math:`= 1/L`: a scalar or per row."""
+    gd, gn, dn = batch_dot(g, d), batch_dot(g, g).sqrt(), batch_dot(d, d).sqrt()
+    bad = ~((-gd >= delta * gn * dn) & (dn >= c1 * inv_l * gn) & (dn <= c2 * inv_l * gn))
+    if bool(bad.any()):
+        step = _col(inv_l, g) if torch.is_tensor(inv_l) else inv_l
+        d = torch.where(_col(bad, g), -step * g, d)
+        gd = torch.where(bad, -inv_l * gn * gn, gd)
+    return d, gd, bad
 
 
 def armijo_search(x, g, d, gd, grad, rise_bound, inv_l, *, todo, value=None, f0=None,

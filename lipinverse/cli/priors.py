@@ -159,8 +159,8 @@ def make_solver(A, y, name: str, prior, *, solver: str = "auto", lam: float | No
             try:
                 return PGD(f, fixed, lam=lam, scheme="grad", accelerate=True,
                            preconditioner="fourier")
-            except ValueError:
-                pass
+            except ValueError:  # no circular blur: the metric does not apply
+                return Solver(f, fixed, lam=lam)
         return Solver(f, fixed, lam=lam)
     kw = dict(lam=lam, scheme="grad", accelerate=True)
     try:  # the certified Fourier metric where it applies: a convex prior, a circular blur

@@ -170,7 +170,7 @@ def lbfgs(grad, y, m, L, *, tol, max_iter, x0=None, memory: int = 10):
     shipped ridges it needs about half of Anderson's gradients to the same PSNR
     (``benchmarks/time_to_psnr.py``).
     """
-    from operators.linalg import LBFGSMemory, armijo_search, slope_rise_bound
+    from operators.linalg import LBFGSMemory, armijo_search, safeguard_direction, slope_rise_bound
 
     if int(memory) < 1:
         raise ValueError(f"lbfgs: expected memory >= 1, got {memory}")
@@ -196,11 +196,8 @@ def lbfgs(grad, y, m, L, *, tol, max_iter, x0=None, memory: int = 10):
         xa, La = x[active], Lt[active]
         gf = g.flatten(1)
         d = mem.direction(gf, active)
-        gd, gn2, dn = (gf * d).sum(1), gf.norm(dim=1), d.norm(dim=1)
-        bad = ~(-gd >= 1e-6 * gn2 * dn)
+        d, gd, bad = safeguard_direction(gf, d, 1.0 / La, delta=1e-6)
         if bool(bad.any()):
-            d = torch.where(bad[:, None], -gf / La[:, None], d)
-            gd = torch.where(bad, -gn2 * gn2 / La, gd)
             mem.clear(active[bad])
         d = d.view_as(xa)
         x_new, g_new, _, _ = armijo_search(

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import torch
 
-from operators.linalg import LBFGSMemory, armijo_search, batch_dot, slope_rise_bound
+from operators.linalg import (
+    LBFGSMemory,
+    armijo_search,
+    batch_dot,
+    safeguard_direction,
+    slope_rise_bound,
+)
 from operators.validation import check_int
 
 from . import certificates as cert
@@ -188,11 +194,8 @@ class LBFGS(IterativeSolver):
         x, g, mem, idx = state["x"], state["g"], state["mem"], state["idx"]
         inv_l = 1.0 / self.big_l
         d = mem.direction(g.flatten(1), idx).view_as(g)
-        gd, gn, dn = batch_dot(g, d), batch_dot(g, g).sqrt(), batch_dot(d, d).sqrt()
-        bad = ~((-gd >= DELTA * gn * dn) & (dn >= C1 * inv_l * gn) & (dn <= C2 * inv_l * gn))
-        if bool(bad.any()):  # the safeguard: -g/L, and the memory of those samples cleared
-            d = torch.where(bad.view((-1,) + (1,) * (g.dim() - 1)), g * -inv_l, d)
-            gd = torch.where(bad, -inv_l * gn * gn, gd)
+        d, gd, bad = safeguard_direction(g, d, inv_l, delta=DELTA, c1=C1, c2=C2)
+        if bool(bad.any()):  # replaced by -g/L: forget those samples' memory
             mem.clear(idx[bad])
         x_new, f_new, g_new = self._line_search(state, d, gd, active)
         s = x_new - x
