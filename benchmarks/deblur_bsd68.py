@@ -13,9 +13,15 @@ r"""Non-blind deblurring on BSD68: 256x256 centre crops, the 8 Levin kernels, ci
 Every strength (λ, denoiser σ, Wiener balance, RL iterations) is tuned per noise level on
 set12 crops (never on BSD68). Writes ``benchmarks/results/deblur_bsd68.{json,md}``.
 
+A method may also be given as ``NAME=STEM``, a ridge prior of class ``NAME`` loaded from the
+checkpoint ``STEM`` (e.g. a training run's ``final``) instead of the shipped one; its row is
+``NAME [STEM's last two parts]``.
+
 Usage (from the repository root)::
 
     OMP_NUM_THREADS=1 python benchmarks/deblur_bsd68.py --quick 4
+    OMP_NUM_THREADS=1 python benchmarks/deblur_bsd68.py --merge --methods \
+        crr=lipinverse/pretrained/runs/crr/final ...
 """
 
 from __future__ import annotations
@@ -70,13 +76,21 @@ def make_problem(x, kernel, noise, seed):
 class Methods:
     """Runs each method on one problem ``(A, y, kernel)`` with a strength parameter."""
 
-    def __init__(self, max_iter: int, tol: float):
+    def __init__(self, max_iter: int, tol: float, paths: dict | None = None):
         self.max_iter, self.tol = max_iter, tol
+        self.paths = paths or {}  # row name -> checkpoint stem
         self._models = {}
 
     def model(self, name):
         if name not in self._models:
-            if name == "dncnn":
+            if name in self.paths:
+                from lipinverse.training import load_checkpoint
+
+                model = load_checkpoint(self.paths[name]).float().eval()
+                for q in model.parameters():
+                    q.requires_grad_(False)
+                self._models[name] = model
+            elif name == "dncnn":
                 self._models[name] = load_dncnn()
             elif name == "tv":
                 from lipinverse.regularizers import TV
@@ -138,6 +152,19 @@ GRIDS = {
 }
 
 
+def parse_method(spec: str) -> tuple[str, str, str | None]:
+    """``(row name, method, checkpoint stem or None)`` of ``NAME`` or ``NAME=STEM``."""
+    base, _, path = spec.partition("=")
+    if base not in METHODS:
+        raise SystemExit(f"deblur_bsd68: unknown method {base!r}; expected one of {METHODS}")
+    if path and base not in ("crr", "wcrr"):
+        raise SystemExit(f"deblur_bsd68: NAME=STEM is for the ridge priors crr / wcrr, got "
+                         f"{spec!r}")
+    if not path:
+        return base, base, None
+    return f"{base} [{'/'.join(Path(path).parts[-2:])}]", base, path
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default=str(DATA))
@@ -165,9 +192,13 @@ def main(argv=None):
                          dtype=torch.float32)
     val = load_images(root / "set12", limit=args.val, step=3, crop=256, dtype=torch.float32)
     kernels = load_kernels(root)
-    methods, rec, meta = Methods(args.max_iter, args.tol), Record(), {}
-    for m in args.methods:
-        meta[m] = {"guarantee": GUARANTEE[m], "param": {}}
+    rows = [parse_method(m) for m in args.methods]
+    methods = Methods(args.max_iter, args.tol, {m: path for m, _, path in rows if path})
+    rec, meta = Record(), {}
+    for m, base, path in rows:
+        meta[m] = {"guarantee": GUARANTEE[base], "param": {}}
+        if path:
+            meta[m]["weights"] = path
         for noise in args.noises:
             t0 = time.perf_counter()
             probs = []
@@ -177,7 +208,7 @@ def main(argv=None):
                     probs.append((x, y, (A, kernels[k])))
             best, vpsnr = tune(lambda y, q, e, m=m, noise=noise:
                                methods.run(m, e[0], y, e[1], q, noise)[0],
-                               args.grid or GRIDS[m], probs)
+                               args.grid or GRIDS[base], probs)
             meta[m]["param"][str(noise)] = {"value": best, "set12_psnr": round(vpsnr, 3),
                                             "tune_s": round(time.perf_counter() - t0, 1)}
             for i, (_, x) in enumerate(images):
@@ -188,7 +219,7 @@ def main(argv=None):
                     xh, it = methods.run(m, A, y, kernels[k], best, noise)
                     rec.add(m, str(noise), psnr(xh, x), time.perf_counter() - t, it)
             print(m, noise, best, rec.summary()[m][str(noise)], flush=True)
-        if hasattr(methods, "last_guarantee") and m in ("crr", "wcrr", "lipdenoiser", "tv"):
+        if hasattr(methods, "last_guarantee") and base in ("crr", "wcrr", "lipdenoiser", "tv"):
             meta[m]["solver_guarantee"] = methods.last_guarantee
     payload = {"task": "deblur_bsd68", "noises_x255": args.noises, "kernels": args.kernels,
                "images": [n for n, _ in images], "n_images": len(images), "crop": 256,

@@ -9,8 +9,8 @@ Problems (seeded, built once here and handed to both versions):
 * ``deblur``: the same crops, Levin kernel 1 (a Gaussian of 1.6 px without the data),
   circular boundary, noise 2.55/255; with ``deblur_prior``'s strength, from
   :math:`A^\top y`, to a relative change ``t``, the solver ``lipinverse deblur`` runs:
-  this tree ``cli.priors.make_solver`` (``--solver auto``: ``LBFGS`` for the ridges, FISTA
-  in the Fourier metric for a convex ridge with a circular blur); 5893d31 accelerated PGD
+  this tree ``cli.priors.make_solver`` (``--solver auto``: ``LBFGS`` for the ridges,
+  preconditioned by the Fourier metric); 5893d31 accelerated PGD
   (``scheme="grad"``); TV: FISTA in both;
 * ``ct``: one crop as an attenuation map, 60-angle parallel-beam Radon scaled to unit
   norm, noise 0.01; the same solvers.
@@ -356,8 +356,10 @@ def main(argv=None) -> None:
                         "noise; denoising at sigma 15 and 25/255, deblurring with Levin "
                         "kernel 1 at 2.55/255, "
                         "CT with 60 parallel-beam angles (unit-norm Radon) at 0.01; float32. "
-                        "Deblurring and CT with the ridges: this tree runs L-BFGS (as "
-                        "`lipinverse deblur` / `ct` do), 5893d31 accelerated PGD."}
+                        "Deblurring and CT with the ridges: this tree runs L-BFGS "
+                        "preconditioned by the Fourier metric (as `lipinverse deblur` / `ct` "
+                        "do), 5893d31 accelerated PGD; denoising: this tree's L-BFGS with "
+                        "the metric I + tau R's circulant model."}
     write(args.name, payload, markdown)
     figure(rows, list(versions), REPO / "benchmarks" / "results" / f"{args.name}.png")
     print(json.dumps([{k: r[k] for k in ("problem", "prior", "speedup")} for r in rows]))

@@ -66,6 +66,12 @@ class Operator(torch.nn.Module, abc.ABC):
     #: True when every entry of the matrix of ``A`` is >= 0 (enables the Collatz-Wielandt
     #: certified norm bound).
     nonnegative: bool = False
+    #: True when :math:`A^\top A` is (close to) a convolution, so that its Fourier symbol
+    #: (:func:`operators.linalg.normal_symbol`) is a good preconditioner: blurs (exact for
+    #: circular ones), the parallel-beam Radon transform (:math:`A^\top A` is close to a
+    #: convolution with :math:`1/|x|`), finite differences, the identity; sums, scalings
+    #: and compositions of such. It only steers a preconditioner, never a certificate.
+    shift_invariant: bool = False
 
     def __init__(self, in_shape: Sequence[int] | None = None,
                  out_shape: Sequence[int] | None = None):
@@ -293,6 +299,7 @@ class Identity(Operator):
     """
 
     nonnegative = True
+    shift_invariant = True
 
     def __init__(self, shape: Sequence[int] | None = None):
         super().__init__(shape, shape)
@@ -359,6 +366,7 @@ class Composition(Operator):
         self.outer = outer
         self.inner = inner
         self.nonnegative = outer.nonnegative and inner.nonnegative
+        self.shift_invariant = outer.shift_invariant and inner.shift_invariant
 
     def _forward(self, x):
         return self.outer._forward(self.inner._forward(x))
@@ -395,6 +403,7 @@ class Sum(Operator):
         self.a = a
         self.b = b
         self.nonnegative = a.nonnegative and b.nonnegative
+        self.shift_invariant = a.shift_invariant and b.shift_invariant
 
     def _forward(self, x):
         return self.a._forward(x) + self.b._forward(x)
@@ -430,6 +439,7 @@ class Scaled(Operator):
         self.c = float(c)
         self.op = op
         self.nonnegative = op.nonnegative and self.c >= 0
+        self.shift_invariant = op.shift_invariant
 
     def _forward(self, x):
         return self.c * self.op._forward(x)

@@ -99,6 +99,8 @@ class Blur(Operator):
     1.0
     """
 
+    shift_invariant = True  # exactly for circular padding, up to the edges otherwise
+
     def __init__(self, kernel, padding: str = "circular",
                  in_shape: Sequence[int] | None = None):
         kernel = as_kernel(kernel)

@@ -40,6 +40,7 @@ class FiniteDifference(Operator):
     """
 
     nonnegative = False
+    shift_invariant = True  # A^T A is the (negative) Laplacian
 
     def __init__(self, boundary: str = "neumann", in_shape: Sequence[int] | None = None):
         if boundary not in BOUNDARIES:

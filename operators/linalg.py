@@ -9,7 +9,9 @@ r"""The iterative linear algebra of the library, written once.
   :class:`~operators.bounds.Bound`;
 - :class:`LBFGSMemory`, :func:`slope_rise_bound` and :func:`armijo_search`: the
   quasi-Newton memory, the gradient-only Armijo certificate and the safeguarded line search
-  shared by :class:`lipinverse.solvers.LBFGS` and the ridge priors' inner solver.
+  shared by :class:`lipinverse.solvers.LBFGS` and the ridge priors' inner solver;
+- :func:`normal_symbol` and :class:`FourierMetric`: the Fourier symbol of :math:`A^\top A`
+  and the circulant preconditioner that L-BFGS starts its recursion from.
 
 The functions take duck-typed operators (``_forward`` / ``_adjoint`` on validated input,
 ``in_shape``), so this module imports nothing else of the package.
@@ -26,7 +28,8 @@ from .bounds import Bound
 
 __all__ = ["ConvergenceError", "NORM_SAFETY", "batch_dot", "conjugate_gradient",
            "collatz_wielandt", "power_iteration", "operator_norm", "shifted_normal_cg",
-           "LBFGSMemory", "slope_rise_bound", "safeguard_direction", "armijo_search"]
+           "LBFGSMemory", "slope_rise_bound", "safeguard_direction", "armijo_search",
+           "normal_symbol", "FourierMetric", "METRIC_REFRESH"]
 
 #: Relative safety margin applied to a power-iteration estimate when no closed form and no
 #: nonnegative majorant is available (see :func:`operator_norm`). The result is still an
@@ -220,6 +223,65 @@ def operator_norm(A, dtype, device, rtol: float, max_iter: int) -> Bound:
                  how=f"power-iteration estimate x (1 + {NORM_SAFETY})")
 
 
+def normal_symbol(op, shape, dtype=torch.float32, device=None) -> torch.Tensor:
+    r"""The Fourier symbol of :math:`A^\top A` on an ``(H, W)`` grid, read off its impulse
+    response.
+
+    :math:`\hat n(\omega) = \max(0, \operatorname{Re}\,\mathcal F[A^\top A\,\delta_c]
+    (\omega))` with :math:`\delta_c` a unit impulse at the centre of channel 0 of an
+    image of per-sample shape ``shape`` ``(C, H, W)``, moved to the origin before the
+    transform. Exact (:math:`|\hat a|^2`) for a circular convolution; for an operator whose
+    :math:`A^\top A` is only close to a convolution (``op.shift_invariant``: a blur with
+    other boundaries, the Radon transform) it is the symbol of the convolution seen from
+    the centre. One :math:`A` and one :math:`A^\top`. Returns shape ``(H, W // 2 + 1)``
+    (the half spectrum of :func:`torch.fft.rfft2`).
+    """
+    c, h, w = (int(v) for v in shape)
+    delta = torch.zeros(1, c, h, w, dtype=dtype, device=device)
+    delta[0, 0, h // 2, w // 2] = 1.0
+    with torch.no_grad():
+        r = op._adjoint(op._forward(delta))[0, 0]
+        r = torch.fft.ifftshift(r, dim=(-2, -1))
+        return torch.fft.rfft2(r).real.clamp_(min=0.0)
+
+
+#: The iteration at which L-BFGS rebuilds its :class:`FourierMetric` once, at the current
+#: iterate (the start, e.g. a blurred :math:`A^\top y`, misstates the prior's curvature).
+METRIC_REFRESH = 5
+
+
+class FourierMetric:
+    r"""A circulant symmetric positive definite :math:`P`, per sample, and :math:`P^{-1}`.
+
+    ``symbol`` is :math:`\hat p(\omega) > 0` on the half spectrum of an ``(H, W)`` grid,
+    shape ``(B, H, W // 2 + 1)`` (one per sample) or ``(H, W // 2 + 1)``:
+    :math:`P^{-1} v = \mathcal F^{-1}[\hat v / \hat p]` per image channel. Used by
+    :class:`LBFGSMemory` as the initial inverse Hessian :math:`H^0 = \gamma P^{-1}`; e.g.
+    :math:`\hat p = \hat n + \lambda \sum_c \bar d_c |\hat K_c|^2` for
+    :math:`\tfrac12\|Ax-y\|^2 + \lambda R(x)` with a ridge prior (:func:`normal_symbol`
+    and the prior's ``curvature_symbol``). It only changes the quasi-Newton directions,
+    which the safeguards still check.
+    """
+
+    def __init__(self, symbol: torch.Tensor, shape) -> None:
+        if not bool((symbol > 0).all()):
+            raise ValueError("FourierMetric: expected a symbol > 0 everywhere (an SPD metric)")
+        self.h, self.w = int(shape[-2]), int(shape[-1])
+        if tuple(symbol.shape[-2:]) != (self.h, self.w // 2 + 1):
+            raise ValueError(f"FourierMetric: expected a symbol of shape (..., {self.h}, "
+                             f"{self.w // 2 + 1}) for images of {self.h}x{self.w}, got "
+                             f"{tuple(symbol.shape)}")
+        self.symbol = symbol if symbol.dim() == 3 else symbol[None]
+
+    def solve(self, v: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        r""":math:`P^{-1} v` for rows ``v`` ``(b, n)`` (flat images) of the samples ``idx``."""
+        b = v.shape[0]
+        p = self.symbol if self.symbol.shape[0] == 1 else self.symbol[idx]
+        img = v.reshape(b, -1, self.h, self.w)
+        out = torch.fft.irfft2(torch.fft.rfft2(img) / p[:, None], s=(self.h, self.w))
+        return out.reshape(b, -1).to(v.dtype)
+
+
 class LBFGSMemory:
     r"""Per-sample ring buffers of L-BFGS curvature pairs, and the two-loop recursion.
 
@@ -227,13 +289,18 @@ class LBFGSMemory:
     :math:`s_j^\top y_j > \epsilon\|s_j\|\|y_j\|` (a pair failing that, e.g. on a
     nonconvex objective, is not stored for that sample: every sample keeps its own pairs,
     so results do not depend on the batch), and the initial scaling :math:`\gamma =
-    s^\top y / y^\top y` of its newest pair (``gamma0`` before any).
+    s^\top y / y^\top H y` of its newest pair (``gamma0`` before any).
+
+    The recursion starts from :math:`H^0 = \gamma H`, :math:`H = I`, or :math:`H = P^{-1}`
+    for a ``metric`` :math:`P` (:class:`FourierMetric`): preconditioned L-BFGS, i.e.
+    L-BFGS in the variables :math:`P^{1/2}x`.
 
     Tensors are flat per sample, ``(b, n)``; ``idx`` (``(b,)`` long) names the samples of
     the rows.
     """
 
-    def __init__(self, batch: int, n: int, memory: int, gamma0, dtype, device) -> None:
+    def __init__(self, batch: int, n: int, memory: int, gamma0, dtype, device,
+                 metric: FourierMetric | None = None) -> None:
         self.S = torch.zeros(batch, memory, n, dtype=dtype, device=device)
         self.Y = torch.zeros_like(self.S)
         self.rho = torch.zeros(batch, memory, dtype=dtype, device=device)
@@ -242,6 +309,10 @@ class LBFGSMemory:
         self.gamma0 = torch.as_tensor(gamma0, dtype=dtype, device=device).expand(batch)
         self.gamma = self.gamma0.clone()
         self.m = memory
+        self.metric = metric
+
+    def _h(self, v: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        return v if self.metric is None else self.metric.solve(v, idx)
 
     def direction(self, g: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         r""":math:`-H g` from the two-loop recursion (newest pair first), rows ``idx``."""
@@ -256,7 +327,7 @@ class LBFGSMemory:
             a = rho * batch_dot(s, q)
             q -= a[:, None] * y
             coeffs.append((slot, rho, a))
-        r = self.gamma[idx][:, None] * q
+        r = self.gamma[idx][:, None] * self._h(q, idx)
         for slot, rho, a in reversed(coeffs):
             b = rho * batch_dot(self.Y[idx, slot], r)
             r += (a - b)[:, None] * self.S[idx, slot]
@@ -269,12 +340,14 @@ class LBFGSMemory:
         ok = sy > torch.finfo(s.dtype).eps * torch.sqrt(batch_dot(s, s) * yy)
         if not bool(ok.any()):
             return
+        yhy = yy if self.metric is None else batch_dot(y, self._h(y, idx))
+        ok &= yhy > 0
         i = idx[ok]
         slot = self.head[i]
         self.S[i, slot] = s[ok]
         self.Y[i, slot] = y[ok]
         self.rho[i, slot] = 1.0 / sy[ok]
-        self.gamma[i] = sy[ok] / yy[ok]
+        self.gamma[i] = sy[ok] / yhy[ok]
         self.head[i] = (slot + 1) % self.m
         self.count[i] = torch.clamp(self.count[i] + 1, max=self.m)
 

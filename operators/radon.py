@@ -176,6 +176,7 @@ class Radon(Operator):
     """
 
     nonnegative = True
+    shift_invariant = True  # A^T A is close to a convolution with 1/|x| (many angles)
 
     def __init__(self, image_size, angles, detector_size=None, geometry: str = "parallel", *,
                  source_distance=None, detector_distance=None, detector_spacing=None,

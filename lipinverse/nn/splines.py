@@ -231,16 +231,35 @@ class LipschitzSpline(nn.Module):
                              f"{x.shape[1]}, 1, 1), got {tuple(v.shape)}")
         return v
 
-    def _scaled_index(self, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-        """The (extended) interval of each element of ``a x``, shape ``(B, C, N)``: one fused
-        multiply-add for ``(a x - lo) / spacing``, clamped to ``[0, K - 2]``, where the integer
-        truncation is the floor; NaN -> interval 0 (the output is NaN there anyway, see
-        :meth:`lookup`)."""
+    def table_rows(self, u: torch.Tensor, n: int) -> torch.Tensor:
+        """Flat rows into a table of shape ``(n, C, K-1)`` (``n`` = 1: one for all samples,
+        else one per sample) of the intervals ``u`` (float, ``(B, C, N)``, already clamped
+        to ``[0, K - 2]``, no NaN): ``int32``, shape ``(B C N,)``, for :meth:`pick`.
+
+        The integer truncation is the floor (``u >= 0``). ``int32`` rows and
+        :func:`torch.index_select` on the flat table: about 1.5x faster on the CPU than
+        ``int64`` indices and :func:`torch.gather` along the interval axis, same values.
+        """
+        k1 = self.num_knots - 1
+        rows = u.to(torch.int32)
+        rows += torch.arange(0, n * u.shape[1] * k1, k1, dtype=torch.int32,
+                             device=u.device).view(n, u.shape[1], 1)
+        return rows.view(-1)
+
+    @staticmethod
+    def pick(table: torch.Tensor, rows: torch.Tensor, shape) -> torch.Tensor:
+        """``table`` ``(n, C, K-1)`` at the flat ``rows`` of :meth:`table_rows`, as ``shape``."""
+        return torch.index_select(table.reshape(-1), 0, rows).view(shape)
+
+    def _scaled_rows(self, x: torch.Tensor, a: torch.Tensor, n: int) -> torch.Tensor:
+        """:meth:`table_rows` of the (extended) interval of each element of ``a x``: one fused
+        multiply-add for ``(a x - lo) / spacing``, clamped to ``[0, K - 2]``; NaN ->
+        interval 0 (the output is NaN there anyway, see :meth:`lookup`)."""
         lo = self.knot_range[0]
         u = torch.addcmul(torch.tensor(-lo / self.spacing, dtype=x.dtype, device=x.device),
                           x, a / self.spacing)
         u.clamp_(0, self.num_knots - 2).nan_to_num_(0.0)
-        return u.reshape(x.shape[0], x.shape[1], -1).long()
+        return self.table_rows(u.reshape(x.shape[0], x.shape[1], -1), n)
 
     @torch.no_grad()
     def scaled(self, x: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -259,14 +278,14 @@ class LipschitzSpline(nn.Module):
         tab = self.segment_table().to(x.dtype).reshape(C, self.num_knots - 1, 2)
         a = self.as_scaling(a, x, "LipschitzSpline.scaled")
         b = self.as_scaling(b, x, "LipschitzSpline.scaled")
-        idx = self._scaled_index(x, a)
+        n = max(a.shape[0], b.shape[0])
+        rows = self._scaled_rows(x, a, n)
         bb = b.reshape(b.shape[0], -1, 1)
-        ab = (a * b).reshape(max(a.shape[0], b.shape[0]), -1, 1)
-        icpt = (bb * tab[..., 0]).expand(B, C, -1)
-        slope = (ab * tab[..., 1]).expand(B, C, -1)
-        out = torch.gather(icpt, 2, idx)
-        out.addcmul_(torch.gather(slope, 2, idx), x.reshape(B, C, -1))
-        return out.view(x.shape)
+        ab = (a * b).reshape(n, -1, 1)
+        icpt = (bb * tab[..., 0]).expand(n, C, -1)
+        slope = (ab * tab[..., 1]).expand(n, C, -1)
+        out = self.pick(icpt, rows, x.shape)
+        return out.addcmul_(self.pick(slope, rows, x.shape), x)
 
     def _quadratic_table(self, dtype) -> torch.Tensor:
         r"""Per interval :math:`k`, :math:`(a_k, b_k, q_k)` with :math:`\Psi(x) = a_k + b_k x
@@ -297,16 +316,18 @@ class LipschitzSpline(nn.Module):
         tab = self._quadratic_table(x.dtype)
         a = self.as_scaling(a, x, "LipschitzSpline.scaled_integral")
         b = self.as_scaling(b, x, "LipschitzSpline.scaled_integral")
-        idx = self._scaled_index(x, a)
         n = max(a.shape[0], b.shape[0])
+        rows = self._scaled_rows(x, a, n)
         ba = (b / a).reshape(n, -1, 1)
         bb = b.reshape(b.shape[0], -1, 1)
         ab = (a * b).reshape(n, -1, 1)
-        xf = x.reshape(B, C, -1)
-        out = torch.gather((ab * tab[..., 2]).expand(B, C, -1), 2, idx)
-        out.mul_(xf).add_(torch.gather((bb * tab[..., 1]).expand(B, C, -1), 2, idx))
-        out.mul_(xf).add_(torch.gather((ba * tab[..., 0]).expand(B, C, -1), 2, idx))
-        return out.view(x.shape)
+
+        def col(w, j):
+            return self.pick((w * tab[..., j]).expand(n, C, -1), rows, x.shape)
+
+        out = col(ab, 2)
+        out.mul_(x).add_(col(bb, 1))
+        return out.mul_(x).add_(col(ba, 0))
 
     def derivative(self, x: torch.Tensor) -> torch.Tensor:
         r"""Elementwise derivative :math:`\sigma'(x)` (right derivative at knots)."""

@@ -122,9 +122,9 @@ class EvenPotential(nn.Module):
         h0 = sp.projected_coefficients()[:, :1].to(t.dtype)
         s = t.abs().reshape(B, C, -1).mul_(a.reshape(a.shape[0], -1, 1))
         s.clamp_(max=self.range)
-        idx = (s / sp.spacing).clamp_(0, sp.num_knots - 2).nan_to_num_(0.0).long()
-        out = torch.gather((tab[..., 0] - h0).expand(B, C, -1), 2, idx)
-        out.addcmul_(torch.gather(tab[..., 1].expand(B, C, -1), 2, idx), s).clamp_(min=0.0)
+        rows = sp.table_rows((s / sp.spacing).clamp_(0, sp.num_knots - 2).nan_to_num_(0.0), 1)
+        out = sp.pick((tab[..., 0] - h0)[None], rows, s.shape)
+        out.addcmul_(sp.pick(tab[..., 1][None], rows, s.shape), s).clamp_(min=0.0)
         out.mul_(torch.sign(t).reshape(B, C, -1)).mul_(b.reshape(b.shape[0], -1, 1))
         return out.view(t.shape)
 
@@ -206,10 +206,10 @@ class EvenPotential(nn.Module):
         top = (w[..., 0] * (c[:, -1] - c[:, 0]).clamp(min=0.0).reshape(1, -1, 1))
         s = t.abs().reshape(B, C, -1).mul_(a.reshape(a.shape[0], -1, 1))  # |a t|
         u = s.clamp(max=self.range)
-        idx = (u / sp.spacing).clamp_(0, sp.num_knots - 2).nan_to_num_(0.0).long()
+        rows = sp.table_rows((u / sp.spacing).clamp_(0, sp.num_knots - 2).nan_to_num_(0.0), n)
 
         def col(j):
-            return torch.gather(tab[..., j].expand(B, C, -1), 2, idx)
+            return sp.pick(tab[..., j].expand(n, C, -1), rows, u.shape)
 
         out = col(2).mul_(u).add_(col(1)).mul_(u).add_(col(0))
         g = torch.sub(u, col(4)).clamp_(min=0.0)

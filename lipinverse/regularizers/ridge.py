@@ -279,6 +279,22 @@ class ConvexRidge(RidgeCalculus):
             return unfold(self.grad(fold(x), s), k)
         return self.grad_scaled(x, self.scalings(sigma, x.shape[0], x.dtype, x.device))
 
+    @torch.no_grad()
+    def curvature_symbol(self, x: torch.Tensor, sigma=None, grid=None) -> torch.Tensor:
+        r"""Per-sample Fourier symbol of a circulant model of :math:`\nabla^2 R_\sigma(x)`,
+        shape ``(B, gh, gw // 2 + 1)`` (see :meth:`curvature_symbol_scaled`; colour images:
+        the mean over the folded channels). For preconditioners
+        (:class:`operators.linalg.FourierMetric`); it certifies nothing."""
+        self._check_x("curvature_symbol", x)
+        k = self._colour(x)
+        if k > 1:
+            s = self._per_channel(f"{type(self).__name__}.curvature_symbol", sigma,
+                                  x.shape[0], k, x.device)
+            sym = self.curvature_symbol(fold(x), s, grid)
+            return sym.reshape(x.shape[0], k, *sym.shape[1:]).mean(1)
+        return self.curvature_symbol_scaled(
+            x, self.scalings(sigma, x.shape[0], x.dtype, x.device), grid)
+
     def tv2(self) -> torch.Tensor:
         """Second-order total variation of all splines (training penalty)."""
         out = self.convex_spline.tv2()

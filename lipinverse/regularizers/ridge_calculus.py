@@ -218,12 +218,10 @@ class RidgeCalculus(nn.Module):
 
         if not preconditioner:
             return apply
+        kh, kw = self._composed_kernel_size()
+        grid = (size[0] + kh - 1, size[1] + kw - 1)
         with torch.no_grad():
-            k = composed_kernel(list(lin.convs)).detach().to(x.dtype)   # (C, 1, kh, kw)
-            grid = (size[0] + k.shape[-2] - 1, size[1] + k.shape[-1] - 1)
-            kh = torch.fft.rfft2(k[:, 0], s=grid)
-            p_hat = 1.0 + torch.einsum("bc,cuv->buv", d2.mean((-2, -1)).clamp(min=0.0),
-                                       kh.real.square() + kh.imag.square())
+            p_hat = 1.0 + self._symbol_of(d2.mean((-2, -1)), grid)
 
         def solve(r: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
             p = p_hat if idx is None or idx.numel() == p_hat.shape[0] else p_hat[idx]
@@ -231,6 +229,59 @@ class RidgeCalculus(nn.Module):
             return z[..., :size[0], :size[1]]
 
         return apply, solve
+
+    def _composed_kernel_size(self) -> tuple[int, int]:
+        convs = list(self.W.linear.convs)
+        return (1 + sum(c.kernel_size[0] - 1 for c in convs),
+                1 + sum(c.kernel_size[1] - 1 for c in convs))
+
+    def _kernel_power(self, grid, dtype, device) -> torch.Tensor:
+        r""":math:`|\hat K_c(\omega)|^2` of the composed filters on ``grid`` (half spectrum),
+        shape ``(C, gh, gw // 2 + 1)``; cached while the weights do not change."""
+        key = (tuple(grid), dtype, device, self.W._cache_key())
+        cache = getattr(self, "_power_cache", None)
+        if cache is not None and cache[0] == key:
+            return cache[1]
+        with torch.no_grad():
+            k = composed_kernel(list(self.W.linear.convs)).detach().to(dtype)   # (C, 1, kh, kw)
+            kh = torch.fft.rfft2(k[:, 0].to(device), s=tuple(grid))
+            power = kh.real.square() + kh.imag.square()
+        self._power_cache = (key, power)
+        return power
+
+    def _symbol_of(self, dbar: torch.Tensor, grid) -> torch.Tensor:
+        """``sum_c dbar[b, c] |K_c|^2`` on ``grid``, each mean clamped at 0 from below."""
+        power = self._kernel_power(grid, dbar.dtype, dbar.device)
+        return torch.einsum("bc,cuv->buv", dbar.clamp(min=0.0), power)
+
+    @torch.no_grad()
+    def curvature_symbol_scaled(self, x: torch.Tensor, sc: RidgeScalings,
+                                grid: tuple[int, int] | None = None) -> torch.Tensor:
+        r"""The Fourier symbol of a circulant model of :math:`\nabla^2 R_\sigma(x)`.
+
+        :math:`\nabla^2 R_\sigma(x) = (sW)^\top D\,(sW)` with :math:`D` the curvatures of
+        the potentials at the responses; each channel's curvatures are replaced by their
+        mean :math:`\bar d_c` over the image (clamped at 0), which leaves
+        :math:`\sum_c \bar d_c s^2 |\hat K_c(\omega)|^2`, :math:`K_c` the composed filter of
+        channel :math:`c`. On the circular ``grid`` (default: the image's ``(H, W)``),
+        per sample, shape ``(B, gh, gw // 2 + 1)``. A model for preconditioners only
+        (:class:`operators.linalg.FourierMetric`); large images are read in strips, so
+        the memory stays that of a gradient.
+        """
+        grid = tuple(x.shape[-2:]) if grid is None else tuple(grid)
+        s = sc.s.to(x.dtype)
+        strips = self._strips(x)
+        if strips is None:
+            total = self._fn("_curvature")(self._filters(x, sc), sc).sum((-2, -1))
+        else:
+            reach, H = self.W.linear.total_pad[0], x.shape[-2]
+            total = 0.0
+            for a, b in strips:
+                lo, hi = max(0, a - reach), min(H, b + reach)
+                z = self._filters(x[..., lo:hi, :], sc)[..., a - lo:b - lo, :]
+                total = total + self._fn("_curvature")(z, sc).sum((-2, -1))
+        dbar = total * (s * s).reshape(-1, 1) / (x.shape[-2] * x.shape[-1])
+        return self._symbol_of(dbar, grid)
 
     def hvp_scaled(self, x: torch.Tensor, v: torch.Tensor, sc: RidgeScalings) -> torch.Tensor:
         r"""Hessian-vector product :math:`\nabla^2 R_\sigma(x)\,v` (a.e.)."""

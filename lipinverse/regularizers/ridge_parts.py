@@ -254,6 +254,10 @@ class RidgeAtSigma:
     def grad(self, x: torch.Tensor) -> torch.Tensor:
         return self.regularizer.grad(x, self.sigma)
 
+    def curvature_symbol(self, x: torch.Tensor, grid=None) -> torch.Tensor:
+        """:meth:`ConvexRidge.curvature_symbol` at this noise level."""
+        return self.regularizer.curvature_symbol(x, self.sigma, grid)
+
     def prox(self, x: torch.Tensor, tau=1.0, *, tol: float = 1e-4,
              max_iter: int = 1000, x0: torch.Tensor | None = None,
              method: str = "lbfgs") -> torch.Tensor:

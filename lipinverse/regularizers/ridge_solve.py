@@ -27,6 +27,8 @@ import numbers
 
 import torch
 
+from operators.linalg import FourierMetric
+
 from ._sigma import as_sigma
 from .colour import fold, unfold
 from .ridge_parts import SolveInfo, curvature_interval
@@ -154,7 +156,7 @@ def anderson(grad, y, m, L, *, tol, max_iter, x0=None, memory: int = 8,
     return x, its, converged, err
 
 
-def lbfgs(grad, y, m, L, *, tol, max_iter, x0=None, memory: int = 10):
+def lbfgs(grad, y, m, L, *, tol, max_iter, x0=None, memory: int = 10, metric=None):
     r"""L-BFGS with Armijo steps certified from the slopes alone (no value of :math:`F`).
 
     :math:`F` is convex with :math:`\nabla F` :math:`L`-Lipschitz, so
@@ -169,20 +171,33 @@ def lbfgs(grad, y, m, L, *, tol, max_iter, x0=None, memory: int = 10):
     returns as :func:`fista`: the certificate does not depend on the iterates. On the
     shipped ridges it needs about half of Anderson's gradients to the same PSNR
     (``benchmarks/time_to_psnr.py``).
+
+    ``metric(z)``, optional: a :class:`operators.linalg.FourierMetric` for the batch ``z``
+    (built at the start and once more at iteration
+    :data:`operators.linalg.METRIC_REFRESH`): the recursion then starts from
+    :math:`H^0 = \gamma P^{-1}` (preconditioned L-BFGS; the safeguards and the
+    certificate are unchanged).
     """
-    from operators.linalg import LBFGSMemory, armijo_search, safeguard_direction, slope_rise_bound
+    from operators.linalg import (
+        METRIC_REFRESH,
+        LBFGSMemory,
+        armijo_search,
+        safeguard_direction,
+        slope_rise_bound,
+    )
 
     if int(memory) < 1:
         raise ValueError(f"lbfgs: expected memory >= 1, got {memory}")
     B, dev, dt = y.shape[0], y.device, y.dtype
     target, its, err = _setup(y, m, L, tol)
     Lt = L.to(dt)
-    mem = LBFGSMemory(B, y[0].numel(), int(memory), 1.0 / Lt, dt, dev)
     x = (y if x0 is None else x0).clone()
+    mem = LBFGSMemory(B, y[0].numel(), int(memory), 1.0 / Lt if metric is None else 1.0, dt,
+                      dev, metric=None if metric is None else metric(x))
     out = x.clone()
     active = torch.arange(B, device=dev)
     g = grad(x, active)
-    for _ in range(int(max_iter)):
+    for k in range(int(max_iter)):
         gn = g.flatten(1).norm(dim=1).to(torch.float64)
         err[active] = gn / m[active]
         done = gn <= target[active]
@@ -193,6 +208,8 @@ def lbfgs(grad, y, m, L, *, tol, max_iter, x0=None, memory: int = 10):
         if active.numel() == 0:
             break
         its[active] += 1
+        if k == METRIC_REFRESH and metric is not None:
+            mem.metric = metric(x)
         xa, La = x[active], Lt[active]
         gf = g.flatten(1)
         d = mem.direction(gf, active)
@@ -262,6 +279,13 @@ def solve_ridge(model, y: torch.Tensor, tau=1.0, sigma=None, *, tol: float = 1e-
         def grad(z: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
             return z - y[idx] + tau_x[idx] * model.grad_scaled(z, sc.select(idx))
 
+        kw = {}
+        if method == "lbfgs" and y.dim() == 4:  # the Fourier metric P = I + tau R's model
+            def metric(z: torch.Tensor) -> FourierMetric:
+                sym = model.curvature_symbol_scaled(z, sc) * tau_x.reshape(-1, 1, 1)
+                return FourierMetric(sym.add_(1.0), z.shape[-2:])
+
+            kw["metric"] = metric
         run = {"fista": fista, "anderson": anderson, "lbfgs": lbfgs}[method]
-        x, its, converged, err = run(grad, y, m, L, tol=tol, max_iter=max_iter, x0=x0)
+        x, its, converged, err = run(grad, y, m, L, tol=tol, max_iter=max_iter, x0=x0, **kw)
     return x, SolveInfo(its, converged, err)

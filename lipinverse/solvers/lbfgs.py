@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import torch
 
+from operators import Operator
 from operators.linalg import (
+    METRIC_REFRESH,
+    FourierMetric,
     LBFGSMemory,
     armijo_search,
     batch_dot,
+    normal_symbol,
     safeguard_direction,
     slope_rise_bound,
 )
 from operators.validation import check_int
 
+from ..functionals import L2Fidelity
 from . import certificates as cert
 from .base import IterativeSolver
 from .guarantee import fails, holds, uncertified
@@ -25,9 +30,13 @@ BER99 = "Armijo 1966; cf. Bertsekas 1999, Nonlinear Programming, Prop. 1.2.1"
 #: reductions and the range of their factors.
 ALPHA, DELTA, C1, C2, REDUCTIONS = 1e-4, 1e-6, 1e-6, 1e6, 10
 SHRINK = (0.1, 0.9)
+#: Floor of the Fourier metric's symbol, relative to L: :math:`\hat p \ge 10^{-3} L`.
+METRIC_FLOOR = 1e-3
+PRECONDITIONERS = (None, "auto", "fourier")
 
 
-def lbfgs_guarantee(*, lf, lr, lam, convex, alpha, delta, c1, c2, reductions, shrink):
+def lbfgs_guarantee(*, lf, lr, lam, convex, alpha, delta, c1, c2, reductions, shrink,
+                    preconditioned=False):
     """Safeguarded L-BFGS with Armijo steps on F = f + lam R (see ``LBFGS``'s Notes).
 
     Every step decreases F by at least kappa |grad F(x_k)|^2, kappa = min(1/(2L),
@@ -41,9 +50,11 @@ def lbfgs_guarantee(*, lf, lr, lam, convex, alpha, delta, c1, c2, reductions, sh
     kappa = min(1 / (2 * big_l), alpha * min(shrink) ** reductions * delta * c1 / big_l)
     end = ("every limit point is a minimiser of F (convex)" if convex
            else "every limit point is stationary")
+    start = (" from H0 = gamma P^-1 (P a circulant SPD Fourier metric: preconditioned)"
+             if preconditioned else "")
     return holds(
         "L-BFGS (safeguarded)",
-        f"L-BFGS with safeguards: F L-smooth, L = L_f + lam L_R = {cert._fmt(big_l)}; each "
+        f"L-BFGS{start} with safeguards: F L-smooth, L = L_f + lam L_R = {cert._fmt(big_l)}; each "
         f"direction has cos(-grad F, d) >= {delta:g} and {c1:g}/L <= |d|/|grad F| <= "
         f"{c2:g}/L (else d = -grad F/L), each step passes the Armijo test with alpha = "
         f"{alpha:g} (certified from the slopes or the values) within {reductions} "
@@ -74,6 +85,19 @@ class LBFGS(IterativeSolver):
         Regularisation weight :math:`\lambda \ge 0`.
     memory : int
         Number :math:`m \ge 1` of curvature pairs kept.
+    preconditioner : {"auto", "fourier", None}
+        ``"fourier"``: start the two-loop recursion from :math:`H^0 = \gamma P^{-1}`, with
+        :math:`P` circulant, :math:`\hat p = \hat n + \lambda \hat r + 10^{-3} L`:
+        :math:`\hat n` the symbol of :math:`A^\top A`
+        (:func:`operators.linalg.normal_symbol`), :math:`\hat r` the prior's
+        ``curvature_symbol(x0)`` (a ridge prior's curvatures averaged per channel). Needs
+        an :class:`~lipinverse.functionals.L2Fidelity` whose operator is
+        ``shift_invariant`` (blurs, the Radon transform) and a prior with
+        ``curvature_symbol``. ``"auto"`` (default): the metric where it applies, else none.
+        :math:`\hat r` is rebuilt once, at iteration ``METRIC_REFRESH`` (5), from the
+        current iterate: the start (e.g. :math:`A^\top y`, a blurred image) overstates the
+        prior's curvature. It changes the directions only: the safeguards and the theorem
+        are the same.
     strict : bool
         Raise ``ValueError`` at construction when no guarantee holds.
 
@@ -129,7 +153,7 @@ class LBFGS(IterativeSolver):
     descent = True  # F decreases at every step: a long step after a short one is no alarm
 
     def __init__(self, fidelity, prior, lam: float, *, memory: int = 10,
-                 strict: bool = False):
+                 preconditioner: str | None = "auto", strict: bool = False):
         super().__init__(fidelity, strict=strict)
         name = type(self).__name__
         for what, obj in (("fidelity", fidelity), ("prior", prior)):
@@ -148,6 +172,7 @@ class LBFGS(IterativeSolver):
             self.big_l = float(self.lf) + self.lam * float(self.lr)
             if self.big_l <= 0:
                 raise ValueError(f"{name}: L = L_f + lam L_R is 0: F is constant")
+        self.preconditioner = self._metric_kind(preconditioner, fidelity, prior)
         convex_g, rho = cert.prior_convexity(prior)
         convex = getattr(fidelity, "convex", False) is True and convex_g
         rho_f = 0.0 if getattr(fidelity, "convex", False) is True else None
@@ -156,7 +181,8 @@ class LBFGS(IterativeSolver):
                     else (0.0 if convex else self.lam * float(rho)))
         self.guarantee = lbfgs_guarantee(
             lf=self.lf, lr=self.lr, lam=self.lam, convex=convex, alpha=ALPHA, delta=DELTA,
-            c1=C1, c2=C2, reductions=REDUCTIONS, shrink=SHRINK)
+            c1=C1, c2=C2, reductions=REDUCTIONS, shrink=SHRINK,
+            preconditioned=self.preconditioner is not None)
         if self.guarantee.holds:
             self.guarantee = uncertified(L_f=self.lf, L_R=self.lr) or self.guarantee
         self._finish_guarantee()
@@ -166,6 +192,39 @@ class LBFGS(IterativeSolver):
                              f"{self.guarantee}")
 
     # ------------------------------------------------------------ pieces
+    def _metric_kind(self, kind, fidelity, prior) -> str | None:
+        """``"fourier"`` or None from the ``preconditioner`` argument (see the Parameters)."""
+        name = type(self).__name__
+        if kind not in PRECONDITIONERS:
+            raise ValueError(f"{name}: expected preconditioner in {PRECONDITIONERS}, got "
+                             f"{kind!r}")
+        if kind is None:
+            return None
+        A = getattr(fidelity, "A", None)
+        why = None
+        if not isinstance(fidelity, L2Fidelity) or not isinstance(A, Operator):
+            why = f"an L2Fidelity, got {type(fidelity).__name__}"
+        elif not A.shift_invariant:
+            why = (f"an operator whose A^T A is close to a convolution (shift_invariant), "
+                   f"got {type(A).__name__}")
+        elif self.lam and not callable(getattr(prior, "curvature_symbol", None)):
+            why = f"a prior with curvature_symbol(x), got {type(prior).__name__}"
+        if why is None:
+            return "fourier"
+        if kind == "fourier":
+            raise ValueError(f"{name}: preconditioner='fourier' needs {why}")
+        return None
+
+    def _metric(self, x0: torch.Tensor) -> FourierMetric | None:
+        """The Fourier metric at the start ``x0`` (None without a preconditioner or for
+        inputs that are not batches of images)."""
+        if self.preconditioner is None or x0.dim() != 4:
+            return None
+        sym = normal_symbol(self.fidelity.A, x0.shape[1:], x0.dtype, x0.device)[None]
+        if self.lam:
+            sym = sym + self.lam * self.prior.curvature_symbol(x0).to(x0.dtype)
+        return FourierMetric(sym + METRIC_FLOOR * self.big_l, x0.shape[-2:])
+
     def _grad(self, x: torch.Tensor) -> torch.Tensor:
         g = self.fidelity.grad(x)
         return torch.add(g, self.prior.grad(x), alpha=self.lam) if self.lam else g
@@ -184,8 +243,10 @@ class LBFGS(IterativeSolver):
         g = self._grad(x0)
         b = x0.shape[0]
         nan = torch.full((b,), float("nan"), dtype=x0.dtype, device=x0.device)
-        mem = LBFGSMemory(b, x0[0].numel(), self.memory, 1.0 / self.big_l, x0.dtype,
-                          x0.device)
+        metric = self._metric(x0)
+        mem = LBFGSMemory(b, x0[0].numel(), self.memory,
+                          1.0 / self.big_l if metric is None else 1.0, x0.dtype, x0.device,
+                          metric=metric)
         # f: F(x) where known (NaN where a step was certified from its slopes alone)
         return {"x": x0, "f": nan, "g": g, "mem": mem,
                 "idx": torch.arange(b, device=x0.device)}
@@ -193,6 +254,8 @@ class LBFGS(IterativeSolver):
     def _step(self, state, k, active):
         x, g, mem, idx = state["x"], state["g"], state["mem"], state["idx"]
         inv_l = 1.0 / self.big_l
+        if k == METRIC_REFRESH and mem.metric is not None:  # the pairs do not depend on it
+            mem.metric = self._metric(x)
         d = mem.direction(g.flatten(1), idx).view_as(g)
         d, gd, bad = safeguard_direction(g, d, inv_l, delta=DELTA, c1=C1, c2=C2)
         if bool(bad.any()):  # replaced by -g/L: forget those samples' memory
@@ -221,4 +284,5 @@ class LBFGS(IterativeSolver):
         return f
 
     def __repr__(self) -> str:
-        return f"LBFGS(lam={self.lam}, memory={self.memory}, L={self.big_l:.4g})"
+        return (f"LBFGS(lam={self.lam}, memory={self.memory}, L={self.big_l:.4g}, "
+                f"preconditioner={self.preconditioner!r})")

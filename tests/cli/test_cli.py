@@ -165,7 +165,7 @@ def test_train_then_certify(tmp_path, capsys):
     assert call(["deblur", folder / "camera.png", "--prior", ckpt, "--max-iter", "5",
                  "--out", out, "-q"]) == 0
     assert_png(out, (32, 32))
-    assert "Accelerated gradient (FISTA with g = 0) in the metric" in capsys.readouterr().out
+    assert "L-BFGS from H0 = gamma P^-1" in capsys.readouterr().out  # blur: preconditioned
     assert call(["certify", ckpt]) == 0
     stdout = capsys.readouterr().out
     assert "ConvexRidge" in stdout and "convex          True" in stdout

@@ -122,15 +122,15 @@ def bent_spline(seed):
     return s.double(), 3 * torch.randn(4, 3, 5, 6, dtype=torch.float64)
 
 
-@pytest.mark.parametrize("per_channel", [False, True])
-def test_scaled_is_b_sigma_of_a_x(per_channel):
+@pytest.mark.parametrize("shapes", [((4, 1), (4, 1)), ((4, 3), (4, 3)), ((1, 1), (4, 3)),
+                                    ((4, 1), (1, 1))])
+def test_scaled_is_b_sigma_of_a_x(shapes):
     """The inference path b * sigma(a x) (scalings folded into index and table): the same
-    values in float64, inside and outside the knot range, per sample or per channel, and
-    NaN stays NaN."""
+    values in float64, inside and outside the knot range, per sample or per channel (or
+    one for all samples), and NaN stays NaN."""
     s, x = bent_spline(0)
-    shape = (4, 3, 1, 1) if per_channel else (4, 1, 1, 1)
-    a = torch.rand(shape, dtype=torch.float64) * 3 + 0.1
-    b = torch.rand(shape, dtype=torch.float64) * 2 + 0.1
+    a = torch.rand(shapes[0] + (1, 1), dtype=torch.float64) * 3 + 0.1
+    b = torch.rand(shapes[1] + (1, 1), dtype=torch.float64) * 2 + 0.1
     ref = b * s(a * x)
     assert torch.allclose(s.scaled(x, a, b), ref, rtol=0, atol=1e-13)
     x[0, 0, 0, 0] = float("nan")

@@ -133,12 +133,14 @@ def test_cli_auto_solver_is_lbfgs_for_the_ridges_and_pgd_otherwise():
     A = Blur(kernels.gaussian(1.5))
     y = A(torch.rand(1, 1, 32, 32))
     crr = make_solver(A, y, "crr", pretrained.load("crr"), sigma=0.01)
-    assert isinstance(crr, PGD) and "in the metric" in str(crr.guarantee)  # convex, circular
-    assert isinstance(make_solver(A, y, "wcrr", pretrained.load("wcrr"), sigma=0.01), LBFGS)
+    wcrr = make_solver(A, y, "wcrr", pretrained.load("wcrr"), sigma=0.01)
+    for solver in (crr, wcrr):  # a blur: preconditioned by the Fourier metric
+        assert isinstance(solver, LBFGS) and solver.preconditioner == "fourier"
+        assert "preconditioned" in str(solver.guarantee)
     radon = Radon(32, 8, normalize=True)
     ct = make_solver(radon, radon(torch.rand(1, 1, 32, 32)), "crr", pretrained.load("crr"),
                      sigma=0.01)
-    assert isinstance(ct, LBFGS)
+    assert isinstance(ct, LBFGS) and ct.preconditioner == "fourier"  # CT: Radon
     assert isinstance(make_solver(A, y, "tv", TV(), sigma=0.01), PGD)
     assert resolve_solver("auto", "lipdenoiser", pretrained.load("lipdenoiser")) == "pgd"
     with pytest.raises(ValueError, match="--solver lbfgs: needs a ridge prior"):
