@@ -397,7 +397,11 @@ class ConvexRidge(RidgeCalculus):
             :math:`\|\nabla F(z)\|/m`, is at most ``tol * ||y||`` (relative accuracy).
         max_iter : int
         x0 : tensor, optional
-            Starting point (default ``y``).
+            Starting point (default ``y``; ``"lbfgs"``: :math:`P^{-1}y`, the minimiser of
+            the circulant model :math:`\tfrac12\langle x, Px\rangle - \langle x, y
+            \rangle` of the objective, :math:`P = I + \tau` the prior's mean-curvature
+            circulant at :math:`y`, see :meth:`curvature_symbol`). The stopping test
+            certifies the distance to the minimiser whatever the start.
         method : {"fista", "anderson", "lbfgs"}
             :func:`~lipinverse.regularizers.ridge_solve.fista` (a convergence rate),
             :func:`~lipinverse.regularizers.ridge_solve.anderson` (about half the

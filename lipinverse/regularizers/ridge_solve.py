@@ -286,6 +286,9 @@ def solve_ridge(model, y: torch.Tensor, tau=1.0, sigma=None, *, tol: float = 1e-
                 return FourierMetric(sym.add_(1.0), z.shape[-2:])
 
             kw["metric"] = metric
+            if x0 is None:  # the minimiser of the circulant quadratic model at y
+                x0 = metric(y).solve(y.flatten(1), torch.arange(B, device=y.device)
+                                     ).view_as(y)
         run = {"fista": fista, "anderson": anderson, "lbfgs": lbfgs}[method]
         x, its, converged, err = run(grad, y, m, L, tol=tol, max_iter=max_iter, x0=x0, **kw)
     return x, SolveInfo(its, converged, err)
