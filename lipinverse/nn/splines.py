@@ -13,7 +13,28 @@ import math
 import torch
 from torch import nn
 
-__all__ = ["LipschitzSpline"]
+__all__ = ["LipschitzSpline", "inference_cache"]
+
+
+def inference_cache(module: nn.Module, name: str, dtype, make):
+    """``make()`` (a table computed from ``module``'s weights), kept on the module under
+    ``name`` and ``dtype`` while no weight changes (data pointer and version of every
+    parameter and buffer, and of a ``frozen_table``): the inference passes then skip the
+    dozen small ops that rebuild their tables at every call. Computed afresh whenever
+    autograd may need it (a parameter requires grad and grad mode is on)."""
+    if torch.is_grad_enabled() and any(p.requires_grad for p in module.parameters()):
+        return make()
+    frozen = getattr(module, "frozen_table", None)
+    key = (dtype,) + tuple((t.data_ptr(), t._version, t.device)
+                           for t in list(module.parameters()) + list(module.buffers()))
+    if frozen is not None:
+        key += ((frozen.data_ptr(), frozen._version),)
+    cache = module.__dict__.setdefault("_inference_cache", {})
+    hit = cache.get(name)
+    if hit is None or hit[0] != key:
+        with torch.no_grad():
+            hit = cache[name] = (key, make())
+    return hit[1]
 
 _INITS = ("identity", "relu", "zero", "soft_threshold")
 
@@ -275,7 +296,8 @@ class LipschitzSpline(nn.Module):
         """
         self._check_input("scaled", x)
         B, C = x.shape[:2]
-        tab = self.segment_table().to(x.dtype).reshape(C, self.num_knots - 1, 2)
+        tab = inference_cache(self, "segments", x.dtype, lambda: self.segment_table().to(
+            x.dtype).reshape(C, self.num_knots - 1, 2))
         a = self.as_scaling(a, x, "LipschitzSpline.scaled")
         b = self.as_scaling(b, x, "LipschitzSpline.scaled")
         n = max(a.shape[0], b.shape[0])
@@ -313,7 +335,7 @@ class LipschitzSpline(nn.Module):
         evaluated by two fused multiply-adds."""
         self._check_input("scaled_integral", x)
         B, C = x.shape[:2]
-        tab = self._quadratic_table(x.dtype)
+        tab = inference_cache(self, "quadratic", x.dtype, lambda: self._quadratic_table(x.dtype))
         a = self.as_scaling(a, x, "LipschitzSpline.scaled_integral")
         b = self.as_scaling(b, x, "LipschitzSpline.scaled_integral")
         n = max(a.shape[0], b.shape[0])
@@ -325,9 +347,8 @@ class LipschitzSpline(nn.Module):
         def col(w, j):
             return self.pick((w * tab[..., j]).expand(n, C, -1), rows, x.shape)
 
-        out = col(ab, 2)
-        out.mul_(x).add_(col(bb, 1))
-        return out.mul_(x).add_(col(ba, 0))
+        out = col(bb, 1).addcmul_(col(ab, 2), x)     # Horner, one pass per degree
+        return col(ba, 0).addcmul_(out, x)
 
     def derivative(self, x: torch.Tensor) -> torch.Tensor:
         r"""Elementwise derivative :math:`\sigma'(x)` (right derivative at knots)."""

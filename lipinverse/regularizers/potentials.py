@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from lipinverse.nn import LipschitzSpline
+from lipinverse.nn.splines import inference_cache
 
 __all__ = ["EvenPotential"]
 
@@ -118,8 +119,9 @@ class EvenPotential(nn.Module):
         a, b = self._scalings("scaled", t, a, b)
         sp = self.spline
         B, C = t.shape[:2]
-        tab = sp.segment_table().to(t.dtype).reshape(C, sp.num_knots - 1, 2)
-        h0 = sp.projected_coefficients()[:, :1].to(t.dtype)
+        tab, h0 = inference_cache(self, "segments", t.dtype, lambda: (
+            sp.segment_table().to(t.dtype).reshape(C, sp.num_knots - 1, 2),
+            sp.projected_coefficients()[:, :1].to(t.dtype)))
         s = t.abs().reshape(B, C, -1).mul_(a.reshape(a.shape[0], -1, 1))
         s.clamp_(max=self.range)
         rows = sp.table_rows((s / sp.spacing).clamp_(0, sp.num_knots - 2).nan_to_num_(0.0), 1)
@@ -199,11 +201,13 @@ class EvenPotential(nn.Module):
         B, C = t.shape[:2]
         n = max(a.shape[0], b.shape[0])
         w = (b / a).reshape(n, -1, 1, 1)
-        piece = self._piece_table(t.dtype)
+        piece, rise = inference_cache(self, "pieces", t.dtype, lambda: (
+            self._piece_table(t.dtype),
+            (lambda c: (c[:, -1] - c[:, 0]).clamp(min=0.0))(
+                sp.projected_coefficients().to(t.dtype))))
         tab = w * piece            # (n, C, K-1, 5); the crossing points Z are not scaled
         tab[..., 4] = piece[..., 4]
-        c = sp.projected_coefficients().to(t.dtype)
-        top = (w[..., 0] * (c[:, -1] - c[:, 0]).clamp(min=0.0).reshape(1, -1, 1))
+        top = w[..., 0] * rise.reshape(1, -1, 1)
         s = t.abs().reshape(B, C, -1).mul_(a.reshape(a.shape[0], -1, 1))  # |a t|
         u = s.clamp(max=self.range)
         rows = sp.table_rows((u / sp.spacing).clamp_(0, sp.num_knots - 2).nan_to_num_(0.0), n)
@@ -211,9 +215,9 @@ class EvenPotential(nn.Module):
         def col(j):
             return sp.pick(tab[..., j].expand(n, C, -1), rows, u.shape)
 
-        out = col(2).mul_(u).add_(col(1)).mul_(u).add_(col(0))
+        out = col(0).addcmul_(col(1).addcmul_(col(2), u), u)   # Horner
         g = torch.sub(u, col(4)).clamp_(min=0.0)
-        out.addcmul_(g.mul_(g), col(3))
+        out.addcmul_(g.square_(), col(3))
         out.addcmul_(s.sub_(self.range).clamp_(min=0.0), top.expand(B, C, 1))
         return out.view(t.shape)
 

@@ -206,3 +206,26 @@ def test_slopes_on_a_bound_still_get_gradient():
     g = torch.diff(torch.eye(5), dim=1) / s.spacing  # d slope_k / d coefficient_j
     want = g @ torch.tensor([1.0, 2.0, 3.0, 0.0])  # the slope outside [0, 1] is flat
     assert torch.allclose(s.coefficients.grad[0], want)
+
+
+def test_inference_tables_follow_the_weights():
+    """The tables the inference passes keep (``inference_cache``) are rebuilt when a weight
+    changes in place, when the module moves to another dtype and when it is frozen."""
+    s, x = bent_spline(2)
+    a, b = torch.tensor(1.3, dtype=torch.float64), torch.tensor(0.7, dtype=torch.float64)
+    with torch.no_grad():
+        first = s.scaled(x, a, b)
+        s.coefficients.mul_(-0.5)
+        torch.testing.assert_close(s.scaled(x, a, b), b * s(a * x), rtol=0, atol=1e-13)
+        assert not torch.allclose(s.scaled(x, a, b), first)
+        torch.testing.assert_close(s.scaled_integral(x, a, b), b / a * s.integrate(a * x),
+                                   rtol=0, atol=1e-12)
+        s.coefficients.mul_(3.0)
+        torch.testing.assert_close(s.scaled_integral(x, a, b), b / a * s.integrate(a * x),
+                                   rtol=0, atol=1e-12)
+        f = s.float()
+        torch.testing.assert_close(f.scaled(x.float(), 1.3, 0.7), 0.7 * f(1.3 * x.float()),
+                                   rtol=1e-5, atol=1e-5)
+        f.freeze()
+        torch.testing.assert_close(f.scaled(x.float(), 1.3, 0.7), 0.7 * f(1.3 * x.float()),
+                                   rtol=1e-5, atol=1e-5)
