@@ -66,11 +66,8 @@ class Operator(torch.nn.Module, abc.ABC):
     #: True when every entry of the matrix of ``A`` is >= 0 (enables the Collatz-Wielandt
     #: certified norm bound).
     nonnegative: bool = False
-    #: True when :math:`A^\top A` is (close to) a convolution, so that its Fourier symbol
-    #: (:func:`operators.linalg.normal_symbol`) is a good preconditioner: blurs (exact for
-    #: circular ones), the parallel-beam Radon transform (:math:`A^\top A` is close to a
-    #: convolution with :math:`1/|x|`), finite differences, the identity; sums, scalings
-    #: and compositions of such. It only steers a preconditioner, never a certificate.
+    #: True when :math:`A^\top A` is close to a convolution (blurs, Radon): its symbol
+    #: (:func:`operators.linalg.normal_symbol`) then preconditions L-BFGS, nothing else.
     shift_invariant: bool = False
 
     def __init__(self, in_shape: Sequence[int] | None = None,

@@ -29,7 +29,7 @@ from .bounds import Bound
 __all__ = ["ConvergenceError", "NORM_SAFETY", "batch_dot", "conjugate_gradient",
            "collatz_wielandt", "power_iteration", "operator_norm", "shifted_normal_cg",
            "LBFGSMemory", "slope_rise_bound", "safeguard_direction", "armijo_search",
-           "normal_symbol", "FourierMetric", "METRIC_REFRESH"]
+           "fft_dtype", "normal_symbol", "FourierMetric", "METRIC_REFRESH"]
 
 #: Relative safety margin applied to a power-iteration estimate when no closed form and no
 #: nonnegative majorant is available (see :func:`operator_norm`). The result is still an
@@ -223,6 +223,11 @@ def operator_norm(A, dtype, device, rtol: float, max_iter: int) -> Bound:
                  how=f"power-iteration estimate x (1 + {NORM_SAFETY})")
 
 
+def fft_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The real dtype an FFT runs in: float32 for the half-precision floats (no CPU FFT)."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
 def normal_symbol(op, shape, dtype=torch.float32, device=None) -> torch.Tensor:
     r"""The Fourier symbol of :math:`A^\top A` on an ``(H, W)`` grid, read off its impulse
     response.
@@ -234,14 +239,14 @@ def normal_symbol(op, shape, dtype=torch.float32, device=None) -> torch.Tensor:
     :math:`A^\top A` is only close to a convolution (``op.shift_invariant``: a blur with
     other boundaries, the Radon transform) it is the symbol of the convolution seen from
     the centre. One :math:`A` and one :math:`A^\top`. Returns shape ``(H, W // 2 + 1)``
-    (the half spectrum of :func:`torch.fft.rfft2`).
+    (the half spectrum of :func:`torch.fft.rfft2`), in :func:`fft_dtype` ``(dtype)``.
     """
     c, h, w = (int(v) for v in shape)
     delta = torch.zeros(1, c, h, w, dtype=dtype, device=device)
     delta[0, 0, h // 2, w // 2] = 1.0
     with torch.no_grad():
         r = op._adjoint(op._forward(delta))[0, 0]
-        r = torch.fft.ifftshift(r, dim=(-2, -1))
+        r = torch.fft.ifftshift(r, dim=(-2, -1)).to(fft_dtype(r.dtype))
         return torch.fft.rfft2(r).real.clamp_(min=0.0)
 
 
@@ -277,7 +282,7 @@ class FourierMetric:
         r""":math:`P^{-1} v` for rows ``v`` ``(b, n)`` (flat images) of the samples ``idx``."""
         b = v.shape[0]
         p = self.symbol if self.symbol.shape[0] == 1 else self.symbol[idx]
-        img = v.reshape(b, -1, self.h, self.w)
+        img = v.reshape(b, -1, self.h, self.w).to(fft_dtype(v.dtype))
         out = torch.fft.irfft2(torch.fft.rfft2(img) / p[:, None], s=(self.h, self.w))
         return out.reshape(b, -1).to(v.dtype)
 

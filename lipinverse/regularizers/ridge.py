@@ -281,10 +281,8 @@ class ConvexRidge(RidgeCalculus):
 
     @torch.no_grad()
     def curvature_symbol(self, x: torch.Tensor, sigma=None, grid=None) -> torch.Tensor:
-        r"""Per-sample Fourier symbol of a circulant model of :math:`\nabla^2 R_\sigma(x)`,
-        shape ``(B, gh, gw // 2 + 1)`` (see :meth:`curvature_symbol_scaled`; colour images:
-        the mean over the folded channels). For preconditioners
-        (:class:`operators.linalg.FourierMetric`); it certifies nothing."""
+        r""":meth:`curvature_symbol_scaled` at ``sigma``, ``(B, gh, gw // 2 + 1)``; colour
+        images: the mean over the folded channels. For preconditioners only."""
         self._check_x("curvature_symbol", x)
         k = self._colour(x)
         if k > 1:
@@ -397,11 +395,8 @@ class ConvexRidge(RidgeCalculus):
             :math:`\|\nabla F(z)\|/m`, is at most ``tol * ||y||`` (relative accuracy).
         max_iter : int
         x0 : tensor, optional
-            Starting point (default ``y``; ``"lbfgs"``: :math:`P^{-1}y`, the minimiser of
-            the circulant model :math:`\tfrac12\langle x, Px\rangle - \langle x, y
-            \rangle` of the objective, :math:`P = I + \tau` the prior's mean-curvature
-            circulant at :math:`y`, see :meth:`curvature_symbol`). The stopping test
-            certifies the distance to the minimiser whatever the start.
+            Starting point (default ``y``; ``"lbfgs"``: :math:`P^{-1}y`, :math:`P = I + \tau`
+            :meth:`curvature_symbol` at :math:`y`). The test certifies whatever the start.
         method : {"fista", "anderson", "lbfgs"}
             :func:`~lipinverse.regularizers.ridge_solve.fista` (a convergence rate),
             :func:`~lipinverse.regularizers.ridge_solve.anderson` (about half the

@@ -17,6 +17,8 @@ import weakref
 import torch
 from torch import nn
 
+from operators.linalg import fft_dtype
+
 from .._resources import STRIP_ELEMENTS
 from . import ridge_fused
 from .ridge_parts import RidgeScalings, composed_kernel
@@ -251,8 +253,9 @@ class RidgeCalculus(nn.Module):
 
     def _symbol_of(self, dbar: torch.Tensor, grid) -> torch.Tensor:
         """``sum_c dbar[b, c] |K_c|^2`` on ``grid``, each mean clamped at 0 from below."""
-        power = self._kernel_power(grid, dbar.dtype, dbar.device)
-        return torch.einsum("bc,cuv->buv", dbar.clamp(min=0.0), power)
+        dtype = fft_dtype(dbar.dtype)
+        power = self._kernel_power(grid, dtype, dbar.device)
+        return torch.einsum("bc,cuv->buv", dbar.to(dtype).clamp(min=0.0), power)
 
     @torch.no_grad()
     def curvature_symbol_scaled(self, x: torch.Tensor, sc: RidgeScalings,

@@ -40,7 +40,7 @@ def test_demo_main_small(demo, tmp_path, capsys):
         assert rows[name]["psnr"] > rows["observation"]["psnr"]
         assert not rows[name]["guarantee"].startswith("none")
     if "learned (wcrr)" in rows:
-        assert rows["learned (wcrr)"]["guarantee"].startswith("L-BFGS with safeguards")
+        assert rows["learned (wcrr)"]["guarantee"].startswith("L-BFGS from H0 = gamma P^-1")
         assert "every limit point is stationary" in rows["learned (wcrr)"]["guarantee"]
     if not learned:
         assert "showing TV only" in text
