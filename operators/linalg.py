@@ -238,7 +238,8 @@ def normal_symbol(op, shape, dtype=torch.float32, device=None) -> torch.Tensor:
     transform. Exact (:math:`|\hat a|^2`) for a circular convolution; for an operator whose
     :math:`A^\top A` is only close to a convolution (``op.shift_invariant``: a blur with
     other boundaries, the Radon transform) it is the symbol of the convolution seen from
-    the centre. One :math:`A` and one :math:`A^\top`. Returns shape ``(H, W // 2 + 1)``
+    the centre. One :math:`A` and one :math:`A^\top`; channel 0 only (an operator that mixes
+    channels is seen through it). Returns shape ``(H, W // 2 + 1)``
     (the half spectrum of :func:`torch.fft.rfft2`), in :func:`fft_dtype` ``(dtype)``.
     """
     c, h, w = (int(v) for v in shape)

@@ -239,16 +239,20 @@ class RidgeCalculus(nn.Module):
 
     def _kernel_power(self, grid, dtype, device) -> torch.Tensor:
         r""":math:`|\hat K_c(\omega)|^2` of the composed filters on ``grid`` (half spectrum),
-        shape ``(C, gh, gw // 2 + 1)``; cached while the weights do not change."""
-        key = (tuple(grid), dtype, device, self.W._cache_key())
-        cache = getattr(self, "_power_cache", None)
-        if cache is not None and cache[0] == key:
-            return cache[1]
+        shape ``(C, gh, gw // 2 + 1)``, from input channel 0 (the grey priors' only one);
+        cached per grid while the weights do not change."""
+        key = (dtype, device, self.W._cache_key())
+        cache = self.__dict__.setdefault("_power_cache", {})
+        hit = cache.get(tuple(grid))
+        if hit is not None and hit[0] == key:
+            return hit[1]
         with torch.no_grad():
             k = composed_kernel(list(self.W.linear.convs)).detach().to(dtype)   # (C, 1, kh, kw)
             kh = torch.fft.rfft2(k[:, 0].to(device), s=tuple(grid))
             power = kh.real.square() + kh.imag.square()
-        self._power_cache = (key, power)
+        if len(cache) > 4:  # a few grids (the padded one of hessian_at, the image's)
+            cache.clear()
+        cache[tuple(grid)] = (key, power)
         return power
 
     def _symbol_of(self, dbar: torch.Tensor, grid) -> torch.Tensor:
@@ -274,16 +278,17 @@ class RidgeCalculus(nn.Module):
         grid = tuple(x.shape[-2:]) if grid is None else tuple(grid)
         s = sc.s.to(x.dtype)
         strips = self._strips(x)
+        acc = fft_dtype(x.dtype)  # sums of many curvatures overflow float16
         if strips is None:
-            total = self._fn("_curvature")(self._filters(x, sc), sc).sum((-2, -1))
+            total = self._fn("_curvature")(self._filters(x, sc), sc).sum((-2, -1), dtype=acc)
         else:
             reach, H = self.W.linear.total_pad[0], x.shape[-2]
             total = 0.0
             for a, b in strips:
                 lo, hi = max(0, a - reach), min(H, b + reach)
                 z = self._filters(x[..., lo:hi, :], sc)[..., a - lo:b - lo, :]
-                total = total + self._fn("_curvature")(z, sc).sum((-2, -1))
-        dbar = total * (s * s).reshape(-1, 1) / (x.shape[-2] * x.shape[-1])
+                total = total + self._fn("_curvature")(z, sc).sum((-2, -1), dtype=acc)
+        dbar = total * (s * s).reshape(-1, 1).to(acc) / (x.shape[-2] * x.shape[-1])
         return self._symbol_of(dbar, grid)
 
     def hvp_scaled(self, x: torch.Tensor, v: torch.Tensor, sc: RidgeScalings) -> torch.Tensor:

@@ -222,7 +222,7 @@ class LBFGS(IterativeSolver):
             return None
         sym = normal_symbol(self.fidelity.A, x0.shape[1:], x0.dtype, x0.device)[None]
         if self.lam:
-            sym = sym + self.lam * self.prior.curvature_symbol(x0).to(x0.dtype)
+            sym = sym + self.lam * self.prior.curvature_symbol(x0).to(sym.dtype)
         return FourierMetric(sym + METRIC_FLOOR * self.big_l, x0.shape[-2:])
 
     def _grad(self, x: torch.Tensor) -> torch.Tensor:

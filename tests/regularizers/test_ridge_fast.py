@@ -287,3 +287,16 @@ def test_lbfgs_denoising_with_the_metric_meets_the_same_certificate(cls):
         out[on] = x
     torch.testing.assert_close(out[True], out[False], rtol=0, atol=1e-6)
     assert calls[True] < calls[False]
+
+
+def test_curvature_symbol_of_a_half_precision_image_does_not_overflow():
+    """The per-channel curvature sums run in float32 for float16 input (over 65,504 at
+    ordinary sizes): the symbol is finite and close to the float32 one."""
+    R = trained_like(ConvexRidge).float()
+    y = torch.rand(1, 1, 128, 128)
+    sc32, sc16 = R.scalings(0.05, 1, torch.float32), R.half().scalings(0.05, 1, torch.float16)
+    with torch.no_grad():
+        half = R.curvature_symbol_scaled(y.half(), sc16)
+        ref = R.float().curvature_symbol_scaled(y, sc32)
+    assert half.dtype == torch.float32 and bool(torch.isfinite(half).all())
+    torch.testing.assert_close(half, ref, rtol=2e-2, atol=1e-3 * float(ref.max()))
