@@ -317,6 +317,19 @@ class LBFGSMemory:
         self.m = memory
         self.metric = metric
 
+    def set_metric(self, metric: FourierMetric) -> None:
+        r"""Start the recursion from another metric (the pairs do not depend on it); each
+        sample's :math:`\gamma` is recomputed from its newest pair in the new metric."""
+        self.metric = metric
+        i = (self.count > 0).nonzero().flatten()
+        if i.numel() == 0:
+            return
+        slot = (self.head[i] - 1) % self.m
+        y = self.Y[i, slot]
+        yhy = batch_dot(y, metric.solve(y, i))
+        ok = yhy > 0
+        self.gamma[i[ok]] = (1.0 / self.rho[i, slot])[ok] / yhy[ok]   # s^T y / y^T P^-1 y
+
     def _h(self, v: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         return v if self.metric is None else self.metric.solve(v, idx)
 

@@ -209,7 +209,7 @@ def lbfgs(grad, y, m, L, *, tol, max_iter, x0=None, memory: int = 10, metric=Non
             break
         its[active] += 1
         if k == METRIC_REFRESH and metric is not None:
-            mem.metric = metric(x)
+            mem.set_metric(metric(x))
         xa, La = x[active], Lt[active]
         gf = g.flatten(1)
         d = mem.direction(gf, active)

@@ -255,7 +255,7 @@ class LBFGS(IterativeSolver):
         x, g, mem, idx = state["x"], state["g"], state["mem"], state["idx"]
         inv_l = 1.0 / self.big_l
         if k == METRIC_REFRESH and mem.metric is not None:  # the pairs do not depend on it
-            mem.metric = self._metric(x)
+            mem.set_metric(self._metric(x))
         d = mem.direction(g.flatten(1), idx).view_as(g)
         d, gd, bad = safeguard_direction(g, d, inv_l, delta=DELTA, c1=C1, c2=C2)
         if bool(bad.any()):  # replaced by -g/L: forget those samples' memory

@@ -85,3 +85,17 @@ def test_memory_starts_from_the_metric_and_keeps_the_secant_equation():
         mem.push(s, y, idx)
     torch.testing.assert_close(mem.gamma, batch_dot(s, y) / batch_dot(y, M.solve(y, idx)))
     torch.testing.assert_close(mem.direction(y, idx), -s, rtol=1e-10, atol=1e-10)
+
+
+def test_set_metric_rescales_gamma_from_the_newest_pair():
+    g = torch.Generator().manual_seed(2)
+    M1, M2 = FourierMetric(_symbol(1, g), (8, 8)), FourierMetric(_symbol(1, g), (8, 8))
+    mem = LBFGSMemory(2, 64, 2, 1.0, torch.float64, "cpu", metric=M1)
+    idx = torch.tensor([0])   # sample 1 keeps no pair: its gamma stays gamma0
+    s = torch.randn(1, 64, generator=g, dtype=torch.float64)
+    y = s + 0.1 * torch.randn(1, 64, generator=g, dtype=torch.float64)
+    mem.push(s, y, idx)
+    mem.set_metric(M2)
+    assert mem.metric is M2
+    torch.testing.assert_close(mem.gamma[:1], batch_dot(s, y) / batch_dot(y, M2.solve(y, idx)))
+    assert float(mem.gamma[1]) == 1.0
