@@ -50,7 +50,7 @@ def lbfgs_guarantee(*, lf, lr, lam, convex, alpha, delta, c1, c2, reductions, sh
     kappa = min(1 / (2 * big_l), alpha * min(shrink) ** reductions * delta * c1 / big_l)
     end = ("every limit point is a minimiser of F (convex)" if convex
            else "every limit point is stationary")
-    start = (" from H0 = gamma P^-1 (P a circulant SPD Fourier metric: preconditioned)"
+    start = (" from H0 = gamma P^-1 (preconditioned, P a circulant SPD Fourier metric)"
              if preconditioned else "")
     return holds(
         "L-BFGS (safeguarded)",
