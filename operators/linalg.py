@@ -334,22 +334,38 @@ class LBFGSMemory:
         return v if self.metric is None else self.metric.solve(v, idx)
 
     def direction(self, g: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        r""":math:`-H g` from the two-loop recursion (newest pair first), rows ``idx``."""
-        q = g.clone()
+        r""":math:`-H g` from the two-loop recursion (newest pair first), rows ``idx``.
+
+        When the rows are all the samples and they hold the same number of pairs in the same
+        slots (always for one sample), the pairs are read as views and only the live ones
+        are visited; otherwise each slot is gathered per sample."""
         count, head = self.count[idx], self.head[idx]
+        if idx.numel() == self.count.shape[0] and bool((count == count[0]).all()) \
+                and bool((head == head[0]).all()):
+            n = int(count[0])
+
+            def pair(j):  # the j-th newest pair, as views: no copy
+                k = (int(head[0]) - 1 - j) % self.m
+                return self.S[:, k], self.Y[:, k], self.rho[:, k]
+        else:
+            n = self.m
+
+            def pair(j):  # one slot per sample, gathered when needed (dead ones weigh 0)
+                k = (head - 1 - j) % self.m
+                return self.S[idx, k], self.Y[idx, k], self.rho[idx, k] * (j < count).to(g.dtype)
+        q = g.clone()
         coeffs = []
-        for j in range(self.m):  # newest to oldest
-            slot = (head - 1 - j) % self.m
-            live = (j < count).to(g.dtype)
-            s, y = self.S[idx, slot], self.Y[idx, slot]
-            rho = self.rho[idx, slot] * live
+        for j in range(n):  # newest to oldest
+            s, y, rho = pair(j)
             a = rho * batch_dot(s, q)
-            q -= a[:, None] * y
-            coeffs.append((slot, rho, a))
+            q.addcmul_(y, a[:, None], value=-1.0)
+            coeffs.append(a)
         r = self.gamma[idx][:, None] * self._h(q, idx)
-        for slot, rho, a in reversed(coeffs):
-            b = rho * batch_dot(self.Y[idx, slot], r)
-            r += (a - b)[:, None] * self.S[idx, slot]
+        for j in reversed(range(n)):
+            s, y, rho = pair(j)
+            a = coeffs[j]
+            b = rho * batch_dot(y, r)
+            r.addcmul_(s, (a - b)[:, None])
         return r.neg_()
 
     def push(self, s: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> None:
