@@ -350,6 +350,21 @@ class LipschitzSpline(nn.Module):
         out = col(bb, 1).addcmul_(col(ab, 2), x)     # Horner, one pass per degree
         return col(ba, 0).addcmul_(out, x)
 
+    @torch.no_grad()
+    def scaled_slope(self, x: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        r""":math:`b\,\sigma'(a\,x)` elementwise, without autograd: the slope column of
+        :meth:`scaled`'s lookup (right derivative at knots, up to the rounding of the
+        interval index there). Scalings as in :meth:`scaled`."""
+        self._check_input("scaled_slope", x)
+        C = x.shape[1]
+        tab = inference_cache(self, "segments", x.dtype, lambda: self.segment_table().to(
+            x.dtype).reshape(C, self.num_knots - 1, 2))
+        a = self.as_scaling(a, x, "LipschitzSpline.scaled_slope")
+        b = self.as_scaling(b, x, "LipschitzSpline.scaled_slope")
+        n = max(a.shape[0], b.shape[0])
+        slope = (b.reshape(b.shape[0], -1, 1) * tab[..., 1]).expand(n, C, -1)
+        return self.pick(slope, self._scaled_rows(x, a, n), x.shape)
+
     def derivative(self, x: torch.Tensor) -> torch.Tensor:
         r"""Elementwise derivative :math:`\sigma'(x)` (right derivative at knots)."""
         self._check_input("derivative", x)

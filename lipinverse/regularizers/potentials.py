@@ -130,6 +130,26 @@ class EvenPotential(nn.Module):
         out.mul_(torch.sign(t).reshape(B, C, -1)).mul_(b.reshape(b.shape[0], -1, 1))
         return out.view(t.shape)
 
+    @torch.no_grad()
+    def scaled_derivative(self, t: torch.Tensor, a: torch.Tensor, b: torch.Tensor
+                          ) -> torch.Tensor:
+        r""":math:`b\,\phi''(a\,t)` elementwise, without autograd (scalings as in
+        :meth:`scaled`): :math:`h'` where :math:`a|t| < r` and :math:`h(a|t|) > h(0)`, else
+        0, from :meth:`scaled`'s table."""
+        a, b = self._scalings("scaled_derivative", t, a, b)
+        sp = self.spline
+        B, C = t.shape[:2]
+        tab, h0 = inference_cache(self, "segments", t.dtype, lambda: (
+            sp.segment_table().to(t.dtype).reshape(C, sp.num_knots - 1, 2),
+            sp.projected_coefficients()[:, :1].to(t.dtype)))
+        s = t.abs().reshape(B, C, -1).mul_(a.reshape(a.shape[0], -1, 1))
+        u = s.clamp(max=self.range)
+        rows = sp.table_rows((u / sp.spacing).clamp_(0, sp.num_knots - 2).nan_to_num_(0.0), 1)
+        slope = sp.pick(tab[..., 1][None], rows, s.shape)
+        f = sp.pick((tab[..., 0] - h0)[None], rows, s.shape).addcmul_(slope, u)
+        out = torch.where((s < self.range) & (f > 0), slope, torch.zeros_like(slope))
+        return out.mul_(b.reshape(b.shape[0], -1, 1)).view(t.shape)
+
     def derivative(self, t: torch.Tensor) -> torch.Tensor:
         r""":math:`\phi''(t)` (almost everywhere)."""
         s = t.abs()

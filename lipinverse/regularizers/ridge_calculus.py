@@ -70,6 +70,18 @@ class RidgeCalculus(nn.Module):
             d2 = d2 - self._concave(z, kappa * nu * self.concave_part.derivative(nu * z2))
         return d2
 
+    @torch.no_grad()
+    def _curvature_fast(self, z: torch.Tensor, sc: RidgeScalings) -> torch.Tensor:
+        """:meth:`_curvature` by the inference lookups (no autograd; at a knot the interval
+        index may round to the other side): for the preconditioner's mean curvatures."""
+        lam, mu = sc.lam.to(z.dtype), sc.mu.to(z.dtype)
+        d2 = self.convex_spline.scaled_slope(z, mu, lam * mu)
+        if self.concave_part is not None:
+            first, nu = self.num_convex_only, sc.nu.to(z.dtype)
+            d2[:, first:] -= self.concave_part.scaled_derivative(z[:, first:], nu,
+                                                                sc.kappa.to(z.dtype) * nu)
+        return d2
+
     def _fused_args(self, z: torch.Tensor, sc: RidgeScalings) -> tuple:
         """Arguments of :mod:`~lipinverse.regularizers.ridge_fused` (tables in ``z.dtype``)."""
         def tables(spline):
@@ -280,14 +292,14 @@ class RidgeCalculus(nn.Module):
         strips = self._strips(x)
         acc = fft_dtype(x.dtype)  # sums of many curvatures overflow float16
         if strips is None:
-            total = self._fn("_curvature")(self._filters(x, sc), sc).sum((-2, -1), dtype=acc)
+            total = self._curvature_fast(self._filters(x, sc), sc).sum((-2, -1), dtype=acc)
         else:
             reach, H = self.W.linear.total_pad[0], x.shape[-2]
             total = 0.0
             for a, b in strips:
                 lo, hi = max(0, a - reach), min(H, b + reach)
                 z = self._filters(x[..., lo:hi, :], sc)[..., a - lo:b - lo, :]
-                total = total + self._fn("_curvature")(z, sc).sum((-2, -1), dtype=acc)
+                total = total + self._curvature_fast(z, sc).sum((-2, -1), dtype=acc)
         dbar = total * (s * s).reshape(-1, 1).to(acc) / (x.shape[-2] * x.shape[-1])
         return self._symbol_of(dbar, grid)
 

@@ -229,3 +229,12 @@ def test_inference_tables_follow_the_weights():
         f.freeze()
         torch.testing.assert_close(f.scaled(x.float(), 1.3, 0.7), 0.7 * f(1.3 * x.float()),
                                    rtol=1e-5, atol=1e-5)
+
+
+def test_scaled_slope_is_b_sigma_prime_of_a_x():
+    s, x = bent_spline(3)
+    a = torch.rand(4, 1, 1, 1, dtype=torch.float64) * 3 + 0.1
+    b = torch.rand(4, 3, 1, 1, dtype=torch.float64) * 2 + 0.1
+    with torch.no_grad():
+        torch.testing.assert_close(s.scaled_slope(x, a, b), b * s.derivative(a * x),
+                                   rtol=0, atol=1e-13)

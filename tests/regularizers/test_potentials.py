@@ -90,3 +90,13 @@ def test_scaled_is_b_phi_prime_of_a_t():
     phi, t, a, b = bent(5)
     with torch.no_grad():
         assert torch.allclose(phi.scaled(t, a, b), b * phi(a * t), rtol=0, atol=1e-14)
+
+
+def test_scaled_derivative_is_b_phi_second_of_a_t():
+    """Zero beyond the range and where h <= h(0), h' elsewhere, per sample and channel."""
+    phi, t, a, b = bent(6)
+    with torch.no_grad():
+        ref = b * phi.derivative(a * t)
+        got = phi.scaled_derivative(t, a, b)
+    torch.testing.assert_close(got, ref, rtol=0, atol=1e-13)
+    assert bool((got == 0).any()) and bool((got != 0).any())
