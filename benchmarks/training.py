@@ -8,7 +8,10 @@ process and interleaved, with the step as it stood at commit 5893d31
 
 - ``old``: the 5893d31 step (FISTA, a Hessian product that recomputes everything);
 - ``new``: ``DEQDenoisingLoss`` now (Anderson forward solve, cached Hessian curvatures);
-- ``new+compile``: the same with ``ConvexRidge.compile_potentials()`` (fused potentials).
+- ``new+compile``: the same with ``ConvexRidge.compile_potentials()`` (fused potentials);
+- ``new+compile+lbfgs``: the same with the L-BFGS forward solve (``solver = "lbfgs"``:
+  the Fourier metric :math:`I + \tau` the prior's mean-curvature circulant, from
+  :math:`P^{-1}y`), to the same certified tolerance.
 
 Models: a fresh 60-channel ``ConvexRidge`` (1-4-8-60, the published size; untrained, so
 well conditioned: few iterations), the shipped ``crr`` and ``wcrr``, and any ``--checkpoint``
@@ -66,7 +69,8 @@ def step(kind, reg, x, y, s):
         loss, m = frozen.deq_loss(reg, x, y, s)
     else:
         obj = DEQDenoisingLoss(tol=1e-3, max_iter=500, cg_tol=1e-3, cg_max_iter=200,
-                               tv2_weight=1e-5)
+                               tv2_weight=1e-5,
+                               solver="lbfgs" if kind.endswith("lbfgs") else "anderson")
         loss, m = obj.loss(reg, x, y, s)
     loss.backward()
     dt = time.perf_counter() - t0
@@ -81,14 +85,16 @@ def run(args):
     for name, make in models(args.checkpoint).items():
         base = make()
         regs = {"old": copy.deepcopy(base), "new": copy.deepcopy(base),
-                "new+compile": copy.deepcopy(base).compile_potentials()}
+                "new+compile": copy.deepcopy(base).compile_potentials(),
+                "new+compile+lbfgs": copy.deepcopy(base).compile_potentials()}
         for r in regs.values():
             r.train()
             for p in r.parameters():
                 p.requires_grad_(True)
         times = {k: [] for k in regs}
         info = {}
-        step("new+compile", regs["new+compile"], x, y, s)  # compile outside the timings
+        for k in ("new+compile", "new+compile+lbfgs"):  # compile outside the timings
+            step(k, regs[k], x, y, s)
         for _ in range(args.repeats):
             for k, r in regs.items():
                 dt, loss, grads, m = step(k, r, x, y, s)
@@ -104,7 +110,7 @@ def run(args):
                       "cg_iterations": m["cg_iterations"],
                       "loss_rel_diff": float(abs(loss - ref_loss) / abs(ref_loss)),
                       "grad_rel_diff": float((grads - ref_grad).norm() / ref_grad.norm())}
-        for k in ("new", "new+compile"):
+        for k in ("new", "new+compile", "new+compile+lbfgs"):
             row[k]["speedup"] = round(row["old"]["seconds"] / row[k]["seconds"], 2)
         results[name] = row
         print(name, row, flush=True)
@@ -120,7 +126,9 @@ def markdown(p) -> str:
              f"tol {su['tol']}, {su['threads']} threads)", "",
              f"{p['date']}, {p['machine']}. Median of {su['repeats']} interleaved steps. "
              "`old` = the frozen step of commit 5893d31; `new` = Anderson forward solve + "
-             "cached Hessian; `+compile` = fused potentials (torch.compile). Loss / gradient "
+             "cached Hessian; `+compile` = fused potentials (torch.compile); `+lbfgs` = the "
+             "L-BFGS forward solve in the Fourier metric (forward its: L-BFGS iterations, "
+             "each one gradient or more). Loss / gradient "
              "differences are relative to `old` (same objective, same certified tolerance).",
              "", "| model | step | s / step | patches / s | speed-up | forward its | CG its "
              "| loss diff | grad diff |", "|---|---|---|---|---|---|---|---|---|"]

@@ -123,9 +123,9 @@ class DEQDenoisingLoss:
     tol, max_iter :
         Of the forward solve :meth:`~lipinverse.regularizers.ConvexRidge.solve`
         (certified relative distance to the minimiser).
-    solver : {"anderson", "fista"}
-        Method of the forward solve (``method`` of ``solve``); both meet the same
-        certified ``tol``, Anderson with about half the gradients.
+    solver : {"anderson", "fista", "lbfgs"}
+        Method of the forward solve (``method`` of ``solve``); all meet the same
+        certified ``tol``, Anderson with about half of FISTA's gradients.
     cg_tol, cg_max_iter :
         Of the backward linear solve (``"implicit"``).
     loss : {"mse", "l1"}
@@ -153,9 +153,9 @@ class DEQDenoisingLoss:
         if backward not in ("implicit", "jfb"):
             raise ValueError(f"DEQDenoisingLoss: expected backward 'implicit' or 'jfb', "
                              f"got {backward!r}")
-        if solver not in ("anderson", "fista"):
-            raise ValueError(f"DEQDenoisingLoss: expected solver 'anderson' or 'fista', "
-                             f"got {solver!r}")
+        if solver not in ("anderson", "fista", "lbfgs"):
+            raise ValueError(f"DEQDenoisingLoss: expected solver 'anderson', 'fista' or "
+                             f"'lbfgs', got {solver!r}")
         self.backward, self.solver = backward, solver
         self.tol, self.max_iter = float(tol), int(max_iter)
         self.cg_tol, self.cg_max_iter = float(cg_tol), int(cg_max_iter)

@@ -91,7 +91,8 @@ def test_resume_continues_exactly(tmp_path):
     assert len(rest.history) == len(full.history)
 
 
-def test_deq_implicit_gradient_matches_differentiating_a_converged_unroll():
+@pytest.mark.parametrize("solver", ["anderson", "lbfgs"])
+def test_deq_implicit_gradient_matches_differentiating_a_converged_unroll(solver):
     torch.set_default_dtype(torch.float64)
     try:
         R = ridge(WeakConvexRidge)
@@ -102,7 +103,8 @@ def test_deq_implicit_gradient_matches_differentiating_a_converged_unroll():
         clean = torch.rand(2, 1, 8, 8, generator=g)
         sigma = torch.tensor([0.05, 0.1])
         noisy = clean + sigma.view(-1, 1, 1, 1) * torch.randn(clean.shape, generator=g)
-        obj = DEQDenoisingLoss(tol=1e-12, max_iter=5000, cg_tol=1e-12, cg_max_iter=500)
+        obj = DEQDenoisingLoss(tol=1e-12, max_iter=5000, cg_tol=1e-12, cg_max_iter=500,
+                               solver=solver)
         loss, metrics = obj.loss(R, clean, noisy, sigma)
         implicit = torch.autograd.grad(loss, list(R.parameters()), allow_unused=True)
         unrolled = R.gradient_steps(noisy, sigma, 400, step=0.5)
