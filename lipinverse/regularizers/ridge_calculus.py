@@ -249,29 +249,38 @@ class RidgeCalculus(nn.Module):
         return (1 + sum(c.kernel_size[0] - 1 for c in convs),
                 1 + sum(c.kernel_size[1] - 1 for c in convs))
 
-    def _kernel_power(self, grid, dtype, device) -> torch.Tensor:
-        r""":math:`|\hat K_c(\omega)|^2` of the composed filters on ``grid`` (half spectrum),
-        shape ``(C, gh, gw // 2 + 1)``, from input channel 0 (the grey priors' only one);
-        cached per grid while the weights do not change."""
+    def _autocorrelations(self, dtype, device) -> torch.Tensor:
+        r"""The autocorrelations :math:`K_c \star K_c` of the composed filters (input channel
+        0, the grey priors' only one), shape ``(C, 2kh - 1, 2kw - 1)``, lag 0 at index 0
+        (negative lags wrapped to the end); cached while the weights do not change."""
         key = (dtype, device, self.W._cache_key())
-        cache = self.__dict__.setdefault("_power_cache", {})
-        hit = cache.get(tuple(grid))
+        hit = self.__dict__.get("_autocorrelation_cache")
         if hit is not None and hit[0] == key:
             return hit[1]
         with torch.no_grad():
-            k = composed_kernel(list(self.W.linear.convs)).detach().to(dtype)   # (C, 1, kh, kw)
-            kh = torch.fft.rfft2(k[:, 0].to(device), s=tuple(grid))
-            power = kh.real.square() + kh.imag.square()
-        if len(cache) > 4:  # a few grids (the padded one of hessian_at, the image's)
-            cache.clear()
-        cache[tuple(grid)] = (key, power)
-        return power
+            k = composed_kernel(list(self.W.linear.convs)).detach().to(device, dtype)[:, 0]
+            size = (2 * k.shape[-2] - 1, 2 * k.shape[-1] - 1)   # no wrap-around: linear
+            kh = torch.fft.rfft2(k, s=size)
+            auto = torch.fft.irfft2(kh.real.square() + kh.imag.square(), s=size)
+        self.__dict__["_autocorrelation_cache"] = (key, auto)
+        return auto
 
     def _symbol_of(self, dbar: torch.Tensor, grid) -> torch.Tensor:
-        """``sum_c dbar[b, c] |K_c|^2`` on ``grid``, each mean clamped at 0 from below."""
+        r"""``sum_c dbar[b, c] |K_c|^2`` on the circular ``grid``, each mean clamped at 0 from
+        below: the DFT of :math:`\sum_c \bar d_c\, K_c \star K_c` wrapped onto the grid
+        (one FFT per sample, whatever the number of channels; exact for any grid size)."""
         dtype = fft_dtype(dbar.dtype)
-        power = self._kernel_power(grid, dtype, dbar.device)
-        return torch.einsum("bc,cuv->buv", dbar.to(dtype).clamp(min=0.0), power)
+        auto = self._autocorrelations(dtype, dbar.device)
+        a = torch.einsum("bc,cuv->buv", dbar.to(dtype).clamp(min=0.0), auto)
+        gh, gw = (int(v) for v in grid)
+        uh, uw = auto.shape[-2:]
+        lag_h = torch.arange(uh, device=dbar.device)
+        lag_w = torch.arange(uw, device=dbar.device)
+        rows = torch.where(lag_h <= uh // 2, lag_h, lag_h - uh) % gh
+        cols = torch.where(lag_w <= uw // 2, lag_w, lag_w - uw) % gw
+        img = torch.zeros(a.shape[0], gh * gw, dtype=dtype, device=dbar.device)
+        img.index_add_(1, (rows[:, None] * gw + cols[None, :]).flatten(), a.flatten(1))
+        return torch.fft.rfft2(img.view(-1, gh, gw)).real
 
     @torch.no_grad()
     def curvature_symbol_scaled(self, x: torch.Tensor, sc: RidgeScalings,
