@@ -265,7 +265,7 @@ class LipschitzSpline(nn.Module):
         rows = u.to(torch.int32)
         rows += torch.arange(0, n * u.shape[1] * k1, k1, dtype=torch.int32,
                              device=u.device).view(n, u.shape[1], 1)
-        return rows.view(-1)
+        return rows.reshape(-1)   # logical order (the input may be channels-last)
 
     @staticmethod
     def pick(table: torch.Tensor, rows: torch.Tensor, shape) -> torch.Tensor:
