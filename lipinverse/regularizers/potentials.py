@@ -117,26 +117,13 @@ class EvenPotential(nn.Module):
         :math:`h - h(0)` on :math:`\min(a|t|, r)` from one table, then the positive part
         and the sign)."""
         a, b = self._scalings("scaled", t, a, b)
-        sp = self.spline
-        B, C = t.shape[:2]
-        tab, h0 = inference_cache(self, "segments", t.dtype, lambda: (
-            sp.segment_table().to(t.dtype).reshape(C, sp.num_knots - 1, 2),
-            sp.projected_coefficients()[:, :1].to(t.dtype)))
-        s = t.abs().reshape(B, C, -1).mul_(a.reshape(a.shape[0], -1, 1))
-        s.clamp_(max=self.range)
-        rows = sp.table_rows((s / sp.spacing).clamp_(0, sp.num_knots - 2).nan_to_num_(0.0), 1)
-        out = sp.pick((tab[..., 0] - h0)[None], rows, s.shape)
-        out.addcmul_(sp.pick(tab[..., 1][None], rows, s.shape), s).clamp_(min=0.0)
-        out.mul_(torch.sign(t).reshape(B, C, -1)).mul_(b.reshape(b.shape[0], -1, 1))
-        return out.view(t.shape)
+        _, _, d, _ = self._h_lookup(t, a)
+        d.clamp_(min=0.0).mul_(torch.sign(t).reshape(d.shape)).mul_(b.reshape(b.shape[0], -1, 1))
+        return d.view(t.shape)
 
-    @torch.no_grad()
-    def scaled_derivative(self, t: torch.Tensor, a: torch.Tensor, b: torch.Tensor
-                          ) -> torch.Tensor:
-        r""":math:`b\,\phi''(a\,t)` elementwise, without autograd (scalings as in
-        :meth:`scaled`): :math:`h'` where :math:`a|t| < r` and :math:`h(a|t|) > h(0)`, else
-        0, from :meth:`scaled`'s table."""
-        a, b = self._scalings("scaled_derivative", t, a, b)
+    def _h_lookup(self, t: torch.Tensor, a: torch.Tensor):
+        r"""``(s, u, d, h')`` at :math:`s = a|t|` (``(B, C, N)``), :math:`u = \min(s, r)`:
+        :math:`d = h(u) - h(0)` and :math:`h'(u)`, from one lookup of the cached table."""
         sp = self.spline
         B, C = t.shape[:2]
         tab, h0 = inference_cache(self, "segments", t.dtype, lambda: (
@@ -146,8 +133,17 @@ class EvenPotential(nn.Module):
         u = s.clamp(max=self.range)
         rows = sp.table_rows((u / sp.spacing).clamp_(0, sp.num_knots - 2).nan_to_num_(0.0), 1)
         slope = sp.pick(tab[..., 1][None], rows, s.shape)
-        f = sp.pick((tab[..., 0] - h0)[None], rows, s.shape).addcmul_(slope, u)
-        out = torch.where((s < self.range) & (f > 0), slope, torch.zeros_like(slope))
+        return s, u, sp.pick((tab[..., 0] - h0)[None], rows, s.shape).addcmul_(slope, u), slope
+
+    @torch.no_grad()
+    def scaled_derivative(self, t: torch.Tensor, a: torch.Tensor, b: torch.Tensor
+                          ) -> torch.Tensor:
+        r""":math:`b\,\phi''(a\,t)` elementwise, without autograd (scalings as in
+        :meth:`scaled`): :math:`h'` where :math:`a|t| < r` and :math:`h(a|t|) > h(0)`, else
+        0, from :meth:`scaled`'s table."""
+        a, b = self._scalings("scaled_derivative", t, a, b)
+        s, _, d, slope = self._h_lookup(t, a)
+        out = torch.where((s < self.range) & (d > 0), slope, torch.zeros_like(slope))
         return out.mul_(b.reshape(b.shape[0], -1, 1)).view(t.shape)
 
     def derivative(self, t: torch.Tensor) -> torch.Tensor:
