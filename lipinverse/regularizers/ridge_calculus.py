@@ -175,17 +175,21 @@ class RidgeCalculus(nn.Module):
         out = self._fn("_activation")(z, sc)
         return self.W.linear.transpose(out, input_size=tuple(x.shape[-2:])) * sc.s.to(x.dtype)
 
-    def _value(self, x: torch.Tensor, sc: RidgeScalings) -> torch.Tensor:
+    def _responses(self, x: torch.Tensor, sc: RidgeScalings):
+        """The filter responses of ``x``: whole, or strip by strip of rows where
+        :meth:`_strips` asks (the responses of rows [a, b) need the rows within the reach
+        of the filters)."""
         strips = self._strips(x)
         if strips is None:
-            return self._value_of(self._filters(x, sc), sc)
+            yield self._filters(x, sc)
+            return
         reach, H = self.W.linear.total_pad[0], x.shape[-2]
-        total = 0.0
-        for a, b in strips:  # the responses of rows [a, b) need the rows within ``reach``
+        for a, b in strips:
             lo, hi = max(0, a - reach), min(H, b + reach)
-            z = self._filters(x[..., lo:hi, :], sc)[..., a - lo:b - lo, :]
-            total = total + self._value_of(z, sc)
-        return total
+            yield self._filters(x[..., lo:hi, :], sc)[..., a - lo:b - lo, :]
+
+    def _value(self, x: torch.Tensor, sc: RidgeScalings) -> torch.Tensor:
+        return sum(self._value_of(z, sc) for z in self._responses(x, sc))
 
     def _value_of(self, z: torch.Tensor, sc: RidgeScalings) -> torch.Tensor:
         """The sum of the potentials at the filter responses ``z`` (per sample)."""
@@ -232,8 +236,8 @@ class RidgeCalculus(nn.Module):
 
         if not preconditioner:
             return apply
-        kh, kw = self._composed_kernel_size()
-        grid = (size[0] + kh - 1, size[1] + kw - 1)
+        ph, pw = lin.total_pad   # the composed kernel is (2 ph + 1) x (2 pw + 1)
+        grid = (size[0] + 2 * ph, size[1] + 2 * pw)
         with torch.no_grad():
             p_hat = 1.0 + self._symbol_of(d2.mean((-2, -1)), grid)
 
@@ -243,11 +247,6 @@ class RidgeCalculus(nn.Module):
             return z[..., :size[0], :size[1]]
 
         return apply, solve
-
-    def _composed_kernel_size(self) -> tuple[int, int]:
-        convs = list(self.W.linear.convs)
-        return (1 + sum(c.kernel_size[0] - 1 for c in convs),
-                1 + sum(c.kernel_size[1] - 1 for c in convs))
 
     def _autocorrelations(self, dtype, device) -> torch.Tensor:
         r"""The autocorrelations :math:`K_c \star K_c` of the composed filters (input channel
@@ -298,17 +297,9 @@ class RidgeCalculus(nn.Module):
         """
         grid = tuple(x.shape[-2:]) if grid is None else tuple(grid)
         s = sc.s.to(x.dtype)
-        strips = self._strips(x)
         acc = fft_dtype(x.dtype)  # sums of many curvatures overflow float16
-        if strips is None:
-            total = self._curvature_fast(self._filters(x, sc), sc).sum((-2, -1), dtype=acc)
-        else:
-            reach, H = self.W.linear.total_pad[0], x.shape[-2]
-            total = 0.0
-            for a, b in strips:
-                lo, hi = max(0, a - reach), min(H, b + reach)
-                z = self._filters(x[..., lo:hi, :], sc)[..., a - lo:b - lo, :]
-                total = total + self._curvature_fast(z, sc).sum((-2, -1), dtype=acc)
+        total = sum(self._curvature_fast(z, sc).sum((-2, -1), dtype=acc)
+                    for z in self._responses(x, sc))
         dbar = total * (s * s).reshape(-1, 1).to(acc) / (x.shape[-2] * x.shape[-1])
         return self._symbol_of(dbar, grid)
 
