@@ -7,7 +7,20 @@ import torch
 from operators import Operator
 from operators.validation import check_positive, check_tensor
 
-__all__ = ["L2Fidelity"]
+__all__ = ["L2Fidelity", "grad_value"]
+
+
+def grad_value(fn, x: torch.Tensor):
+    r"""``(fn.grad(x), v)`` with ``v()`` :math:`= f(x)` (per sample), computed when called.
+
+    Uses ``fn.grad_value(x)`` where the functional has one (it keeps what the gradient
+    computed, e.g. the residual :math:`Ax - y`, so the value costs a reduction, not another
+    operator pass), else ``fn.grad(x)`` and ``lambda: fn(x)``. Line searches call ``v``
+    only where a value is needed."""
+    own = getattr(fn, "grad_value", None)
+    if callable(own):
+        return own(x)
+    return fn.grad(x), lambda: fn(x)
 
 
 class L2Fidelity:
@@ -57,6 +70,19 @@ class L2Fidelity:
     def grad(self, x: torch.Tensor) -> torch.Tensor:
         r""":math:`A^\top(Ax - y)`."""
         return self.A.gram(x) - self.Aty
+
+    def grad_value(self, x: torch.Tensor):
+        r"""``(grad(x), v)``, ``v()`` the per-sample value at ``x`` (see :func:`grad_value`).
+
+        Where the operator has no fused normal operator (``A.fused_gram`` False, e.g. the
+        Radon transform) the gradient is computed as :math:`A^\top r`, :math:`r = Ax - y`,
+        and ``v`` is :math:`\tfrac12\|r\|^2` from the kept :math:`r` (no second forward
+        pass); with a fused one (circular blurs) it is :meth:`grad` and ``v`` calls
+        :meth:`__call__`."""
+        if self.A.fused_gram:
+            return self.grad(x), lambda: self(x)
+        r = self.A(x) - self.y
+        return self.A.adjoint(r), lambda: 0.5 * r.flatten(1).pow(2).sum(1)
 
     def grad_step(self, x: torch.Tensor, tau: float) -> torch.Tensor:
         r"""The gradient step :math:`x - \tau\nabla f(x) = \tau A^\top y -

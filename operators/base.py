@@ -69,6 +69,9 @@ class Operator(torch.nn.Module, abc.ABC):
     #: True when :math:`A^\top A` is close to a convolution (blurs, Radon): its symbol
     #: (:func:`operators.linalg.normal_symbol`) then preconditions L-BFGS, nothing else.
     shift_invariant: bool = False
+    #: True when :meth:`gram` is one pass, cheaper than ``adjoint(forward(x))`` (circular
+    #: blurs); else least squares take their gradient and value from one residual Ax - y.
+    fused_gram: bool = False
 
     def __init__(self, in_shape: Sequence[int] | None = None,
                  out_shape: Sequence[int] | None = None):
@@ -106,11 +109,9 @@ class Operator(torch.nn.Module, abc.ABC):
     def _check_sample_shape(self, name: str, shape: tuple[int, ...], expected) -> None:
         """Hook for shape-polymorphic operators to reject unsupported sizes."""
         if expected is not None and shape != expected:
-            raise ValueError(
-                f"{type(self).__name__}.{name}: expected input of shape "
-                f"(B, {', '.join(map(str, expected))}), got {shape_str((-1,) + shape)}"
-                .replace("(-1,", "(B,")
-            )
+            raise ValueError(f"{type(self).__name__}.{name}: expected input of shape "
+                             f"(B, {', '.join(map(str, expected))}), got "
+                             f"{shape_str((-1,) + shape)}".replace("(-1,", "(B,"))
 
     # ----------------------------------------------------------- validation
     def _device(self) -> torch.device | None:
@@ -125,9 +126,8 @@ class Operator(torch.nn.Module, abc.ABC):
         check_tensor(f"{cls}.{name}", x)
         dev = self._device()
         if dev is not None and x.device != dev:
-            raise ValueError(
-                f"{cls}.{name}: expected input on device {dev} (the operator's), got {x.device}"
-            )
+            raise ValueError(f"{cls}.{name}: expected input on device {dev} (the operator's), "
+                             f"got {x.device}")
         shape = tuple(x.shape[1:])
         if expected is not None and shape != tuple(expected):
             raise ValueError(

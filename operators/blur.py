@@ -125,6 +125,7 @@ class Blur(Operator):
         # replicate; "valid" leaves the border of the larger domain barely seen (measured:
         # its symbol slows L-BFGS down, 162 -> 223 iterations on a 128^2 crop)
         self.shift_invariant = padding != "valid"
+        self.fused_gram = padding == "circular"
         object.__setattr__(self, "_fft_cache", {})
         object.__setattr__(self, "_spectrum_cache", {})
         if in_shape is not None:

@@ -333,13 +333,15 @@ def slope_rise_bound(t, a, b, n, big_l, rho):
 
     For :math:`\varphi(s) = F(x + s d)` with :math:`a = \varphi'(0)`, :math:`b = \varphi'(t)`
     and :math:`-\rho n \le \varphi'' \le L n` (:math:`n = \|d\|^2`; :math:`L` a Lipschitz
-    constant of :math:`\nabla F`, :math:`\rho` a weak-convexity modulus, 0 when convex):
+    constant of :math:`\nabla F`, :math:`\rho \ge -L` a weak-convexity modulus: 0 when
+    convex, :math:`-\mu` when :math:`F` is :math:`\mu`-strongly convex, which tightens it):
     :math:`\varphi'(s) \le \min(a + L n s,\ b + \rho n (t - s))` on :math:`[0, t]`, and the
     bound is the integral of that envelope. All arguments are per sample (``(b,)``) or
     scalars. It lets an Armijo test :math:`\varphi(t) \le \varphi(0) + \alpha t a` be
     certified from gradients alone."""
     up, down = big_l * n, rho * n
-    cross = ((b - a + down * t) / (up + down)).clamp(min=0).minimum(t)
+    span = (up + down).clamp_min(torch.finfo(n.dtype).tiny)   # 0 only if phi'' = L n
+    cross = ((b - a + down * t) / span).clamp(min=0).minimum(t)
     rest = t - cross
     return a * cross + 0.5 * up * cross * cross + b * rest + 0.5 * down * rest * rest
 
@@ -375,8 +377,11 @@ def armijo_search(x, g, d, gd, grad, rise_bound, inv_l, *, todo, value=None, f0=
     :math:`F(x + t d) \le F(x) + \alpha t\, \nabla F(x)^\top d` (``gd`` is
     :math:`\nabla F(x)^\top d < 0`). A trial :math:`t` (first 1) is accepted when
     ``rise_bound(t, gd, slope, ||d||^2)`` (e.g. :func:`slope_rise_bound`) certifies it
-    from the slope at the trial point, or, when ``value`` is given and that slope is still
-    :math:`\le 0`, when the values show it. A failed trial is shortened by the secant
+    from the slope at the trial point, or, when ``value`` is given and the slope
+    :math:`b` at :math:`t` is below :math:`|a|`, :math:`a = \nabla F(x)^\top d`, when the
+    values show it (on a quadratic the test holds iff :math:`b \le -(1 - 2\alpha) a`: a
+    slope past :math:`|a|` fails it, and its value is not computed). A failed trial is
+    shortened by the secant
     factor of the two slopes where the slope has turned positive, by 1/2 otherwise, clamped
     to ``shrink``; after ``reductions`` failures the step is the gradient step
     :math:`x - g/L` (``inv_l`` :math:`= 1/L`, a scalar or per sample), for which the
@@ -389,7 +394,9 @@ def armijo_search(x, g, d, gd, grad, rise_bound, inv_l, *, todo, value=None, f0=
     gd : Tensor
         ``(B,)`` slopes :math:`g^\top d`, negative on the rows of ``todo``.
     grad : callable
-        :math:`z \mapsto \nabla F(z)` on a batch like ``x``.
+        :math:`z \mapsto \nabla F(z)` on a batch like ``x``; or :math:`z \mapsto
+        (\nabla F(z), v)` with ``v()`` :math:`= F(z)` computed from what the gradient
+        kept (then ``value`` is called at ``x`` only, where ``f0`` is unknown).
     rise_bound : callable
         ``(t, a, b, n) -> (B,)``: a certified bound on :math:`\varphi(t) - \varphi(0)`.
     inv_l : float or Tensor
@@ -415,16 +422,18 @@ def armijo_search(x, g, d, gd, grad, rise_bound, inv_l, *, todo, value=None, f0=
     for _ in range(int(reductions) + 1):
         cand = torch.addcmul(x, _col(t, x), d)
         gc = grad(cand)
+        gc, value_here = gc if isinstance(gc, tuple) else (gc, None)
         slope = batch_dot(gc, d)
         target = alpha * t * gd
         ok = todo & (rise_bound(t, gd, slope, dd) <= target)
         fc = nan
-        short = todo & ~ok & (slope <= 0)  # not past the line minimum: compare values
+        short = todo & ~ok & (slope < -gd)  # not far past the line minimum: compare values
         if value is not None and bool(short.any()):
             if bool((torch.isnan(f0) & short).any()):
                 f0 = torch.where(torch.isnan(f0), value(x), f0)
-            fc = value(cand)
+            fc = value(cand) if value_here is None else value_here()
             ok = ok | (short & (fc <= f0 + target))
+        del value_here  # drop what the gradient kept for it
         if bool(ok.any()):
             m = _col(ok, x)
             x_new = torch.where(m, cand, x_new)
@@ -439,5 +448,7 @@ def armijo_search(x, g, d, gd, grad, rise_bound, inv_l, *, todo, value=None, f0=
         t = torch.where(todo, t * factor, t)
     cand = x - (_col(inv_l, x) if torch.is_tensor(inv_l) else inv_l) * g  # descent lemma
     m = _col(todo, x)
-    return (torch.where(m, cand, x_new), torch.where(m, grad(cand), g_new),
+    gc = grad(cand)
+    gc = gc[0] if isinstance(gc, tuple) else gc
+    return (torch.where(m, cand, x_new), torch.where(m, gc, g_new),
             torch.where(todo, nan, f_new), f0)

@@ -254,16 +254,22 @@ class ConvexRidge(RidgeCalculus):
         """Number of colour channels to fold (1: the model's own input)."""
         return x.shape[1] if self.channels[0] == 1 and x.shape[1] > 1 else 1
 
+    def _on_grey(self, name: str, x: torch.Tensor, sigma, fn):
+        """``(fn(z, scalings), k)``: ``z`` is ``x`` checked, or its ``k`` colour channels
+        folded into the batch with ``sigma`` repeated per channel."""
+        self._check_x(name, x)
+        k = self._colour(x)
+        if k > 1:
+            sigma = self._per_channel(f"{type(self).__name__}.{name}", sigma, x.shape[0], k,
+                                      x.device)
+            x = fold(x)
+        return fn(x, self.scalings(sigma, x.shape[0], x.dtype, x.device)), k
+
     def value(self, x: torch.Tensor, sigma=None) -> torch.Tensor:
         r"""Per-sample :math:`R_\sigma(x)`, shape ``(B,)`` (colour: see
         :mod:`~lipinverse.regularizers.colour`)."""
-        self._check_x("value", x)
-        k = self._colour(x)
-        if k > 1:
-            s = self._per_channel(f"{type(self).__name__}.value", sigma, x.shape[0], k,
-                                  x.device)
-            return self.value(fold(x), s).reshape(x.shape[0], k).sum(1)
-        return self._value(x, self.scalings(sigma, x.shape[0], x.dtype, x.device))
+        v, k = self._on_grey("value", x, sigma, self._value)
+        return v.reshape(x.shape[0], k).sum(1)
 
     def forward(self, x: torch.Tensor, sigma=None) -> torch.Tensor:
         """Same as :meth:`value` (so ``R(x)`` gives per-sample values)."""
@@ -271,34 +277,32 @@ class ConvexRidge(RidgeCalculus):
 
     def grad(self, x: torch.Tensor, sigma=None) -> torch.Tensor:
         r""":math:`\nabla R_\sigma(x)` (see class Notes)."""
-        self._check_x("grad", x)
-        k = self._colour(x)
-        if k > 1:
-            s = self._per_channel(f"{type(self).__name__}.grad", sigma, x.shape[0], k,
-                                  x.device)
-            return unfold(self.grad(fold(x), s), k)
-        return self.grad_scaled(x, self.scalings(sigma, x.shape[0], x.dtype, x.device))
+        return self._grad_value("grad", x, sigma)[0]
+
+    def grad_value(self, x: torch.Tensor, sigma=None):
+        r"""``(grad(x, sigma), v)`` with ``v()`` :meth:`value` at ``x`` computed from the
+        filter responses of the gradient (:meth:`grad_value_scaled`): for line searches
+        (:func:`lipinverse.functionals.grad_value`)."""
+        return self._grad_value("grad_value", x, sigma)
+
+    def _grad_value(self, name: str, x: torch.Tensor, sigma):
+        (g, v), k = self._on_grey(name, x, sigma, self.grad_value_scaled)
+        if k == 1:
+            return g, v
+        return unfold(g, k), lambda: v().reshape(x.shape[0], k).sum(1)
 
     @torch.no_grad()
     def curvature_symbol(self, x: torch.Tensor, sigma=None, grid=None) -> torch.Tensor:
         r""":meth:`curvature_symbol_scaled` at ``sigma``, ``(B, gh, gw // 2 + 1)``; colour
         images: the mean over the folded channels. For preconditioners only."""
-        self._check_x("curvature_symbol", x)
-        k = self._colour(x)
-        if k > 1:
-            s = self._per_channel(f"{type(self).__name__}.curvature_symbol", sigma,
-                                  x.shape[0], k, x.device)
-            sym = self.curvature_symbol(fold(x), s, grid)
-            return sym.reshape(x.shape[0], k, *sym.shape[1:]).mean(1)
-        return self.curvature_symbol_scaled(
-            x, self.scalings(sigma, x.shape[0], x.dtype, x.device), grid)
+        sym, k = self._on_grey("curvature_symbol", x, sigma,
+                               lambda z, sc: self.curvature_symbol_scaled(z, sc, grid))
+        return sym.reshape(x.shape[0], k, *sym.shape[1:]).mean(1)
 
     def tv2(self) -> torch.Tensor:
         """Second-order total variation of all splines (training penalty)."""
         out = self.convex_spline.tv2()
-        if self.concave_part is not None:
-            out = out + self.concave_part.tv2()
-        return out
+        return out if self.concave_part is None else out + self.concave_part.tv2()
 
     # ------------------------------------------------------------------ certificates
     @torch.no_grad()
@@ -308,8 +312,7 @@ class ConvexRidge(RidgeCalculus):
         :math:`m \le 0 \le M`; computed in float64 from the current spline slopes.
         """
         sc = self.scalings(sigma, 1, torch.float64)
-        b2 = ((0.0, 0.0) if self.concave_part is None
-              else self.concave_part.derivative_bounds())
+        b2 = (0.0, 0.0) if self.concave_part is None else self.concave_part.derivative_bounds()
         lo, hi = curvature_interval(sc, self.convex_spline.derivative_bounds(), b2)
         # sW has norm <= 1: the interval of D bounds the one of (sW)^T D (sW)
         return float(lo), float(hi)
@@ -469,8 +472,7 @@ class ConvexRidge(RidgeCalculus):
         r"""Per-sample step :math:`h = \mathrm{step}\cdot 2/(1 + M_c)` of the unrolled
         denoiser, :math:`M_c` from the spline *constraint* intervals (as in
         :class:`~lipinverse.nn.GradientStepBlock`), rounded down to float32."""
-        b2 = ((0.0, 0.0) if self.concave_part is None
-              else self.concave_part.slope_bounds)
+        b2 = (0.0, 0.0) if self.concave_part is None else self.concave_part.slope_bounds
         _, hi = curvature_interval(sc, self.convex_spline.slope_bounds, b2)
         return round_down_f32(step * 2.0 / (1.0 + hi.to(torch.float64)))
 
@@ -478,18 +480,15 @@ class ConvexRidge(RidgeCalculus):
         r""":math:`t` gradient steps :math:`x \leftarrow x - h(x - y + \nabla R_\sigma(x))`
         from :math:`x_0 = y` (differentiable; the training forward of the t-step loss).
         Colour: the same steps on each opponent channel (separable, see :meth:`grad`)."""
-        self._check_x("gradient_steps", y)
-        k = self._colour(y)
-        if k > 1:
-            s = self._per_channel(f"{type(self).__name__}.gradient_steps", sigma, y.shape[0],
-                                  k, y.device)
-            return unfold(self.gradient_steps(fold(y), s, t, step), k)
-        sc = self.scalings(sigma, y.shape[0], y.dtype, y.device)
-        h = self.unrolled_step(sc, step).to(y.dtype).reshape(-1, 1, 1, 1)
-        x = y
-        for _ in range(int(t)):
-            x = x - h * (x - y + self.grad_scaled(x, sc))
-        return x
+        def steps(z, sc):
+            h = self.unrolled_step(sc, step).to(z.dtype).reshape(-1, 1, 1, 1)
+            x = z
+            for _ in range(int(t)):
+                x = x - h * (x - z + self.grad_scaled(x, sc))
+            return x
+
+        x, k = self._on_grey("gradient_steps", y, sigma, steps)
+        return x if k == 1 else unfold(x, k)
 
     def activation_at(self, sigma: float) -> RidgeActivation:
         """The :class:`RidgeActivation` at a scalar noise level."""

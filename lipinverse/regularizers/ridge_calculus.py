@@ -170,10 +170,24 @@ class RidgeCalculus(nn.Module):
             out[..., a:b, :] = self._grad_pass(x[..., lo:hi, :], sc)[..., a - lo:b - lo, :]
         return out
 
-    def _grad_pass(self, x: torch.Tensor, sc: RidgeScalings) -> torch.Tensor:
+    def grad_value_scaled(self, x: torch.Tensor, sc: RidgeScalings):
+        r"""``(grad_scaled(x, sc), v)``, ``v()`` the per-sample :math:`R_\sigma(x)` from the
+        filter responses the gradient computed (kept until ``v`` is dropped), so that a
+        line search that needs the value at a trial point it took the gradient of pays the
+        potentials only, not the filters again. Where the gradient runs in strips (large
+        images), ``v`` computes the value afresh: the responses are not kept."""
+        if self._strips(x) is not None:
+            return self.grad_scaled(x, sc), lambda: self._value(x, sc)
         z = self._filters(x, sc)
+        g = self._transpose_activation(x, z, sc)
+        return g, lambda: self._value_of(z, sc)
+
+    def _transpose_activation(self, x: torch.Tensor, z: torch.Tensor, sc: RidgeScalings):
         out = self._fn("_activation")(z, sc)
         return self.W.linear.transpose(out, input_size=tuple(x.shape[-2:])) * sc.s.to(x.dtype)
+
+    def _grad_pass(self, x: torch.Tensor, sc: RidgeScalings) -> torch.Tensor:
+        return self._transpose_activation(x, self._filters(x, sc), sc)
 
     def _responses(self, x: torch.Tensor, sc: RidgeScalings):
         """The filter responses of ``x``: whole, or strip by strip of rows where

@@ -233,9 +233,9 @@ class RidgeActivation(nn.Module):
 class RidgeAtSigma:
     r"""A ridge regulariser frozen at one noise level: the functional :math:`R_\sigma`.
 
-    Exposes the solver contract: ``__call__``/``value`` (per sample), ``grad``, ``prox``,
-    ``denoise``, ``grad_lipschitz``, ``convex``, ``weak_convexity``; shares the weights
-    of ``regularizer``.
+    Exposes the solver contract: ``__call__``/``value`` (per sample), ``grad``,
+    ``grad_value``, ``prox``, ``denoise``, ``grad_lipschitz``, ``convex``,
+    ``weak_convexity``; shares the weights of ``regularizer``.
     """
 
     def __init__(self, regularizer, sigma: float) -> None:
@@ -253,6 +253,10 @@ class RidgeAtSigma:
 
     def grad(self, x: torch.Tensor) -> torch.Tensor:
         return self.regularizer.grad(x, self.sigma)
+
+    def grad_value(self, x: torch.Tensor):
+        """:meth:`ConvexRidge.grad_value` at this noise level."""
+        return self.regularizer.grad_value(x, self.sigma)
 
     def curvature_symbol(self, x: torch.Tensor, grid=None) -> torch.Tensor:
         """:meth:`ConvexRidge.curvature_symbol` at this noise level."""

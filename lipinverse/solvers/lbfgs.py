@@ -17,7 +17,7 @@ from operators.linalg import (
 )
 from operators.validation import check_int
 
-from ..functionals import L2Fidelity
+from ..functionals import L2Fidelity, grad_value
 from . import certificates as cert
 from .base import IterativeSolver
 from .guarantee import fails, holds, uncertified
@@ -114,8 +114,10 @@ class LBFGS(IterativeSolver):
       memory is cleared and :math:`d_k = -g_k/L`;
     * the step :math:`t` starts at 1 and must pass the Armijo test :math:`F(x_k + t d_k)
       \le F(x_k) + \alpha t\, g_k^\top d_k` (``ALPHA``). The test is first certified from
-      the slopes alone (:meth:`_rise_bound`: no value of :math:`F` is computed); where the
-      slope at :math:`t` is still negative and that fails, from the values. A step that
+      the slopes alone (:meth:`_rise_bound`: no value of :math:`F` is computed); where that
+      fails and the slope :math:`b` at :math:`t` is below :math:`|a|`, from the values
+      (computed from the residual and the filter responses that the trial's gradient
+      kept, :func:`~lipinverse.functionals.grad_value`). A step that
       fails is reduced by the secant factor :math:`a/(a - b)` of the slopes :math:`a =
       \varphi'(0), b = \varphi'(t)` where :math:`b > 0` (else by 1/2), clamped to
       ``SHRINK`` :math:`= [0.1, 0.9]`, at most :math:`h` = ``REDUCTIONS`` times; if none
@@ -229,6 +231,15 @@ class LBFGS(IterativeSolver):
         g = self.fidelity.grad(x)
         return torch.add(g, self.prior.grad(x), alpha=self.lam) if self.lam else g
 
+    def _grad_value(self, x: torch.Tensor):
+        """``(grad F(x), v)``, ``v()`` = F(x) from what the two gradients kept
+        (:func:`lipinverse.functionals.grad_value`): the line search's trial values."""
+        gf, vf = grad_value(self.fidelity, x)
+        if not self.lam:
+            return gf, vf
+        gr, vr = grad_value(self.prior, x)
+        return torch.add(gf, gr, alpha=self.lam), lambda: vf() + self.lam * vr()
+
     def _value(self, x: torch.Tensor) -> torch.Tensor:
         v = self.fidelity(x)
         return v + self.lam * self.prior(x) if self.lam else v
@@ -268,10 +279,10 @@ class LBFGS(IterativeSolver):
     def _line_search(self, state, d, gd, active):
         """Armijo steps per sample (:func:`operators.linalg.armijo_search`; see the Notes):
         certified from the slopes, or from the values where the slope at the trial step is
-        still negative. Returns the new iterate, its value (NaN where not computed) and its
+        below ``|gd|``. Returns the new iterate, its value (NaN where not computed) and its
         gradient."""
         x_new, g_new, f_new, state["f"] = armijo_search(
-            state["x"], state["g"], d, gd, self._grad, self._rise_bound, 1.0 / self.big_l,
+            state["x"], state["g"], d, gd, self._grad_value, self._rise_bound, 1.0 / self.big_l,
             todo=active, value=self._value, f0=state["f"], alpha=ALPHA,
             reductions=REDUCTIONS, shrink=SHRINK)
         return x_new, f_new, g_new

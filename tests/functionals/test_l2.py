@@ -70,3 +70,63 @@ def test_bad_measurements():
         L2Fidelity(A, y[..., :5])
     with pytest.raises(TypeError, match="operators.Operator"):
         L2Fidelity("A", y)
+
+
+@pytest.mark.parametrize("op", ["radon", "blur"])
+def test_grad_value_matches_grad_and_value(op):
+    """``grad_value``: the gradient and the per-sample value; with an operator without a
+    fused normal operator (Radon) the value comes from the kept residual, with no second
+    forward pass."""
+    from lipinverse.functionals import grad_value
+
+    g = torch.Generator().manual_seed(1)
+    A = (O.Radon(16, 7, normalize=True) if op == "radon"
+         else O.Blur(kernels.gaussian(1.0).double(), "circular"))
+    x = torch.rand(2, 1, 16, 16, generator=g, dtype=torch.float64)
+    y = A(torch.rand(2, 1, 16, 16, generator=g, dtype=torch.float64))
+    f = L2Fidelity(A, y)
+    calls = []
+    real = A._forward
+    object.__setattr__(A, "_forward", lambda z: calls.append(1) or real(z))
+    grad, value = grad_value(f, x)
+    torch.testing.assert_close(grad, f.grad(x), rtol=1e-12, atol=1e-12)
+    n = len(calls)
+    v = value()
+    assert len(calls) - n == (0 if op == "radon" else 1)
+    torch.testing.assert_close(v, f(x), rtol=1e-13, atol=0)
+    assert v.shape == (2,)
+
+
+def test_grad_value_falls_back_to_grad_and_call():
+    """A functional without ``grad_value``: its ``grad`` and its ``__call__``, the latter
+    only when asked."""
+    from lipinverse.functionals import grad_value
+
+    class Quadratic:
+        calls = 0
+
+        def __call__(self, x):
+            Quadratic.calls += 1
+            return 0.5 * x.flatten(1).pow(2).sum(1)
+
+        def grad(self, x):
+            return x
+
+    x = torch.rand(2, 1, 4, 4, dtype=torch.float64)
+    grad, value = grad_value(Quadratic(), x)
+    assert torch.equal(grad, x) and Quadratic.calls == 0
+    torch.testing.assert_close(value(), 0.5 * x.flatten(1).pow(2).sum(1))
+    assert Quadratic.calls == 1
+
+
+def test_fused_gram_flags_the_one_pass_normal_operators():
+    """``fused_gram``: circular blurs compute A^T A x in one pass (the same result as
+    adjoint(forward)); other paddings, Radon and wrappers take the generic route."""
+    g = torch.Generator().manual_seed(2)
+    x = torch.rand(1, 1, 12, 12, generator=g, dtype=torch.float64)
+    k = kernels.gaussian(1.0).double()
+    circ = O.Blur(k, "circular")
+    assert circ.fused_gram
+    torch.testing.assert_close(circ.gram(x), circ.adjoint(circ(x)), rtol=0, atol=1e-12)
+    assert not any(A.fused_gram for A in (O.Blur(k, "zero"), O.Blur(k, "valid"),
+                                          O.Radon(12, 5), 2.0 * circ))

@@ -300,3 +300,35 @@ def test_curvature_symbol_of_a_half_precision_image_does_not_overflow():
         ref = R.float().curvature_symbol_scaled(y, sc32)
     assert half.dtype == torch.float32 and bool(torch.isfinite(half).all())
     torch.testing.assert_close(half, ref, rtol=2e-2, atol=1e-3 * float(ref.max()))
+
+
+@pytest.mark.parametrize("cls", [ConvexRidge, WeakConvexRidge])
+def test_grad_value_gives_the_gradient_and_the_value_from_one_pass(monkeypatch, cls):
+    """``grad_value``: the gradient of ``grad`` and, when called, the value of ``value``,
+    per sample, for grey batches with per-sample noise levels, colour images and images in
+    strips; the filters run once for both (not again for the value) where the responses
+    fit in memory."""
+    from lipinverse.regularizers import ridge_calculus
+
+    R = trained_like(cls)
+    y, sigma = noisy_batch(n=3, size=20)
+    rgb = torch.rand(2, 3, 20, 20, dtype=torch.float64)
+    with torch.no_grad():
+        for x, s in ((y, sigma), (rgb, 0.05)):
+            g, v = R.grad_value(x, s)
+            torch.testing.assert_close(g, R.grad(x, s), rtol=0, atol=1e-13)
+            torch.testing.assert_close(v(), R.value(x, s), rtol=1e-13, atol=0)
+            assert v().shape == (x.shape[0],)
+        calls = []
+        real = R._filters
+        monkeypatch.setattr(R, "_filters", lambda z, sc: calls.append(1) or real(z, sc))
+        g, v = R.grad_value(y, sigma)
+        v()
+        assert len(calls) == 1
+        monkeypatch.setattr(ridge_calculus, "STRIP_ELEMENTS", 8 * 20 * 3)
+        assert R._strips(y) is not None
+        g, v = R.grad_value(y, sigma)
+        torch.testing.assert_close(g, R.grad(y, sigma), rtol=0, atol=1e-13)
+        torch.testing.assert_close(v(), R.value(y, sigma), rtol=1e-13, atol=0)
+    with pytest.raises(ValueError, match="grad_value"):
+        R.grad_value(torch.rand(8, 8, dtype=torch.float64))

@@ -88,6 +88,30 @@ def test_rise_bound_uses_the_weak_convexity_of_f():
         assert float(solver._value(x + t * d) - solver._value(x)) <= float(bound)
 
 
+def test_rise_bound_with_strong_convexity_is_tighter_and_still_an_upper_bound():
+    r"""rho = -mu for a mu-strongly convex F (the ridge denoiser's objective): on separable
+    quadratics with curvatures in [mu, L] the bound majorises the exact change in float64,
+    is below the convex (rho = 0) one, and is exact when all curvatures are L = mu."""
+    from operators.linalg import batch_dot, slope_rise_bound
+
+    g = torch.Generator().manual_seed(7)
+    mu, big_l = 0.5, 8.0
+    for _ in range(30):
+        q = mu + (big_l - mu) * torch.rand(1, 1, 5, 5, generator=g, dtype=torch.float64)
+        x = torch.randn(1, 1, 5, 5, generator=g, dtype=torch.float64)
+        d = torch.randn(1, 1, 5, 5, generator=g, dtype=torch.float64)
+        t = torch.rand(1, generator=g, dtype=torch.float64) * 2
+        a, b, n = batch_dot(q * x, d), batch_dot(q * (x + t * d), d), batch_dot(d, d)
+        exact = 0.5 * batch_dot(x + t * d, q * (x + t * d)) - 0.5 * batch_dot(x, q * x)
+        strong = slope_rise_bound(t, a, b, n, big_l, -mu)
+        assert float(exact) <= float(strong) + 1e-12
+        assert float(strong) <= float(slope_rise_bound(t, a, b, n, big_l, 0.0)) + 1e-12
+    q = torch.full((1, 1, 5, 5), 2.0, dtype=torch.float64)  # phi'' = L n exactly
+    a, b = batch_dot(q * x, d), batch_dot(q * (x + t * d), d)
+    exact = 0.5 * batch_dot(x + t * d, q * (x + t * d)) - 0.5 * batch_dot(x, q * x)
+    torch.testing.assert_close(slope_rise_bound(t, a, b, n, 2.0, -2.0), exact)
+
+
 def test_safeguard_replaces_a_bad_direction_by_the_gradient_step():
     """A negative initial scaling (as no real pair gives) makes an ascent direction: the
     safeguard takes -grad F / L, clears that sample's memory, and F decreases."""
@@ -120,6 +144,9 @@ def test_fallback_step_when_no_reduction_passes(monkeypatch):
     monkeypatch.setattr(solver, "_rise_bound", lambda t, a, b, dd: torch.full_like(t, 1e30))
     monkeypatch.setattr(solver, "_value", lambda x: (real_value(x) if torch.equal(x, x0)
                                                      else real_value(x) + 1e30))
+    # the trial values come from the gradient pass: route them through the forced values
+    monkeypatch.setattr(solver, "_grad_value", lambda x: (solver._grad(x),
+                                                          lambda: solver._value(x)))
     new, _ = solver._step(state, 0, torch.ones(1, dtype=torch.bool))
     assert torch.allclose(new["x"], x0 - g0 / solver.big_l, rtol=0, atol=1e-15)
     assert bool(torch.isnan(new["f"]).all())
@@ -227,3 +254,44 @@ def test_armijo_search_certifies_each_step_and_falls_back_to_the_gradient_step()
         assert bool((rise[todo] < 0).all())
         if reductions == 0:
             assert torch.allclose(x_new[todo], (x - g / big_l)[todo], rtol=0, atol=1e-15)
+
+
+def test_armijo_search_compares_values_past_the_line_minimum_up_to_the_first_slope():
+    r"""With the slope certificate failing (forced), a trial past the line minimum is still
+    accepted from the values while its slope :math:`b` is below :math:`|a|` (on the
+    quadratic :math:`\varphi` Armijo holds for :math:`b \le -(1-2\alpha)a`): one gradient,
+    its value taken from the pair that ``grad`` returned; at :math:`b \ge |a|` no value is
+    computed and the step is shortened."""
+    from operators.linalg import armijo_search, batch_dot
+
+    x = torch.ones(1, 1, 2, 2, dtype=torch.float64)
+    calls = {"grad": 0, "kept": 0, "value": 0}
+
+    def grad(z):
+        calls["grad"] += 1
+
+        def kept():
+            calls["kept"] += 1
+            return 0.5 * batch_dot(z, z)
+        return z.clone(), kept
+
+    def value(z):
+        calls["value"] += 1
+        return 0.5 * batch_dot(z, z)
+
+    never = lambda t, a, b, n: torch.full_like(t, float("inf"))  # noqa: E731
+    g = x.clone()
+    for over, accepted in ((1.5, True), (2.5, False)):   # b = (over - 1)|a|
+        calls.update(grad=0, kept=0, value=0)
+        d = -over * g
+        gd = batch_dot(g, d)
+        x_new, _, f_new, _ = armijo_search(
+            x, g, d, gd, grad, never, 1.0, todo=torch.tensor([True]), value=value,
+            f0=torch.full((1,), float("nan"), dtype=torch.float64))
+        if accepted:
+            assert torch.allclose(x_new, x - over * g) and calls["grad"] == 1
+            assert calls["kept"] == 1 and calls["value"] == 1   # value(x) once, for f0
+            torch.testing.assert_close(f_new, 0.5 * batch_dot(x_new, x_new))
+        else:  # t = 1 unvalued; the secant factor 1/(1 + 1.5) lands on the minimiser 0
+            assert calls["grad"] == 2 and calls["kept"] == 1
+            torch.testing.assert_close(x_new, torch.zeros_like(x))
