@@ -84,6 +84,13 @@ class L2Fidelity:
         r = self.A(x) - self.y
         return self.A.adjoint(r), lambda: 0.5 * r.flatten(1).pow(2).sum(1)
 
+    @torch.no_grad()
+    def curvature_along(self, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        r"""``(n, n)``, :math:`n = \|Ad\|^2` per sample (float64): :math:`f` is quadratic,
+        its curvature along ``d`` is that everywhere (for slope-certified line searches)."""
+        n = self.A(d).flatten(1).square().sum(1, dtype=torch.float64)
+        return n, n
+
     def grad_step(self, x: torch.Tensor, tau: float) -> torch.Tensor:
         r"""The gradient step :math:`x - \tau\nabla f(x) = \tau A^\top y -
         \tau (A^\top A - I/\tau)\, x`, in one pass of the shifted normal operator

@@ -370,7 +370,7 @@ def safeguard_direction(g, d, inv_l, *, delta: float, c1: float = 0.0,
 
 
 def armijo_search(x, g, d, gd, grad, rise_bound, inv_l, *, todo, value=None, f0=None,
-                  alpha: float = 1e-4, reductions: int = 10, shrink=(0.1, 0.9)):
+                  alpha: float = 1e-4, reductions: int = 10, shrink=(0.1, 0.9), along=None):
     r"""Safeguarded Armijo steps along ``d``, per sample, certified from slopes.
 
     For each row of ``todo`` it finds :math:`t` with
@@ -406,6 +406,11 @@ def armijo_search(x, g, d, gd, grad, rise_bound, inv_l, *, todo, value=None, f0=
     value, f0 : callable, Tensor, optional
         :math:`z \mapsto F(z)` (``(B,)``) and :math:`F(x)` (NaN where unknown, filled
         where needed).
+    along : callable, optional
+        ``d -> (lo, hi)`` (``(B,)`` each) or None: certified bounds of :math:`d^\top\nabla^2
+        F d` over the line (the curvature along ``d``). Called once, where ``rise_bound``
+        does not certify a trial; then the tighter of ``rise_bound`` and
+        :func:`slope_rise_bound` with these bounds is used.
 
     Returns
     -------
@@ -425,7 +430,15 @@ def armijo_search(x, g, d, gd, grad, rise_bound, inv_l, *, todo, value=None, f0=
         gc, value_here = gc if isinstance(gc, tuple) else (gc, None)
         slope = batch_dot(gc, d)
         target = alpha * t * gd
-        ok = todo & (rise_bound(t, gd, slope, dd) <= target)
+        bound = rise_bound(t, gd, slope, dd)
+        if along is not None and bool((todo & (bound > target)).any()):
+            if not torch.is_tensor(along):   # once per search: d does not change
+                lohi = along(d)
+                along = None if lohi is None else torch.stack(lohi).to(gd.dtype)
+            if along is not None:
+                bound = torch.minimum(bound, slope_rise_bound(
+                    t, gd, slope, torch.ones_like(gd), along[1], -along[0]))
+        ok = todo & (bound <= target)
         fc = nan
         short = todo & ~ok & (slope < -gd)  # not far past the line minimum: compare values
         if value is not None and bool(short.any()):

@@ -43,8 +43,8 @@ from .ridge_parts import (
     RidgeAtSigma,
     RidgeScalings,
     SolveInfo,
+    bounded_below,
     concave_strength,
-    concave_top,
     curvature_interval,
 )
 from .ridge_solve import solve_ridge
@@ -333,35 +333,19 @@ class ConvexRidge(RidgeCalculus):
         """Whether :math:`R_\\sigma` is certified convex (``weak_convexity == 0``)."""
         return self.weak_convexity == 0.0
 
-    @torch.no_grad()
     def bounded_below(self, sigma=None) -> bool:
-        r"""Whether :math:`R_\sigma` is certified bounded below (a sufficient test).
+        r"""Whether :math:`R_\sigma` is certified bounded below at ``sigma`` (default
+        ``self.sigma``): a sufficient test, see
+        :func:`~lipinverse.regularizers.ridge_parts.bounded_below`."""
+        return bounded_below(self, sigma)
 
-        :math:`R_\sigma` is a sum of one-dimensional potentials :math:`p_c` of the filter
-        responses; it is bounded below when every :math:`p_c` is.  Each :math:`p_c` is
-        continuous and, outside the spline grids, has an affine derivative: beyond the
-        last knot :math:`p_c'(t) = \lambda\psi_c'(\mu t) - \kappa f_c(r)` (the last
-        term on :math:`C_2` only, :math:`f_c(r)` the final value of :math:`\phi_c'`), and
-        symmetrically on the left.  So :math:`p_c` is bounded below iff, on the right,
-        the last slope of :math:`\psi_c'` is positive or the limit of :math:`p_c'` is
-        :math:`\ge 0`, and on the left, the first slope is positive or the limit is
-        :math:`\le 0`.  Computed in float64 at ``sigma`` (default ``self.sigma``).
-        For a :class:`WeakConvexRidge` the cap of the concave part makes this the test of
-        the convex part alone.
-        """
-        sc = self.scalings(sigma, 1, torch.float64)
-        spline = self.convex_spline
-        c = spline.projected_coefficients().to(torch.float64)
-        slopes = spline.slopes().to(torch.float64)
-        lam = sc.lam.reshape(())
-        right, left = lam * c[:, -1], lam * c[:, 0]
-        if self.concave_part is not None:
-            drop = sc.kappa.reshape(-1) * concave_top(self.concave_part, torch.float64)
-            k = self.num_convex_only
-            right = torch.cat([right[:k], right[k:] - drop])
-            left = torch.cat([left[:k], left[k:] + drop])
-        ok = ((slopes[:, -1] > 0) | (right >= 0)) & ((slopes[:, 0] > 0) | (left <= 0))
-        return bool(ok.all())
+    @torch.no_grad()
+    def curvature_along(self, d: torch.Tensor, sigma=None) -> tuple[torch.Tensor, torch.Tensor]:
+        r"""Certified per-sample ``(lo, hi)`` with :math:`lo \le d^\top\nabla^2 R_\sigma(x)
+        d \le hi` at every :math:`x` (:meth:`curvature_along_scaled`; colour: the sum over
+        the folded channels). For slope-certified line searches."""
+        (lo, hi), k = self._on_grey("curvature_along", d, sigma, self.curvature_along_scaled)
+        return lo.reshape(d.shape[0], k).sum(1), hi.reshape(d.shape[0], k).sum(1)
 
     #: Largest noise level of the training data, when known (the shipped priors set it):
     #: :meth:`at_sigma` warns beyond it, where the learned lambda(sigma) extrapolates.

@@ -146,6 +146,38 @@ def concave_strength(convex_spline, concave_part, lam: torch.Tensor, kappa: torc
     return torch.minimum(kap, cap).to(kappa.dtype)[:, :, None, None]
 
 
+@torch.no_grad()
+def bounded_below(model, sigma=None) -> bool:
+    r"""Whether the ridge sum ``model`` (:class:`~lipinverse.regularizers.ConvexRidge`) is
+    certified bounded below at ``sigma`` (a sufficient test).
+
+    :math:`R_\sigma` is a sum of one-dimensional potentials :math:`p_c` of the filter
+    responses; it is bounded below when every :math:`p_c` is.  Each :math:`p_c` is
+    continuous and, outside the spline grids, has an affine derivative: beyond the
+    last knot :math:`p_c'(t) = \lambda\psi_c'(\mu t) - \kappa f_c(r)` (the last
+    term on :math:`C_2` only, :math:`f_c(r)` the final value of :math:`\phi_c'`), and
+    symmetrically on the left.  So :math:`p_c` is bounded below iff, on the right,
+    the last slope of :math:`\psi_c'` is positive or the limit of :math:`p_c'` is
+    :math:`\ge 0`, and on the left, the first slope is positive or the limit is
+    :math:`\le 0`.  Computed in float64 at ``sigma`` (default ``model.sigma``).
+    For a :class:`~lipinverse.regularizers.WeakConvexRidge` the cap of the concave part
+    makes this the test of the convex part alone.
+    """
+    sc = model.scalings(sigma, 1, torch.float64)
+    spline = model.convex_spline
+    c = spline.projected_coefficients().to(torch.float64)
+    slopes = spline.slopes().to(torch.float64)
+    lam = sc.lam.reshape(())
+    right, left = lam * c[:, -1], lam * c[:, 0]
+    if model.concave_part is not None:
+        drop = sc.kappa.reshape(-1) * concave_top(model.concave_part, torch.float64)
+        k = model.num_convex_only
+        right = torch.cat([right[:k], right[k:] - drop])
+        left = torch.cat([left[:k], left[k:] + drop])
+    ok = ((slopes[:, -1] > 0) | (right >= 0)) & ((slopes[:, 0] > 0) | (left <= 0))
+    return bool(ok.all())
+
+
 def curvature_interval(sc: RidgeScalings, b1, b2) -> tuple[torch.Tensor, torch.Tensor]:
     r"""Per-sample :math:`(lo, hi)` containing 0 and every curvature of the potentials.
 
@@ -234,8 +266,8 @@ class RidgeAtSigma:
     r"""A ridge regulariser frozen at one noise level: the functional :math:`R_\sigma`.
 
     Exposes the solver contract: ``__call__``/``value`` (per sample), ``grad``,
-    ``grad_value``, ``prox``, ``denoise``, ``grad_lipschitz``, ``convex``,
-    ``weak_convexity``; shares the weights of ``regularizer``.
+    ``grad_value``, ``curvature_along``, ``prox``, ``denoise``, ``grad_lipschitz``,
+    ``convex``, ``weak_convexity``; shares the weights of ``regularizer``.
     """
 
     def __init__(self, regularizer, sigma: float) -> None:
@@ -257,6 +289,10 @@ class RidgeAtSigma:
     def grad_value(self, x: torch.Tensor):
         """:meth:`ConvexRidge.grad_value` at this noise level."""
         return self.regularizer.grad_value(x, self.sigma)
+
+    def curvature_along(self, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`ConvexRidge.curvature_along` at this noise level."""
+        return self.regularizer.curvature_along(d, self.sigma)
 
     def curvature_symbol(self, x: torch.Tensor, grid=None) -> torch.Tensor:
         """:meth:`ConvexRidge.curvature_symbol` at this noise level."""

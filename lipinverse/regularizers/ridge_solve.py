@@ -165,7 +165,10 @@ def lbfgs(grad, y, m, L, *, tol, max_iter, x0=None, memory: int = 10, metric=Non
     :math:`F(z + td) \le F(z) + 10^{-4} t\, \nabla F(z)^\top d` from the slope at the
     trial point. Where it does not and ``value(z, idx)`` (per-sample :math:`F`) is given,
     the values decide (see :func:`operators.linalg.armijo_search`); ``grad`` may then
-    return ``(g, v)`` with ``v()`` :math:`= F(z)` from what the gradient computed. A
+    return ``(g, v)`` with ``v()`` :math:`= F(z)` from what the gradient computed. (The
+    curvature along the direction, :meth:`curvature_along_scaled`, did not pay here: the
+    denoiser's directions are rough, their filter responses as large as the global bound
+    assumes.) A
     failed trial is shortened by the secant factor of the two slopes
     (clamped to [0.1, 0.9]; 1/2 when the slope is still negative), at most 10 times, after
     which the step is the gradient step :math:`z - \nabla F(z)/L` (certified by the

@@ -114,7 +114,11 @@ class LBFGS(IterativeSolver):
       memory is cleared and :math:`d_k = -g_k/L`;
     * the step :math:`t` starts at 1 and must pass the Armijo test :math:`F(x_k + t d_k)
       \le F(x_k) + \alpha t\, g_k^\top d_k` (``ALPHA``). The test is first certified from
-      the slopes alone (:meth:`_rise_bound`: no value of :math:`F` is computed); where that
+      the slopes alone (:meth:`_rise_bound`: no value of :math:`F` is computed), with the
+      curvature of :math:`F` along :math:`d_k` where the fidelity and the prior bound it
+      (``curvature_along``: :math:`\|Ad\|^2` for least squares, the filter responses of
+      :math:`d` for the ridges; one operator and one filter pass per iteration), else with
+      :math:`L` and the weak convexity; where that
       fails and the slope :math:`b` at :math:`t` is below :math:`|a|`, from the values
       (computed from the residual and the filter responses that the trial's gradient
       kept, :func:`~lipinverse.functionals.grad_value`). A step that
@@ -276,14 +280,28 @@ class LBFGS(IterativeSolver):
         mem.push(s.flatten(1), (g_new - g).flatten(1), idx)
         return {"x": x_new, "f": f_new, "g": g_new, "mem": mem, "idx": idx}, batch_dot(s, s).sqrt()
 
+    def _along(self, d: torch.Tensor):
+        r"""Certified bounds ``(lo, hi)`` (per sample) of :math:`\varphi'' = d^\top\nabla^2
+        F\, d` along ``d`` where the fidelity and the prior give theirs
+        (``curvature_along``), else None."""
+        parts = [self.fidelity] + ([self.prior] if self.lam else [])
+        if not all(callable(getattr(p, "curvature_along", None)) for p in parts):
+            return None
+        lo, hi = self.fidelity.curvature_along(d)
+        if self.lam:
+            lo_r, hi_r = self.prior.curvature_along(d)
+            lo, hi = lo + self.lam * lo_r, hi + self.lam * hi_r
+        return lo, hi
+
     def _line_search(self, state, d, gd, active):
         """Armijo steps per sample (:func:`operators.linalg.armijo_search`; see the Notes):
         certified from the slopes, or from the values where the slope at the trial step is
         below ``|gd|``. Returns the new iterate, its value (NaN where not computed) and its
         gradient."""
         x_new, g_new, f_new, state["f"] = armijo_search(
-            state["x"], state["g"], d, gd, self._grad_value, self._rise_bound, 1.0 / self.big_l,
-            todo=active, value=self._value, f0=state["f"], alpha=ALPHA,
+            state["x"], state["g"], d, gd, self._grad_value, self._rise_bound,
+            1.0 / self.big_l, todo=active, value=self._value, f0=state["f"], alpha=ALPHA,
+            along=self._along,
             reductions=REDUCTIONS, shrink=SHRINK)
         return x_new, f_new, g_new
 

@@ -130,3 +130,16 @@ def test_fused_gram_flags_the_one_pass_normal_operators():
     torch.testing.assert_close(circ.gram(x), circ.adjoint(circ(x)), rtol=0, atol=1e-12)
     assert not any(A.fused_gram for A in (O.Blur(k, "zero"), O.Blur(k, "valid"),
                                           O.Radon(12, 5), 2.0 * circ))
+
+
+def test_curvature_along_is_the_exact_quadratic_curvature():
+    """``curvature_along(d)`` = (|Ad|^2, |Ad|^2): f(x + t d) - f(x) - t grad f(x)^T d is
+    t^2/2 times it (float64)."""
+    A, y, x = _problem()
+    f = L2Fidelity(A, y)
+    d = torch.randn(x.shape, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    lo, hi = f.curvature_along(d)
+    assert torch.equal(lo, hi) and lo.shape == (3,)
+    t = 0.7
+    rest = f(x + t * d) - f(x) - t * (f.grad(x) * d).flatten(1).sum(1)
+    torch.testing.assert_close(rest, 0.5 * t * t * lo, rtol=1e-10, atol=1e-12)

@@ -332,3 +332,37 @@ def test_grad_value_gives_the_gradient_and_the_value_from_one_pass(monkeypatch, 
         torch.testing.assert_close(v(), R.value(y, sigma), rtol=1e-13, atol=0)
     with pytest.raises(ValueError, match="grad_value"):
         R.grad_value(torch.rand(8, 8, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("cls", [ConvexRidge, WeakConvexRidge])
+def test_curvature_along_bounds_the_hessian_along_every_direction(monkeypatch, cls):
+    """``curvature_along(d)``: lo <= d^T Hess R(x) d <= hi at random points, per sample
+    (float64, the exact Hessian-vector product); below half |d|^2 times the global bound for
+    a smooth direction; colour folds sum; the strips give the same bounds."""
+    from lipinverse.regularizers import ridge_calculus
+
+    R = trained_like(cls)
+    g = torch.Generator().manual_seed(3)
+    sc = R.scalings(0.05, 2, torch.float64)
+    lo_g, hi_g = R.curvature_bounds(0.05)
+    for smooth in (False, True):
+        d = torch.randn(2, 1, 20, 20, generator=g, dtype=torch.float64)
+        if smooth:
+            d = torch.nn.functional.avg_pool2d(d, 5, 1, 2, count_include_pad=False)
+        lo, hi = R.curvature_along(d, 0.05)
+        n = d.flatten(1).square().sum(1)
+        assert bool((lo >= lo_g * n - 1e-9).all()) and bool((hi <= hi_g * n + 1e-9).all())
+        for _ in range(5):
+            x = torch.rand(2, 1, 20, 20, generator=g, dtype=torch.float64) * 4 - 2
+            q = (R.hvp_scaled(x, d, sc) * d).flatten(1).sum(1)
+            assert bool((lo <= q + 1e-9).all()) and bool((q <= hi + 1e-9).all())
+        if smooth:
+            assert bool((hi < 0.5 * hi_g * n).all())
+    with torch.no_grad():
+        monkeypatch.setattr(ridge_calculus, "STRIP_ELEMENTS", 8 * 20 * 3)
+        torch.testing.assert_close(R.curvature_along(d, 0.05), (lo, hi), rtol=1e-12, atol=0)
+    rgb = torch.randn(1, 3, 20, 20, generator=g, dtype=torch.float64)
+    from lipinverse.regularizers.colour import fold
+    lo3, hi3 = R.curvature_along(rgb, 0.05)
+    lo1, hi1 = R.curvature_along(fold(rgb), 0.05)
+    torch.testing.assert_close((lo3, hi3), (lo1.sum(0, keepdim=True), hi1.sum(0, keepdim=True)))

@@ -295,3 +295,38 @@ def test_armijo_search_compares_values_past_the_line_minimum_up_to_the_first_slo
         else:  # t = 1 unvalued; the secant factor 1/(1 + 1.5) lands on the minimiser 0
             assert calls["grad"] == 2 and calls["kept"] == 1
             torch.testing.assert_close(x_new, torch.zeros_like(x))
+
+
+@pytest.mark.parametrize("name", ["crr", "wcrr"])
+def test_curvature_along_the_direction_certifies_steps_the_global_bound_cannot(name):
+    """Deblurring with a learned ridge: the bounds of F's curvature along the direction
+    (fidelity |Ad|^2 plus the ridge's filter responses) contain the exact second
+    derivative along random lines (float64), and with them the solver needs fewer values
+    of F for the same point."""
+    A, y = make_problem(batch=1, size=24, blur=2.0)
+    f, R = L2Fidelity(A, y), _ridge(name)
+    solver = LBFGS(f, R, lam=1.0)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(5):
+        x = torch.rand(1, 1, 24, 24, generator=g, dtype=torch.float64)
+        d = torch.randn(1, 1, 24, 24, generator=g, dtype=torch.float64)
+        lo, hi = solver._along(d)
+        q = ((A.gram(d) + R.regularizer.hvp_scaled(x, d, R.regularizer.scalings(
+            R.sigma, 1, torch.float64))) * d).sum()
+        assert float(lo) <= float(q) + 1e-9 <= float(hi) + 2e-9
+    counts = {}
+    for use in (True, False):
+        s = LBFGS(f, R, lam=1.0)
+        calls = []
+        real = s._grad_value
+
+        def counted(z, real=real, calls=calls):
+            gz, v = real(z)
+            return gz, (lambda: calls.append(1) or v())
+        s._grad_value = counted
+        if not use:
+            s._along = lambda d: None
+        res = s.solve(max_iter=300, tol=1e-6)
+        counts[use] = (len(calls), res.x)
+    assert counts[True][0] < counts[False][0]
+    assert rel_err(counts[True][1], counts[False][1]) < 1e-4
