@@ -11,16 +11,17 @@ __all__ = ["L2Fidelity", "grad_value"]
 
 
 def grad_value(fn, x: torch.Tensor):
-    r"""``(fn.grad(x), v)`` with ``v()`` :math:`= f(x)` (per sample), computed when called.
+    r"""``(fn.grad(x), v)`` with ``v(rows=None)`` :math:`= f(x)` per sample (of the samples
+    ``rows``, int64 indices, where given), computed when called.
 
     Uses ``fn.grad_value(x)`` where the functional has one (it keeps what the gradient
     computed, e.g. the residual :math:`Ax - y`, so the value costs a reduction, not another
-    operator pass), else ``fn.grad(x)`` and ``lambda: fn(x)``. Line searches call ``v``
-    only where a value is needed."""
+    operator pass), else ``fn.grad(x)`` and ``fn(x)``. Line searches call ``v`` only where
+    a value is needed, for the samples that need it."""
     own = getattr(fn, "grad_value", None)
     if callable(own):
         return own(x)
-    return fn.grad(x), lambda: fn(x)
+    return fn.grad(x), lambda rows=None: fn(x) if rows is None else fn(x)[rows]
 
 
 class L2Fidelity:
@@ -72,7 +73,8 @@ class L2Fidelity:
         return self.A.gram(x) - self.Aty
 
     def grad_value(self, x: torch.Tensor):
-        r"""``(grad(x), v)``, ``v()`` the per-sample value at ``x`` (see :func:`grad_value`).
+        r"""``(grad(x), v)``, ``v(rows=None)`` the per-sample value at ``x`` (see
+        :func:`grad_value`).
 
         Where the operator has no fused normal operator (``A.fused_gram`` False, e.g. the
         Radon transform) the gradient is computed as :math:`A^\top r`, :math:`r = Ax - y`,
@@ -80,9 +82,15 @@ class L2Fidelity:
         pass); with a fused one (circular blurs) it is :meth:`grad` and ``v`` calls
         :meth:`__call__`."""
         if self.A.fused_gram:
-            return self.grad(x), lambda: self(x)
+            return self.grad(x), lambda rows=None: (
+                self(x) if rows is None else self._residual_value(self.A(x[rows]) - self.y[rows]))
         r = self.A(x) - self.y
-        return self.A.adjoint(r), lambda: 0.5 * r.flatten(1).pow(2).sum(1)
+        return self.A.adjoint(r), lambda rows=None: self._residual_value(
+            r if rows is None else r[rows])
+
+    @staticmethod
+    def _residual_value(r: torch.Tensor) -> torch.Tensor:
+        return 0.5 * r.flatten(1).pow(2).sum(1)
 
     @torch.no_grad()
     def curvature_along(self, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

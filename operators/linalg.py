@@ -395,8 +395,9 @@ def armijo_search(x, g, d, gd, grad, rise_bound, inv_l, *, todo, value=None, f0=
         ``(B,)`` slopes :math:`g^\top d`, negative on the rows of ``todo``.
     grad : callable
         :math:`z \mapsto \nabla F(z)` on a batch like ``x``; or :math:`z \mapsto
-        (\nabla F(z), v)` with ``v()`` :math:`= F(z)` computed from what the gradient
-        kept (then ``value`` is called at ``x`` only, where ``f0`` is unknown).
+        (\nabla F(z), v)` with ``v(rows)`` :math:`= F(z)` at the samples ``rows`` computed
+        from what the gradient kept (then ``value`` is called at ``x`` only, where ``f0``
+        is unknown).
     rise_bound : callable
         ``(t, a, b, n) -> (B,)``: a certified bound on :math:`\varphi(t) - \varphi(0)`.
     inv_l : float or Tensor
@@ -404,8 +405,9 @@ def armijo_search(x, g, d, gd, grad, rise_bound, inv_l, *, todo, value=None, f0=
     todo : Tensor
         ``(B,)`` bool, the rows to move; the others keep ``x`` and ``g``.
     value, f0 : callable, Tensor, optional
-        :math:`z \mapsto F(z)` (``(B,)``) and :math:`F(x)` (NaN where unknown, filled
-        where needed).
+        ``value(z, rows)``: :math:`F` at the samples ``rows`` (int64 indices into the batch)
+        of ``z``, shape ``(len(rows),)``; and :math:`F(x)` (``(B,)``, NaN where unknown,
+        filled where needed). Values are computed for the rows that need them only.
     along : callable, optional
         ``d -> (lo, hi)`` (``(B,)`` each) or None: certified bounds of :math:`d^\top\nabla^2
         F d` over the line (the curvature along ``d``). Called once, where ``rise_bound``
@@ -442,9 +444,14 @@ def armijo_search(x, g, d, gd, grad, rise_bound, inv_l, *, todo, value=None, f0=
         fc = nan
         short = todo & ~ok & (slope < -gd)  # not far past the line minimum: compare values
         if value is not None and bool(short.any()):
-            if bool((torch.isnan(f0) & short).any()):
-                f0 = torch.where(torch.isnan(f0), value(x), f0)
-            fc = value(cand) if value_here is None else value_here()
+            rows = short.nonzero().flatten()
+            miss = rows[torch.isnan(f0[rows])]
+            if miss.numel():
+                f0 = f0.clone()
+                f0[miss] = value(x, miss).to(f0.dtype)
+            fc = nan.clone()
+            fc[rows] = (value(cand, rows) if value_here is None else value_here(rows)
+                        ).to(fc.dtype)
             ok = ok | (short & (fc <= f0 + target))
         del value_here  # drop what the gradient kept for it
         if bool(ok.any()):

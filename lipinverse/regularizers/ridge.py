@@ -289,7 +289,13 @@ class ConvexRidge(RidgeCalculus):
         (g, v), k = self._on_grey(name, x, sigma, self.grad_value_scaled)
         if k == 1:
             return g, v
-        return unfold(g, k), lambda: v().reshape(x.shape[0], k).sum(1)
+        def value(rows=None):  # the k folded channels of sample b are rows b k + j
+            if rows is None:
+                return v().reshape(x.shape[0], k).sum(1)
+            sub = (rows[:, None] * k + torch.arange(k, device=rows.device)).flatten()
+            return v(sub).reshape(-1, k).sum(1)
+
+        return unfold(g, k), value
 
     @torch.no_grad()
     def curvature_symbol(self, x: torch.Tensor, sigma=None, grid=None) -> torch.Tensor:

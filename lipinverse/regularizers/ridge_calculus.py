@@ -171,16 +171,22 @@ class RidgeCalculus(nn.Module):
         return out
 
     def grad_value_scaled(self, x: torch.Tensor, sc: RidgeScalings):
-        r"""``(grad_scaled(x, sc), v)``, ``v()`` the per-sample :math:`R_\sigma(x)` from the
-        filter responses the gradient computed (kept until ``v`` is dropped), so that a
+        r"""``(grad_scaled(x, sc), v)``, ``v(rows=None)`` the per-sample :math:`R_\sigma(x)`
+        (of the samples ``rows``) from the filter responses the gradient computed (kept
+        until ``v`` is dropped), so that a
         line search that needs the value at a trial point it took the gradient of pays the
         potentials only, not the filters again. Where the gradient runs in strips (large
         images), ``v`` computes the value afresh: the responses are not kept."""
+        def of(rows, value, arg):
+            if rows is None:
+                return value(arg, sc)
+            return value(arg[rows], sc if sc.lam.shape[0] == 1 else sc.select(rows))
+
         if self._strips(x) is not None:
-            return self.grad_scaled(x, sc), lambda: self._value(x, sc)
+            return self.grad_scaled(x, sc), lambda rows=None: of(rows, self._value, x)
         z = self._filters(x, sc)
         g = self._transpose_activation(x, z, sc)
-        return g, lambda: self._value_of(z, sc)
+        return g, lambda rows=None: of(rows, self._value_of, z)
 
     def _transpose_activation(self, x: torch.Tensor, z: torch.Tensor, sc: RidgeScalings):
         out = self._fn("_activation")(z, sc)

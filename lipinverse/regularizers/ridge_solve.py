@@ -156,19 +156,16 @@ def anderson(grad, y, m, L, *, tol, max_iter, x0=None, memory: int = 8,
     return x, its, converged, err
 
 
-def lbfgs(grad, y, m, L, *, tol, max_iter, x0=None, memory: int = 10, metric=None,
-          value=None):
-    r"""L-BFGS with Armijo steps certified from the slopes, else from the values.
+def lbfgs(grad, y, m, L, *, tol, max_iter, x0=None, memory: int = 10, metric=None):
+    r"""L-BFGS with Armijo steps certified from the slopes alone (no value of :math:`F`).
 
     :math:`F` is :math:`m`-strongly convex with :math:`\nabla F` :math:`L`-Lipschitz, so
     :func:`operators.linalg.slope_rise_bound` (with :math:`\rho = -m`) certifies
     :math:`F(z + td) \le F(z) + 10^{-4} t\, \nabla F(z)^\top d` from the slope at the
-    trial point. Where it does not and ``value(z, idx)`` (per-sample :math:`F`) is given,
-    the values decide (see :func:`operators.linalg.armijo_search`); ``grad`` may then
-    return ``(g, v)`` with ``v()`` :math:`= F(z)` from what the gradient computed. (The
-    curvature along the direction, :meth:`curvature_along_scaled`, did not pay here: the
-    denoiser's directions are rough, their filter responses as large as the global bound
-    assumes.) A
+    trial point. (Values where the slopes fail, as :class:`~lipinverse.solvers.LBFGS` takes
+    them, and the curvature along the direction, ``curvature_along_scaled``, did not pay
+    here: measured, a value costs about the gradients it saves, and the denoiser's
+    directions are rough, their filter responses as large as the global bound assumes.) A
     failed trial is shortened by the secant factor of the two slopes
     (clamped to [0.1, 0.9]; 1/2 when the slope is still negative), at most 10 times, after
     which the step is the gradient step :math:`z - \nabla F(z)/L` (certified by the
@@ -204,8 +201,6 @@ def lbfgs(grad, y, m, L, *, tol, max_iter, x0=None, memory: int = 10, metric=Non
     out = x.clone()
     active = torch.arange(B, device=dev)
     g = grad(x, active)
-    g = g[0] if isinstance(g, tuple) else g
-    f = torch.full((B,), float("nan"), dtype=dt, device=dev)  # F(x) where known
     for k in range(int(max_iter)):
         gn = g.flatten(1).norm(dim=1).to(torch.float64)
         err[active] = gn / m[active]
@@ -227,14 +222,13 @@ def lbfgs(grad, y, m, L, *, tol, max_iter, x0=None, memory: int = 10, metric=Non
             mem.clear(active[bad])
         d = d.view_as(xa)
         ma = m[active].to(dt)  # strong convexity: phi'' >= m |d|^2, a "weak convexity" of -m
-        x_new, g_new, f_new, _ = armijo_search(
+        x_new, g_new, _, _ = armijo_search(
             xa, g, d, gd, lambda z, rows=active: grad(z, rows),
             lambda t, a, b, n, big_l=La, mu=ma: slope_rise_bound(t, a, b, n, big_l, -mu),
             1.0 / La,
-            todo=torch.ones_like(bad), f0=f[active],
-            value=None if value is None else (lambda z, rows=active: value(z, rows)))
+            todo=torch.ones_like(bad))
         mem.push((x_new - xa).flatten(1), (g_new - g).flatten(1), active)
-        x[active], g, f[active] = x_new, g_new, f_new
+        x[active], g = x_new, g_new
     converged = torch.ones(B, dtype=torch.bool, device=dev)
     converged[active] = False
     return out, its, converged, err
@@ -291,20 +285,7 @@ def solve_ridge(model, y: torch.Tensor, tau=1.0, sigma=None, *, tol: float = 1e-
         def grad(z: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
             return z - y[idx] + tau_x[idx] * model.grad_scaled(z, sc.select(idx))
 
-        def value(z: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-            return (0.5 * (z - y[idx]).flatten(1).square().sum(1)
-                    + tau_x[idx].flatten() * model._value(z, sc.select(idx)))
-
-        def grad_value(z: torch.Tensor, idx: torch.Tensor):
-            """The gradient, and the value from the residual and the kept responses."""
-            gr, vr = model.grad_value_scaled(z, sc.select(idx))
-            r, t = z - y[idx], tau_x[idx]
-            return (torch.addcmul(r, t, gr),
-                    lambda: 0.5 * r.flatten(1).square().sum(1) + t.flatten() * vr())
-
         kw = {}
-        if method == "lbfgs":
-            grad, kw["value"] = grad_value, value
         if method == "lbfgs" and y.dim() == 4:  # the Fourier metric P = I + tau R's model
             def metric(z: torch.Tensor) -> FourierMetric:
                 sym = model.curvature_symbol_scaled(z, sc) * tau_x.reshape(-1, 1, 1)

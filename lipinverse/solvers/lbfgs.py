@@ -242,7 +242,8 @@ class LBFGS(IterativeSolver):
         if not self.lam:
             return gf, vf
         gr, vr = grad_value(self.prior, x)
-        return torch.add(gf, gr, alpha=self.lam), lambda: vf() + self.lam * vr()
+        return (torch.add(gf, gr, alpha=self.lam),
+                lambda rows=None: vf(rows) + self.lam * vr(rows))
 
     def _value(self, x: torch.Tensor) -> torch.Tensor:
         v = self.fidelity(x)
@@ -300,7 +301,8 @@ class LBFGS(IterativeSolver):
         gradient."""
         x_new, g_new, f_new, state["f"] = armijo_search(
             state["x"], state["g"], d, gd, self._grad_value, self._rise_bound,
-            1.0 / self.big_l, todo=active, value=self._value, f0=state["f"], alpha=ALPHA,
+            1.0 / self.big_l, todo=active, value=lambda z, rows: self._value(z)[rows],
+            f0=state["f"], alpha=ALPHA,
             along=self._along,
             reductions=REDUCTIONS, shrink=SHRINK)
         return x_new, f_new, g_new

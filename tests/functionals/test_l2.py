@@ -95,6 +95,8 @@ def test_grad_value_matches_grad_and_value(op):
     assert len(calls) - n == (0 if op == "radon" else 1)
     torch.testing.assert_close(v, f(x), rtol=1e-13, atol=0)
     assert v.shape == (2,)
+    rows = torch.tensor([1])
+    torch.testing.assert_close(value(rows), f(x)[rows], rtol=1e-13, atol=0)
 
 
 def test_grad_value_falls_back_to_grad_and_call():

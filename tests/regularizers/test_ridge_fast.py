@@ -319,6 +319,8 @@ def test_grad_value_gives_the_gradient_and_the_value_from_one_pass(monkeypatch, 
             torch.testing.assert_close(g, R.grad(x, s), rtol=0, atol=1e-13)
             torch.testing.assert_close(v(), R.value(x, s), rtol=1e-13, atol=0)
             assert v().shape == (x.shape[0],)
+            rows = torch.tensor([x.shape[0] - 1, 0])   # a subset, in any order
+            torch.testing.assert_close(v(rows), R.value(x, s)[rows], rtol=1e-13, atol=0)
         calls = []
         real = R._filters
         monkeypatch.setattr(R, "_filters", lambda z, sc: calls.append(1) or real(z, sc))

@@ -145,8 +145,8 @@ def test_fallback_step_when_no_reduction_passes(monkeypatch):
     monkeypatch.setattr(solver, "_value", lambda x: (real_value(x) if torch.equal(x, x0)
                                                      else real_value(x) + 1e30))
     # the trial values come from the gradient pass: route them through the forced values
-    monkeypatch.setattr(solver, "_grad_value", lambda x: (solver._grad(x),
-                                                          lambda: solver._value(x)))
+    monkeypatch.setattr(solver, "_grad_value", lambda x: (
+        solver._grad(x), lambda rows=None: solver._value(x)[rows]))
     new, _ = solver._step(state, 0, torch.ones(1, dtype=torch.bool))
     assert torch.allclose(new["x"], x0 - g0 / solver.big_l, rtol=0, atol=1e-15)
     assert bool(torch.isnan(new["f"]).all())
@@ -270,14 +270,14 @@ def test_armijo_search_compares_values_past_the_line_minimum_up_to_the_first_slo
     def grad(z):
         calls["grad"] += 1
 
-        def kept():
+        def kept(rows):
             calls["kept"] += 1
-            return 0.5 * batch_dot(z, z)
+            return 0.5 * batch_dot(z, z)[rows]
         return z.clone(), kept
 
-    def value(z):
+    def value(z, rows):
         calls["value"] += 1
-        return 0.5 * batch_dot(z, z)
+        return 0.5 * batch_dot(z, z)[rows]
 
     never = lambda t, a, b, n: torch.full_like(t, float("inf"))  # noqa: E731
     g = x.clone()
@@ -322,7 +322,7 @@ def test_curvature_along_the_direction_certifies_steps_the_global_bound_cannot(n
 
         def counted(z, real=real, calls=calls):
             gz, v = real(z)
-            return gz, (lambda: calls.append(1) or v())
+            return gz, (lambda rows=None: calls.append(1) or v(rows))
         s._grad_value = counted
         if not use:
             s._along = lambda d: None
