@@ -65,8 +65,7 @@ class L2Fidelity:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """Per-sample values :math:`\\tfrac12\\|Ax - y\\|^2`, shape ``(B,)``."""
-        r = self.A(x) - self.y
-        return 0.5 * r.flatten(1).pow(2).sum(1)
+        return self._residual_value(self.A(x) - self.y)
 
     def grad(self, x: torch.Tensor) -> torch.Tensor:
         r""":math:`A^\top(Ax - y)`."""

@@ -381,8 +381,8 @@ def armijo_search(x, g, d, gd, grad, rise_bound, inv_l, *, todo, value=None, f0=
     :math:`b` at :math:`t` is below :math:`|a|`, :math:`a = \nabla F(x)^\top d`, when the
     values show it (on a quadratic the test holds iff :math:`b \le -(1 - 2\alpha) a`: a
     slope past :math:`|a|` fails it, and its value is not computed). A failed trial is
-    shortened by the secant
-    factor of the two slopes where the slope has turned positive, by 1/2 otherwise, clamped
+    shortened by the secant factor of the two slopes where the slope has turned positive,
+    by 1/2 otherwise, clamped
     to ``shrink``; after ``reductions`` failures the step is the gradient step
     :math:`x - g/L` (``inv_l`` :math:`= 1/L`, a scalar or per sample), for which the
     descent lemma gives Armijo with :math:`\alpha \le 1/2`.
@@ -424,6 +424,7 @@ def armijo_search(x, g, d, gd, grad, rise_bound, inv_l, *, todo, value=None, f0=
     t = torch.ones_like(gd)
     todo = todo.clone()
     nan = torch.full_like(gd, float("nan"))
+    curv = None  # (2, B) bounds of the curvature along d, computed once where needed
     x_new, f_new, g_new = x, nan, g
     lo, hi = shrink
     for _ in range(int(reductions) + 1):
@@ -434,12 +435,11 @@ def armijo_search(x, g, d, gd, grad, rise_bound, inv_l, *, todo, value=None, f0=
         target = alpha * t * gd
         bound = rise_bound(t, gd, slope, dd)
         if along is not None and bool((todo & (bound > target)).any()):
-            if not torch.is_tensor(along):   # once per search: d does not change
-                lohi = along(d)
-                along = None if lohi is None else torch.stack(lohi).to(gd.dtype)
-            if along is not None:
-                bound = torch.minimum(bound, slope_rise_bound(
-                    t, gd, slope, torch.ones_like(gd), along[1], -along[0]))
+            lohi, along = along(d), None   # once per search: d does not change
+            curv = None if lohi is None else torch.stack(lohi).to(gd.dtype)
+        if curv is not None:
+            bound = torch.minimum(bound, slope_rise_bound(
+                t, gd, slope, torch.ones_like(gd), curv[1], -curv[0]))
         ok = todo & (bound <= target)
         fc = nan
         short = todo & ~ok & (slope < -gd)  # not far past the line minimum: compare values

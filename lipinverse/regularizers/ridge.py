@@ -280,8 +280,9 @@ class ConvexRidge(RidgeCalculus):
         return self._grad_value("grad", x, sigma)[0]
 
     def grad_value(self, x: torch.Tensor, sigma=None):
-        r"""``(grad(x, sigma), v)`` with ``v()`` :meth:`value` at ``x`` computed from the
-        filter responses of the gradient (:meth:`grad_value_scaled`): for line searches
+        r"""``(grad(x, sigma), v)`` with ``v(rows=None)`` :meth:`value` at ``x`` (of the
+        samples ``rows``) computed from the filter responses of the gradient
+        (:meth:`grad_value_scaled`): for line searches
         (:func:`lipinverse.functionals.grad_value`)."""
         return self._grad_value("grad_value", x, sigma)
 
@@ -289,6 +290,7 @@ class ConvexRidge(RidgeCalculus):
         (g, v), k = self._on_grey(name, x, sigma, self.grad_value_scaled)
         if k == 1:
             return g, v
+
         def value(rows=None):  # the k folded channels of sample b are rows b k + j
             if rows is None:
                 return v().reshape(x.shape[0], k).sum(1)

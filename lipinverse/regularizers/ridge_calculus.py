@@ -173,10 +173,10 @@ class RidgeCalculus(nn.Module):
     def grad_value_scaled(self, x: torch.Tensor, sc: RidgeScalings):
         r"""``(grad_scaled(x, sc), v)``, ``v(rows=None)`` the per-sample :math:`R_\sigma(x)`
         (of the samples ``rows``) from the filter responses the gradient computed (kept
-        until ``v`` is dropped), so that a
-        line search that needs the value at a trial point it took the gradient of pays the
-        potentials only, not the filters again. Where the gradient runs in strips (large
-        images), ``v`` computes the value afresh: the responses are not kept."""
+        until ``v`` is dropped), so that a line search that needs the value at a trial
+        point it took the gradient of pays the potentials only, not the filters again.
+        Where the gradient runs in strips (large images), ``v`` computes the value afresh:
+        the responses are not kept."""
         def of(rows, value, arg):
             if rows is None:
                 return value(arg, sc)

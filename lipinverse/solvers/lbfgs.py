@@ -117,8 +117,8 @@ class LBFGS(IterativeSolver):
       the slopes alone (:meth:`_rise_bound`: no value of :math:`F` is computed), with the
       curvature of :math:`F` along :math:`d_k` where the fidelity and the prior bound it
       (``curvature_along``: :math:`\|Ad\|^2` for least squares, the filter responses of
-      :math:`d` for the ridges; one operator and one filter pass per iteration), else with
-      :math:`L` and the weak convexity; where that
+      :math:`d` for the ridges; computed once per line search, where the bound with
+      :math:`L` and the weak convexity does not certify the step); where that
       fails and the slope :math:`b` at :math:`t` is below :math:`|a|`, from the values
       (computed from the residual and the filter responses that the trial's gradient
       kept, :func:`~lipinverse.functionals.grad_value`). A step that
