@@ -1,6 +1,7 @@
 """Recipes: staged runs in a folder, stopped and resumed anywhere, bit for bit."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -41,6 +42,21 @@ def test_shipped_recipes_load_and_name_their_models():
         r = recipes.load_recipe(name)
         assert r["model"]["class"] == cls and [s["objective"] for s in r["stage"]] == [
             "tstep", "deq"]
+
+
+def test_wcrr_from_crr_recipe_starts_from_the_crr_run():
+    r = recipes.load_recipe("wcrr_from_crr")
+    assert r["model"]["class"] == "WeakConvexRidge"
+    assert [s["objective"] for s in r["stage"]] == ["deq"]
+    init = Path(__file__).resolve().parents[2] / r["init"]
+    if not init.with_suffix(".safetensors").is_file():
+        pytest.skip(f"the crr run's final checkpoint is not in this checkout ({init})")
+    crr = load_checkpoint(init)
+    w = recipes._stage_model(dict(r, init=str(init)), {}, Path("unused"), 1)
+    assert type(w).__name__ == "WeakConvexRidge"
+    assert w.W.linear.out_channels == crr.W.linear.out_channels == 60
+    for k, v in crr.state_dict().items():  # the convex ridge is copied as it is
+        assert torch.equal(w.state_dict()[k], v), k
 
 
 def test_bad_recipes_are_refused_with_the_field_named(tmp_path):
