@@ -123,12 +123,14 @@ def published_gradient(model, sc):
     return grad
 
 
-def _load(name: str):
-    """A shipped prior by name, or a checkpoint (a run's ``final`` or ``stage*/last``)."""
-    if name in pretrained.available():
-        return pretrained.load(name)
+def _load(spec: str):
+    """``(label, model)``: a shipped prior by name, or ``LABEL=STEM`` / ``STEM`` a checkpoint
+    (e.g. a run's ``final``)."""
+    if spec in pretrained.available():
+        return spec, pretrained.load(spec)
     from lipinverse.training import load_checkpoint
-    return load_checkpoint(name)
+    label, _, stem = spec.rpartition("=")
+    return label or stem, load_checkpoint(stem)
 
 
 def run(repeats: int, priors=("crr", "wcrr")) -> dict:
@@ -137,8 +139,8 @@ def run(repeats: int, priors=("crr", "wcrr")) -> dict:
     sigma = 25 / 255
     y = x + sigma * torch.randn(x.shape, generator=g)
     rows = []
-    for name in priors:
-        model = _load(name)
+    for spec in priors:
+        name, model = _load(spec)
         with torch.no_grad():
             ref, _ = model.solve(y, 1.0, sigma, tol=1e-6, max_iter=5000, method="anderson")
             sc = model.scalings(sigma, 1, y.dtype, y.device)
@@ -210,7 +212,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--priors", nargs="+", default=["crr", "wcrr"],
-                    help="shipped priors or checkpoints (default: crr wcrr)")
+                    help="shipped priors, or checkpoints as LABEL=STEM (default: crr wcrr)")
     args = ap.parse_args(argv)
     res = run(args.repeats, tuple(args.priors))
     write("denoise_speed", res, markdown)
