@@ -109,7 +109,8 @@ def load(name: str, device=None) -> torch.nn.Module:
     _check_name("load", name)
     path = _files(name)[1]
     expected = REGISTRY[name][1]
-    recorded = config(name)["model_class"]
+    record = config(name)
+    recorded = record["model_class"]
     if recorded != expected:
         raise ValueError(f"pretrained.load: {path.name} records class {recorded!r}, "
                          f"expected {expected!r}")
@@ -119,6 +120,9 @@ def load(name: str, device=None) -> torch.nn.Module:
         p.requires_grad_(False)
     if hasattr(model, "trained_sigma_max"):
         model.trained_sigma_max = TRAINED_SIGMA_MAX  # at_sigma warns beyond it
+    points = (record.get("metadata") or {}).get("deblur_factors")
+    if points is not None:  # this model's own tuned deblurring factors (deblur_prior)
+        model.deblur_factors = tuple((float(n), float(f)) for n, f in points)
     return model
 
 
@@ -161,13 +165,15 @@ def certificate(name: str, sigmas=(5 / 255, 15 / 255, 25 / 255)) -> dict:
 DEBLUR_FACTORS = ((2.55 / 255, 0.5), (7.65 / 255, 0.35))
 
 
-def deblur_factor(noise: float) -> float:
-    r"""The tuned factor of :data:`DEBLUR_FACTORS`, interpolated linearly in
-    :math:`\log(\text{noise})` between the tuned noise levels and constant outside them."""
+def deblur_factor(noise: float, points=DEBLUR_FACTORS) -> float:
+    r"""The tuned factor of ``points`` (two ``(noise, factor)`` pairs, by default
+    :data:`DEBLUR_FACTORS`; a shipped model may record its own, ``metadata.deblur_factors``),
+    interpolated linearly in :math:`\log(\text{noise})` between the tuned noise levels and
+    constant outside them."""
     noise = float(noise)
     if not noise >= 0:
         raise ValueError(f"deblur_factor: expected a noise level >= 0, got {noise}")
-    (n0, f0), (n1, f1) = DEBLUR_FACTORS
+    (n0, f0), (n1, f1) = points
     if noise <= n0:
         return f0
     w = min(max((math.log(noise) - math.log(n0)) / (math.log(n1) - math.log(n0)), 0.0), 1.0)
@@ -182,11 +188,14 @@ def deblur_prior(model, noise: float, factor: float | None = None):
     noise standard deviation in [0, 1] units) and ``lam = 1``: an inverse problem with blur
     may need a prior of another strength than denoising at the same noise level, which
     ``factor`` sets. By default it is :func:`deblur_factor` ``(noise)``: 0.5 at 2.55/255 and
-    0.35 at 7.65/255, as tuned for the shipped ``crr`` and ``wcrr``. For a denoiser,
+    0.35 at 7.65/255, as tuned for the shipped ``crr``, or the model's own factors where it
+    records them (the shipped ``wcrr``: 0.7 and 0.5, tuned on a set12 crop,
+    ``benchmarks/deblur_bsd68.py``). For a denoiser,
     ``(model, 1.0)``.
     """
     if hasattr(model, "at_sigma"):
-        c = deblur_factor(noise) if factor is None else float(factor)
+        c = (deblur_factor(noise, getattr(model, "deblur_factors", DEBLUR_FACTORS))
+             if factor is None else float(factor))
         return model.at_sigma(c * float(noise)), 1.0
     return model, 1.0
 

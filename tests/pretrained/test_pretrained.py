@@ -178,9 +178,23 @@ def test_deblur_prior_defaults_to_the_tuned_factor(name):
     model = pretrained.load(name)
     noise = 5 / 255
     prior, lam = pretrained.deblur_prior(model, noise)
-    want = model.at_sigma(pretrained.deblur_factor(noise) * noise)
+    points = getattr(model, "deblur_factors", pretrained.DEBLUR_FACTORS)
+    want = model.at_sigma(pretrained.deblur_factor(noise, points) * noise)
     x = torch.rand(1, 1, 12, 12)
     assert lam == 1.0
     torch.testing.assert_close(prior.grad(x), want.grad(x))
     other, _ = pretrained.deblur_prior(model, noise, factor=1.0)
     assert not torch.allclose(other.grad(x), prior.grad(x))
+
+
+def test_deblur_prior_uses_a_models_own_tuned_factors():
+    wcrr, crr = pretrained.load("wcrr"), pretrained.load("crr")
+    assert wcrr.deblur_factors[0] == pytest.approx((2.55 / 255, 0.7))
+    prior, lam = pretrained.deblur_prior(wcrr, 2.55 / 255)
+    assert lam == 1.0 and prior.sigma == pytest.approx(0.7 * 2.55 / 255)
+    prior, _ = pretrained.deblur_prior(wcrr, 7.65 / 255)
+    assert prior.sigma == pytest.approx(0.5 * 7.65 / 255)
+    prior, _ = pretrained.deblur_prior(crr, 2.55 / 255)  # no own factors: the defaults
+    assert prior.sigma == pytest.approx(0.5 * 2.55 / 255)
+    prior, _ = pretrained.deblur_prior(wcrr, 2.55 / 255, factor=1.0)  # explicit wins
+    assert prior.sigma == pytest.approx(2.55 / 255)
