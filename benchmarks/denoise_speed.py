@@ -101,6 +101,7 @@ def published_gradient(model, sc):
     c_psi = psi.projected_coefficients()
     conc = model.concave_part
     first = model.num_convex_only
+    ch = None if conc is None else conc.spline.projected_coefficients()
 
     def grad(x: torch.Tensor) -> torch.Tensor:
         z = F.pad(x * s, (pw, pw, ph, ph))
@@ -108,11 +109,9 @@ def published_gradient(model, sc):
             z = c._conv(z, pad=False)
         a = sc.lam * _lerp_spline(c_psi, psi.knot_range[0], psi.spacing, sc.mu * z)
         if conc is not None:
-            h = conc.spline
-            ch = h.projected_coefficients()
             t = sc.nu * z[:, first:]
-            d = _lerp_spline(ch, 0.0, h.spacing, t.abs().clamp(max=conc.range)) - ch[:, :1].view(
-                1, -1, 1, 1)
+            d = _lerp_spline(ch, 0.0, conc.spline.spacing, t.abs().clamp(max=conc.range)
+                             ) - ch[:, :1].view(1, -1, 1, 1)
             a[:, first:] -= sc.kappa * torch.sign(t) * d.clamp(min=0.0)
         sizes = [tuple(z.shape[-2:])]
         for c in reversed(convs):
