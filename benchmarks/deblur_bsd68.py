@@ -3,9 +3,11 @@ r"""Non-blind deblurring on BSD68: 256x256 centre crops, the 8 Levin kernels, ci
 ``y = k * x + n`` with ``Blur(k, "circular")`` and Gaussian noise of standard deviation
 2.55/255 or 7.65/255, seeded per (image, kernel, noise level). Methods:
 
-* ``crr``, ``wcrr``: :math:`\min_x \tfrac12\|Ax-y\|^2 + \lambda R(x)` by the library's
+* ``crr``, ``wcrr``: :math:`\min_x \tfrac12\|Ax-y\|^2 + \lambda R_{c\sigma}(x)` by the library's
   ``LBFGS`` in the Fourier metric, as ``lipinverse deblur`` (safeguarded: certified from ‖A‖
-  and the certified Lipschitz constant of ∇R);
+  and the certified Lipschitz constant of ∇R); :math:`R_{c\sigma}` is the prior at the
+  conditioning level ``c`` times the noise σ (``deblur_prior``), λ = 1 unless ``--lams`` tunes
+  it with ``c`` on a 2-D grid;
 * ``lipdenoiser``: PnP with the certified nonexpansive denoiser in its convergent scheme;
 * ``tv``: ``PGD`` (FISTA) with the TV prox (certified by a duality gap);
 * ``wiener``, ``rl``: scikit-image Wiener-Hunt and Richardson-Lucy;
@@ -128,7 +130,10 @@ class Methods:
         if name == "tv":
             solver = PGD(f, model, lam=param * noise / 255, accelerate=True)
         elif hasattr(model, "at_sigma"):
-            prior, lam = deblur_prior(model, noise / 255, param)
+            # param: the conditioning factor, or (factor, weight) from a --lams 2-D grid
+            factor, weight = param if isinstance(param, tuple) else (param, None)
+            prior, lam = deblur_prior(model, noise / 255, factor)
+            lam = lam if weight is None else weight
             # the solver `lipinverse deblur` runs: L-BFGS in the Fourier metric
             solver = LBFGS(f, prior, lam=lam)
         else:
@@ -183,6 +188,9 @@ def main(argv=None):
     p.add_argument("--val-kernels", nargs="+", type=int, default=[1, 4])
     p.add_argument("--grid", nargs="+", type=float, default=None,
                    help="override the tuning grid of the methods of this run")
+    p.add_argument("--lams", nargs="+", type=float, default=None,
+                   help="crr / wcrr: tune the weight lambda of R too, over these values "
+                        "(a 2-D grid with the conditioning factor; default lambda = 1)")
     args = p.parse_args(argv)
     if args.rewrite:
         return rewrite("deblur_bsd68", markdown)
@@ -199,6 +207,9 @@ def main(argv=None):
         meta[m] = {"guarantee": GUARANTEE[base], "param": {}}
         if path:
             meta[m]["weights"] = path
+        grid = args.grid or GRIDS[base]
+        if args.lams and base in ("crr", "wcrr"):
+            grid = [(f, lam) for f in grid for lam in args.lams]
         for noise in args.noises:
             t0 = time.perf_counter()
             probs = []
@@ -208,7 +219,7 @@ def main(argv=None):
                     probs.append((x, y, (A, kernels[k])))
             best, vpsnr = tune(lambda y, q, e, m=m, noise=noise:
                                methods.run(m, e[0], y, e[1], q, noise)[0],
-                               args.grid or GRIDS[base], probs)
+                               grid, probs)
             meta[m]["param"][str(noise)] = {"value": best, "set12_psnr": round(vpsnr, 3),
                                             "tune_s": round(time.perf_counter() - t0, 1)}
             for i, (_, x) in enumerate(images):

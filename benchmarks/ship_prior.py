@@ -8,9 +8,17 @@ and ``RUN/run.json`` (the recipe, the data folders and every session), and write
 ``metadata.training`` (data, validation folder, recipe, core-hours, sessions, the run
 folder and the commands). The weights are not changed.
 
+With ``--deblur-row ROW`` it also records the model's own deblurring operating points
+(``metadata.deblur_factors``, read by :func:`lipinverse.pretrained.deblur_prior`): the
+strengths that ``benchmarks/deblur_bsd68.py`` tuned on set12 for the row ``ROW`` of
+``benchmarks/results/deblur_bsd68.json``, which must have been run on this run's ``final``
+(``--methods wcrr=RUN/final``).
+
 Usage (decide with ``benchmarks/compare_priors.py`` first)::
 
     python benchmarks/ship_prior.py lipinverse/pretrained/runs/crr --as crr
+    python benchmarks/ship_prior.py lipinverse/pretrained/runs/wcrr4 --as wcrr \
+        --deblur-row "wcrr [wcrr4/final]"
 """
 
 from __future__ import annotations
@@ -52,6 +60,27 @@ def training_record(run_dir: Path, final_meta: dict) -> dict:
     }
 
 
+def deblur_points(row: str, run_dir: Path, results: Path) -> list[list[float]]:
+    """``[[noise, factor], ...]`` (``[noise, factor, lam]`` where λ was tuned too) of the
+    deblurring table's row ``row``, checked to be this run's ``final`` weights."""
+    if not results.is_file():
+        raise SystemExit(f"ship_prior: {results} not found: run benchmarks/deblur_bsd68.py "
+                         f"with --methods wcrr={run_dir}/final first")
+    methods = json.loads(results.read_text())["methods"]
+    if row not in methods:
+        raise SystemExit(f"ship_prior: no row {row!r} in {results}; rows: {sorted(methods)}")
+    weights = methods[row].get("weights")
+    if weights is None or (REPO / weights).resolve() != (run_dir / "final").resolve():
+        raise SystemExit(f"ship_prior: row {row!r} was tuned for weights {weights!r}, "
+                         f"expected this run's {run_dir / 'final'}")
+    points = []
+    for noise, rec in sorted(methods[row]["param"].items(), key=lambda t: float(t[0])):
+        v = rec["value"]
+        points.append([float(noise) / 255, *(map(float, v) if isinstance(v, list)
+                                             else (float(v),))])
+    return points
+
+
 def main(argv=None) -> int:
     from lipinverse import pretrained
     from lipinverse.training import load_checkpoint, save_checkpoint
@@ -61,6 +90,9 @@ def main(argv=None) -> int:
     ap.add_argument("--as", dest="name", required=True, choices=sorted(pretrained.REGISTRY))
     ap.add_argument("--dest", type=Path, default=pretrained.HERE,
                     help="folder to write NAME.* into (default: the package's pretrained/)")
+    ap.add_argument("--deblur-row", default=None,
+                    help="record the deblurring strengths tuned for this row of "
+                         "benchmarks/results/deblur_bsd68.json (metadata.deblur_factors)")
     args = ap.parse_args(argv)
     final = args.run / "final.json"
     if not final.is_file():
@@ -74,6 +106,9 @@ def main(argv=None) -> int:
     meta = dict(info.get("metadata") or {})
     meta.update(name=args.name, params=sum(p.numel() for p in model.parameters()),
                 training=training_record(args.run, meta))
+    if args.deblur_row is not None:
+        meta["deblur_factors"] = deblur_points(
+            args.deblur_row, args.run, REPO / "benchmarks" / "results" / "deblur_bsd68.json")
     out = save_checkpoint(model, args.dest / args.name, metadata=meta)
     check = load_checkpoint(args.dest / args.name)  # SHA-256, class and shapes checked
     print(f"wrote {out} ({meta['params']} parameters, {type(check).__name__})")

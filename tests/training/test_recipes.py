@@ -59,6 +59,19 @@ def test_wcrr_from_crr_recipe_starts_from_the_crr_run():
         assert torch.equal(w.state_dict()[k], v), k
 
 
+def test_wcrr_stage2_recipe_continues_the_wcrr3_run_as_it_is():
+    r = recipes.load_recipe("wcrr_stage2")
+    assert r["model"]["class"] == "WeakConvexRidge"
+    init = Path(__file__).resolve().parents[2] / r["init"]
+    if not init.with_suffix(".safetensors").is_file():
+        pytest.skip(f"the wcrr3 run's final checkpoint is not in this checkout ({init})")
+    start = load_checkpoint(init)
+    w = recipes._stage_model(dict(r, init=str(init)), {}, Path("unused"), 1)
+    assert type(w) is type(start)  # loaded, not converted
+    for k, v in start.state_dict().items():
+        assert torch.equal(w.state_dict()[k], v), k
+
+
 def test_bad_recipes_are_refused_with_the_field_named(tmp_path):
     bad = dict(TINY, stage=[dict(TINY["stage"][0], objective="adversarial")])
     with pytest.raises(ValueError, match="objective 'tstep' or 'deq'"):
