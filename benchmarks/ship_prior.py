@@ -18,7 +18,7 @@ Usage (decide with ``benchmarks/compare_priors.py`` first)::
 
     python benchmarks/ship_prior.py lipinverse/pretrained/runs/crr --as crr
     python benchmarks/ship_prior.py lipinverse/pretrained/runs/wcrr4 --as wcrr \
-        --deblur-row "wcrr [wcrr4/final]"
+        --deblur-row "wcrr [wcrr4/final] (λ = 1)"
 """
 
 from __future__ import annotations
@@ -61,8 +61,8 @@ def training_record(run_dir: Path, final_meta: dict) -> dict:
 
 
 def deblur_points(row: str, run_dir: Path, results: Path) -> list[list[float]]:
-    """``[[noise, factor], ...]`` (``[noise, factor, lam]`` where λ was tuned too) of the
-    deblurring table's row ``row``, checked to be this run's ``final`` weights."""
+    """``[[noise, factor], ...]`` of the deblurring table's row ``row``, checked to be this
+    run's ``final`` weights."""
     if not results.is_file():
         raise SystemExit(f"ship_prior: {results} not found: run benchmarks/deblur_bsd68.py "
                          f"with --methods wcrr={run_dir}/final first")
@@ -75,9 +75,10 @@ def deblur_points(row: str, run_dir: Path, results: Path) -> list[list[float]]:
                          f"expected this run's {run_dir / 'final'}")
     points = []
     for noise, rec in sorted(methods[row]["param"].items(), key=lambda t: float(t[0])):
-        v = rec["value"]
-        points.append([float(noise) / 255, *(map(float, v) if isinstance(v, list)
-                                             else (float(v),))])
+        if isinstance(rec["value"], list):
+            raise SystemExit(f"ship_prior: row {row!r} tuned (factor, lambda) pairs "
+                             f"(--lams); the library records a factor per noise level only")
+        points.append([float(noise) / 255, float(rec["value"])])
     return points
 
 
