@@ -26,8 +26,14 @@ def test_metric_reaches_the_same_point_in_fewer_iterations(name):
     a = plain.solve(max_iter=3000, tol=1e-10)
     b = pre.solve(max_iter=3000, tol=1e-10)
     assert bool(a.converged.all()) and bool(b.converged.all())
-    # convex crr: the minimiser; nonconvex wcrr: a stationary point, the same one here
-    assert rel_err(b.x, a.x) < (1e-7 if name == "crr" else 1e-4)
+    if name == "crr":  # convex: the one minimiser
+        assert rel_err(b.x, a.x) < 1e-7
+    else:  # nonconvex with a blur: each a stationary point (two paths may reach two of them)
+        x0 = A.adjoint(y)
+        for r in (a, b):
+            assert (R.grad(r.x) + f.grad(r.x)).norm() < 1e-6 * (R.grad(x0) + f.grad(x0)).norm()
+        fa, fb = float(f(a.x).sum() + R(a.x).sum()), float(f(b.x).sum() + R(b.x).sum())
+        assert abs(fb - fa) < 1e-2 * abs(fa)
     assert int(b.iterations.max()) < int(a.iterations.max())
     assert "preconditioned" in str(b.guarantee) and "preconditioned" not in str(a.guarantee)
     assert b.guarantee.theorem == a.guarantee.theorem == "L-BFGS (safeguarded)"
