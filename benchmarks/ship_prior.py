@@ -18,7 +18,7 @@ Usage (decide with ``benchmarks/compare_priors.py`` first)::
 
     python benchmarks/ship_prior.py lipinverse/pretrained/runs/crr --as crr
     python benchmarks/ship_prior.py lipinverse/pretrained/runs/wcrr4 --as wcrr \
-        --deblur-row "wcrr [wcrr4/final] (λ = 1)"
+        --deblur-row "wcrr [wcrr4/final]"
 """
 
 from __future__ import annotations

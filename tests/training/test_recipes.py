@@ -44,15 +44,21 @@ def test_shipped_recipes_load_and_name_their_models():
             "tstep", "deq"]
 
 
-def test_wcrr_from_crr_recipe_starts_from_the_crr_run():
-    r = recipes.load_recipe("wcrr_from_crr")
-    assert r["model"]["class"] == "WeakConvexRidge"
-    assert [s["objective"] for s in r["stage"]] == ["deq"]
+def _first_stage_model(recipe_name: str):
+    """``(recipe, checkpoint at its init, stage-1 model)`` of a shipped recipe with ``init``;
+    skips where the checkpoint is not in this checkout."""
+    r = recipes.load_recipe(recipe_name)
     init = Path(__file__).resolve().parents[2] / r["init"]
     if not init.with_suffix(".safetensors").is_file():
-        pytest.skip(f"the crr run's final checkpoint is not in this checkout ({init})")
-    crr = load_checkpoint(init)
-    w = recipes._stage_model(dict(r, init=str(init)), {}, Path("unused"), 1)
+        pytest.skip(f"recipe {recipe_name}: its init checkpoint is not in this checkout ({init})")
+    start = load_checkpoint(init)
+    return r, start, recipes._stage_model(dict(r, init=str(init)), {}, Path("unused"), 1)
+
+
+def test_wcrr_from_crr_recipe_starts_from_the_crr_run():
+    r, crr, w = _first_stage_model("wcrr_from_crr")
+    assert r["model"]["class"] == "WeakConvexRidge"
+    assert [s["objective"] for s in r["stage"]] == ["deq"]
     assert type(w).__name__ == "WeakConvexRidge"
     assert w.W.linear.out_channels == crr.W.linear.out_channels == 60
     for k, v in crr.state_dict().items():  # the convex ridge is copied as it is
@@ -60,13 +66,8 @@ def test_wcrr_from_crr_recipe_starts_from_the_crr_run():
 
 
 def test_wcrr_stage2_recipe_continues_the_wcrr3_run_as_it_is():
-    r = recipes.load_recipe("wcrr_stage2")
+    r, start, w = _first_stage_model("wcrr_stage2")
     assert r["model"]["class"] == "WeakConvexRidge"
-    init = Path(__file__).resolve().parents[2] / r["init"]
-    if not init.with_suffix(".safetensors").is_file():
-        pytest.skip(f"the wcrr3 run's final checkpoint is not in this checkout ({init})")
-    start = load_checkpoint(init)
-    w = recipes._stage_model(dict(r, init=str(init)), {}, Path("unused"), 1)
     assert type(w) is type(start)  # loaded, not converted
     for k, v in start.state_dict().items():
         assert torch.equal(w.state_dict()[k], v), k
