@@ -73,6 +73,14 @@ def test_wcrr_stage2_recipe_continues_the_wcrr3_run_as_it_is():
         assert torch.equal(w.state_dict()[k], v), k
 
 
+def test_crr_stage2_recipe_continues_the_crr_run_as_it_is():
+    r, start, m = _first_stage_model("crr_stage2")
+    assert r["model"]["class"] == "ConvexRidge" and type(m) is type(start)
+    assert m.W.linear.out_channels == 60
+    for k, v in start.state_dict().items():
+        assert torch.equal(m.state_dict()[k], v), k
+
+
 def test_bad_recipes_are_refused_with_the_field_named(tmp_path):
     bad = dict(TINY, stage=[dict(TINY["stage"][0], objective="adversarial")])
     with pytest.raises(ValueError, match="objective 'tstep' or 'deq'"):
