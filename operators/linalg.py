@@ -370,12 +370,14 @@ def safeguard_direction(g, d, inv_l, *, delta: float, c1: float = 0.0,
 
 
 def armijo_search(x, g, d, gd, grad, rise_bound, inv_l, *, todo, value=None, f0=None,
-                  alpha: float = 1e-4, reductions: int = 10, shrink=(0.1, 0.9), along=None):
+                  alpha: float = 1e-4, reductions: int = 10, shrink=(0.1, 0.9), along=None,
+                  t0=None):
     r"""Safeguarded Armijo steps along ``d``, per sample, certified from slopes.
 
     For each row of ``todo`` it finds :math:`t` with
     :math:`F(x + t d) \le F(x) + \alpha t\, \nabla F(x)^\top d` (``gd`` is
-    :math:`\nabla F(x)^\top d < 0`). A trial :math:`t` (first 1) is accepted when
+    :math:`\nabla F(x)^\top d < 0`). A trial :math:`t` (first ``t0``, default 1) is
+    accepted when
     ``rise_bound(t, gd, slope, ||d||^2)`` (e.g. :func:`slope_rise_bound`) certifies it
     from the slope at the trial point, or, when ``value`` is given and the slope
     :math:`b` at :math:`t` is below :math:`|a|`, :math:`a = \nabla F(x)^\top d`, when the
@@ -413,6 +415,10 @@ def armijo_search(x, g, d, gd, grad, rise_bound, inv_l, *, todo, value=None, f0=
         F d` over the line (the curvature along ``d``). Called once, where ``rise_bound``
         does not certify a trial; then the tighter of ``rise_bound`` and
         :func:`slope_rise_bound` with these bounds is used.
+    t0 : Tensor, optional
+        ``(B,)`` first trial steps in :math:`(0, 1]` (default 1): a caller whose directions
+        are too long by a persistent factor starts where the last search ended. Any
+        :math:`t_0 > 0` keeps every accepted step certified.
 
     Returns
     -------
@@ -421,7 +427,7 @@ def armijo_search(x, g, d, gd, grad, rise_bound, inv_l, *, todo, value=None, f0=
         elsewhere); ``f0`` as filled in.
     """
     dd = batch_dot(d, d)
-    t = torch.ones_like(gd)
+    t = torch.ones_like(gd) if t0 is None else t0.to(gd.dtype).clone()
     todo = todo.clone()
     nan = torch.full_like(gd, float("nan"))
     curv = None  # (2, B) bounds of the curvature along d, computed once where needed
