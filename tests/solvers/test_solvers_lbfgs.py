@@ -284,9 +284,10 @@ def test_armijo_search_starts_from_t0_per_sample():
 
 @pytest.mark.parametrize("name", ["crr", "wcrr"])
 def test_ridge_lbfgs_first_trial_from_the_last_step_saves_gradients(name, monkeypatch):
-    r"""The ridge L-BFGS starts each line search at ``STEP_GROWTH`` times its last accepted
-    step: on a noisy 64x64 crop at sigma 25/255 it needs fewer gradients than with the
-    unit first trial (``STEP_GROWTH`` huge) and meets the same certificate."""
+    r"""The ridge L-BFGS starts each line search at ``LINE_MIN_FRACTION`` of the previous
+    search's secant line minimum: on a noisy 64x64 crop at sigma 25/255 it needs fewer
+    gradients than with unit first trials (a huge fraction) and meets the same
+    certificate."""
     import lipinverse.regularizers.ridge_solve as rs
     from lipinverse.io import builtin_image, center_crop, to_tensor
 
@@ -296,8 +297,8 @@ def test_ridge_lbfgs_first_trial_from_the_last_step_saves_gradients(name, monkey
     y = x + sigma * torch.randn(x.shape, generator=torch.Generator().manual_seed(0),
                                 dtype=torch.float64)
     counts = {}
-    for growth in (1e9, rs.STEP_GROWTH):
-        monkeypatch.setattr(rs, "STEP_GROWTH", growth)
+    for fraction in (1e9, rs.LINE_MIN_FRACTION):
+        monkeypatch.setattr(rs, "LINE_MIN_FRACTION", fraction)
         calls = []
         real = model.grad_scaled
         monkeypatch.setattr(model, "grad_scaled", lambda z, sc, calls=calls, real=real:
@@ -306,8 +307,8 @@ def test_ridge_lbfgs_first_trial_from_the_last_step_saves_gradients(name, monkey
             _, info = model.solve(y, 1.0, sigma, tol=1e-3, method="lbfgs")
         monkeypatch.undo()
         assert bool(info.converged.all()) and float(info.error_bound) <= 1e-3 * float(y.norm())
-        counts[growth] = len(calls)
-    assert counts[rs.STEP_GROWTH] < counts[1e9], counts
+        counts[fraction] = len(calls)
+    assert counts[rs.LINE_MIN_FRACTION] < counts[1e9], counts
 
 
 def test_armijo_search_compares_values_past_the_line_minimum_up_to_the_first_slope():
