@@ -12,13 +12,16 @@ With ``--deblur-row ROW`` it also records the model's own deblurring operating p
 (``metadata.deblur_factors``, read by :func:`lipinverse.pretrained.deblur_prior`): the
 strengths that ``benchmarks/deblur_bsd68.py`` tuned on set12 for the row ``ROW`` of
 ``benchmarks/results/deblur_bsd68.json``, which must have been run on this run's ``final``
-(``--methods wcrr=RUN/final``).
+(``--methods wcrr=RUN/final``). With ``--ct-tuning FILE`` it records the CT weight
+(``metadata.ct_lam``, read by :func:`lipinverse.pretrained.ct_prior`) that
+``benchmarks/tune_ct.py`` found best on set12, checked to have been tuned on weights with
+this run's SHA-256.
 
 Usage (decide with ``benchmarks/compare_priors.py`` first)::
 
     python benchmarks/ship_prior.py lipinverse/pretrained/runs/crr --as crr
     python benchmarks/ship_prior.py lipinverse/pretrained/runs/wcrr4 --as wcrr \
-        --deblur-row "wcrr [wcrr4/final]"
+        --deblur-row "wcrr [wcrr4/final]" --ct-tuning benchmarks/results/tune_ct_wcrr.json
 """
 
 from __future__ import annotations
@@ -82,6 +85,18 @@ def deblur_points(row: str, run_dir: Path, results: Path) -> list[list[float]]:
     return points
 
 
+def ct_weight(results: Path, info: dict) -> float:
+    """The best weight of a ``tune_ct.py`` result, checked to be tuned on this run's
+    weights (``info``: the run's ``final.json``)."""
+    if not results.is_file():
+        raise SystemExit(f"ship_prior: {results} not found: run benchmarks/tune_ct.py first")
+    rec = json.loads(results.read_text())
+    if rec.get("weights_sha256") != info["weights_sha256"]:
+        raise SystemExit(f"ship_prior: {results} tuned weights {rec.get('weights_sha256')}, "
+                         f"this run's are {info['weights_sha256']}")
+    return float(rec["best"])
+
+
 def main(argv=None) -> int:
     from lipinverse import pretrained
     from lipinverse.training import load_checkpoint, save_checkpoint
@@ -94,6 +109,9 @@ def main(argv=None) -> int:
     ap.add_argument("--deblur-row", default=None,
                     help="record the deblurring strengths tuned for this row of "
                          "benchmarks/results/deblur_bsd68.json (metadata.deblur_factors)")
+    ap.add_argument("--ct-tuning", type=Path, default=None,
+                    help="record the CT weight that benchmarks/tune_ct.py found best "
+                         "(benchmarks/results/tune_ct_NAME.json; metadata.ct_lam)")
     args = ap.parse_args(argv)
     final = args.run / "final.json"
     if not final.is_file():
@@ -110,6 +128,8 @@ def main(argv=None) -> int:
     if args.deblur_row is not None:
         meta["deblur_factors"] = deblur_points(
             args.deblur_row, args.run, REPO / "benchmarks" / "results" / "deblur_bsd68.json")
+    if args.ct_tuning is not None:
+        meta["ct_lam"] = ct_weight(args.ct_tuning, info)
     out = save_checkpoint(model, args.dest / args.name, metadata=meta)
     check = load_checkpoint(args.dest / args.name)  # SHA-256, class and shapes checked
     print(f"wrote {out} ({meta['params']} parameters, {type(check).__name__})")

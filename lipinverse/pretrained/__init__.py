@@ -123,6 +123,9 @@ def load(name: str, device=None) -> torch.nn.Module:
     points = (record.get("metadata") or {}).get("deblur_factors")
     if points is not None:  # this model's own tuned deblurring factors (deblur_prior)
         model.deblur_factors = tuple((float(n), float(f)) for n, f in points)
+    ct_lam = (record.get("metadata") or {}).get("ct_lam")
+    if ct_lam is not None:  # this model's own tuned CT weight (ct_prior)
+        model.ct_lam = float(ct_lam)
     return model
 
 
@@ -212,8 +215,10 @@ CT_LAM = 1.0
 def ct_prior(model, noise: float):
     r"""A shipped regulariser for CT with a *normalised* operator (``Radon(normalize=True)``;
     ``noise`` the sinogram noise level on that scale): ``(model.at_sigma(c * noise),``
-    :data:`CT_LAM` ``)`` with ``c`` from :func:`deblur_factor`. The one place where the
-    CLI (``lipinverse ct``) and ``demos/tomography.py`` take their strength from."""
+    :data:`CT_LAM` ``)`` with ``c`` from :func:`deblur_factor`, or the model's own
+    weight where it records one (``metadata.ct_lam``, tuned on set12 crops by
+    ``benchmarks/tune_ct.py``). The one place where the CLI (``lipinverse ct``) and
+    ``demos/tomography.py`` take their strength from."""
     prior, _ = deblur_prior(model, noise)
-    return prior, CT_LAM if hasattr(model, "at_sigma") else 1.0
+    return prior, getattr(model, "ct_lam", CT_LAM) if hasattr(model, "at_sigma") else 1.0
 

@@ -116,6 +116,29 @@ def test_ct_tv_end_to_end(image, tmp_path):
     assert _psnr_line(r.stdout, "tv") > _psnr_line(r.stdout, "FBP")
 
 
+@pytest.mark.parametrize("name", ["crr", "wcrr"])
+def test_ct_takes_the_priors_own_weight(name, image, tmp_path, monkeypatch):
+    """``lipinverse ct --prior NAME`` without ``--lam``: the weight of
+    ``pretrained.ct_prior`` (the shipped ``wcrr`` records its own, 0.5)."""
+    from lipinverse import pretrained
+    from lipinverse.cli import priors
+
+    if name not in shipped():
+        pytest.skip(f"shipped prior {name!r} not available yet")
+    seen = {}
+    real = priors.reconstruct
+
+    def spy(*args, **kw):
+        seen["lam"] = kw["lam"]
+        return real(*args, **dict(kw, max_iter=2))
+
+    monkeypatch.setattr(priors, "reconstruct", spy)
+    assert call(["ct", image, "--angles", "10", "--noise", "0.01", "--prior", name,
+                 "--size", "32", "--out", tmp_path / "ct.png", "-q"]) == 0
+    assert seen["lam"] == pretrained.ct_prior(pretrained.load(name), 0.01)[1]
+    assert seen["lam"] == (0.5 if name == "wcrr" else pretrained.CT_LAM)
+
+
 def test_denoise_tv_end_to_end(image, tmp_path):
     out, fig = tmp_path / "d.png", tmp_path / "df.png"
     r = run("denoise", image, "--sigma", "25", "--prior", "tv", "--out", out, "--figure", fig)

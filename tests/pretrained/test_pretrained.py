@@ -198,3 +198,17 @@ def test_deblur_prior_uses_a_models_own_tuned_factors():
     assert prior.sigma == pytest.approx(0.5 * 2.55 / 255)
     prior, _ = pretrained.deblur_prior(wcrr, 2.55 / 255, factor=1.0)  # explicit wins
     assert prior.sigma == pytest.approx(2.55 / 255)
+
+
+def test_ct_prior_uses_a_models_own_tuned_weight():
+    """``metadata.ct_lam`` (the shipped ``wcrr``: 0.5, ``benchmarks/tune_ct.py``) is the CT
+    weight of :func:`ct_prior` and of ``lipinverse ct``; a model without one gets ``CT_LAM``,
+    a denoiser 1; the conditioning level is the deblurring one."""
+    wcrr, crr = pretrained.load("wcrr"), pretrained.load("crr")
+    assert pretrained.config("wcrr")["metadata"]["ct_lam"] == wcrr.ct_lam == 0.5
+    prior, lam = pretrained.ct_prior(wcrr, 2.55 / 255)
+    assert lam == 0.5 and prior.sigma == pytest.approx(0.7 * 2.55 / 255)
+    assert not hasattr(crr, "ct_lam")
+    assert pretrained.ct_prior(crr, 2.55 / 255)[1] == pretrained.CT_LAM
+    if "lipdenoiser" in SHIPPED:
+        assert pretrained.ct_prior(pretrained.load("lipdenoiser"), 0.01)[1] == 1.0
