@@ -23,17 +23,20 @@ PSNR (dB, clipped to [0, 1], over all channels). Writes
 Usage (from the repository root)::
 
     OMP_NUM_THREADS=1 python benchmarks/real_data.py [--images 4] [--parts colour boundary ct]
+
+A part not run is kept from the saved results, with its own date.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
 
 import numpy as np
 import torch
-from common import DATA, fmt, load_images, psnr, require_data, save  # noqa: I001
+from common import DATA, RESULTS, fmt, load_images, psnr, require_data, save  # noqa: I001
 
 from operators import Blur, Radon
 
@@ -46,8 +49,10 @@ def levin(i: int) -> torch.Tensor:
     return torch.from_numpy(np.asarray(d[f"arr_{i}"], dtype=np.float64))
 
 
-def solve(A, y, method: str, sigma: float, *, x0=None, ct: bool = False, max_iter=200):
-    """``(x, iterations, seconds)`` at the library's default strength for ``method``."""
+def solve(A, y, method: str, sigma: float, *, x0=None, ct: bool = False, max_iter=200,
+          lam: float | None = None):
+    """``(x, iterations, seconds)`` at the library's default strength for ``method``, or at
+    the weight ``lam`` of a ridge prior (its conditioning level stays the default)."""
     from lipinverse import pretrained
     from lipinverse.functionals import L2Fidelity
     from lipinverse.regularizers import TV
@@ -58,8 +63,9 @@ def solve(A, y, method: str, sigma: float, *, x0=None, ct: bool = False, max_ite
         solver = PGD(f, TV(), lam=max(10.0 * sigma**2, 1e-6), accelerate=True)
     else:
         model = pretrained.load(method).double()
-        prior, lam = (pretrained.ct_prior if ct else pretrained.deblur_prior)(model, sigma)
-        solver = PGD(f, prior, lam=lam, scheme="grad", accelerate=True)
+        prior, default = (pretrained.ct_prior if ct else pretrained.deblur_prior)(model, sigma)
+        solver = PGD(f, prior, lam=default if lam is None else lam, scheme="grad",
+                     accelerate=True)
     t0 = time.perf_counter()
     with torch.no_grad():
         res = solver.solve(x0=y if x0 is None else x0, max_iter=max_iter, tol=1e-4,
@@ -145,6 +151,10 @@ def part_ct(n: int, methods) -> dict:
     return {"angles": 60, "geometry": "parallel", "noise": "1 % of max|Ax|", "sets": out}
 
 
+def _measured(part: dict) -> str:
+    return f"Measured {part['measured']}.\n" if "measured" in part else ""
+
+
 def markdown(p) -> str:
     lines = ["# Real data: colour, unknown boundaries, CT of natural images", "",
              f"{p['date']}, {p['machine']}. PSNR in dB (clipped to [0, 1]), library defaults "
@@ -152,7 +162,7 @@ def markdown(p) -> str:
     if "colour" in p:
         c = p["colour"]
         lines += [f"## Colour deblurring (set5_colour, {c['images']} images 128x128, "
-                  f"{c['kernel']}, σ = {c['noise_x255']}/255)", "",
+                  f"{c['kernel']}, σ = {c['noise_x255']}/255)", "", _measured(c),
                   "| method | PSNR | vs TV |", "|---|---|---|"]
         tv = c["psnr"].get("tv")
         for m, v in c["psnr"].items():
@@ -161,7 +171,7 @@ def markdown(p) -> str:
     if "boundary" in p:
         b = p["boundary"]
         lines += [f"## Unknown boundary (BSD68, {b['images']} crops 128x128 blurred by "
-                  f"{b['blur']}, {b['kernel']}, σ = {b['noise_x255']}/255)", "",
+                  f"{b['blur']}, {b['kernel']}, σ = {b['noise_x255']}/255)", "", _measured(b),
                   "| method | circular model | valid model (extend + crop) |", "|---|---|---|",
                   f"| observation | {fmt(b['psnr']['observation'])} | |"]
         for m in sorted({k.rsplit(' ', 1)[0] for k in b["psnr"] if k != "observation"}):
@@ -172,7 +182,7 @@ def markdown(p) -> str:
         c = p["ct"]
         methods = list(next(iter(c["sets"].values()))["psnr"])
         lines += [f"## Sparse-view CT ({c['angles']} angles, {c['geometry']} beam, "
-                  f"{c['noise']}, Radon(normalize=True))", "",
+                  f"{c['noise']}, Radon(normalize=True))", "", _measured(c),
                   "| set | " + " | ".join(methods) + " |",
                   "|---|" + "---|" * len(methods)]
         for label, s in c["sets"].items():
@@ -198,6 +208,16 @@ def main(argv=None):
                                                           if m != "wcrr"])
     if "ct" in args.parts:
         payload["ct"] = part_ct(args.images, args.methods)
+    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    for part in args.parts:
+        payload[part]["measured"] = stamp
+    saved = RESULTS / "real_data.json"
+    if saved.is_file():  # the parts not run this time are kept, with their own dates
+        old = json.loads(saved.read_text())
+        for part in PARTS:
+            if part not in args.parts and part in old:
+                payload[part] = dict(old[part], measured=old[part].get("measured",
+                                                                       old["date"]))
     save("real_data", payload, markdown)
 
 
