@@ -124,7 +124,18 @@ def part_boundary(n: int, methods) -> dict:
             "psnr": {m: statistics.mean(v) for m, v in rows.items()}, "per_image": rows}
 
 
+def ct_problem(A, x, seed: int):
+    """``(y, sigma, x_fbp)``: the sinogram of ``x`` with Gaussian noise of 1 % of
+    max|Ax| (seeded), its noise level and its filtered back-projection."""
+    clean = A(x)
+    sigma = 0.01 * float(clean.abs().max())
+    g = torch.Generator().manual_seed(seed)
+    y = clean + sigma * torch.randn(clean.shape, generator=g, dtype=x.dtype)
+    return y, sigma, A.fbp(y)
+
+
 def part_ct(n: int, methods) -> dict:
+    from lipinverse import pretrained
     from operators.phantoms import shepp_logan
 
     sets = {"bsd68 crops": load_images(require_data(DATA / "bsd68"), limit=n, crop=128),
@@ -134,11 +145,7 @@ def part_ct(n: int, methods) -> dict:
     for label, ims in sets.items():
         rows = {m: [] for m in ("fbp",) + tuple(methods)}
         for i, (name, x) in enumerate(ims):
-            clean = A(x)
-            sigma = 0.01 * float(clean.abs().max())
-            g = torch.Generator().manual_seed(200 + i)
-            y = clean + sigma * torch.randn(clean.shape, generator=g, dtype=x.dtype)
-            x_fbp = A.fbp(y)
+            y, sigma, x_fbp = ct_problem(A, x, 200 + i)
             rows["fbp"].append(psnr(x_fbp, x))
             for m in methods:
                 xh, its, sec = solve(A, y, m, sigma, x0=x_fbp, ct=True)
@@ -148,7 +155,9 @@ def part_ct(n: int, methods) -> dict:
         out[label] = {"images": len(ims), "psnr": {m: statistics.mean(v)
                                                    for m, v in rows.items()},
                       "per_image": rows}
-    return {"angles": 60, "geometry": "parallel", "noise": "1 % of max|Ax|", "sets": out}
+    weights = {m: pretrained.ct_weight(pretrained.load(m)) for m in methods if m != "tv"}
+    return {"angles": 60, "geometry": "parallel", "noise": "1 % of max|Ax|", "sets": out,
+            "weights": weights}
 
 
 def _measured(part: dict) -> str:
@@ -183,6 +192,9 @@ def markdown(p) -> str:
         methods = list(next(iter(c["sets"].values()))["psnr"])
         lines += [f"## Sparse-view CT ({c['angles']} angles, {c['geometry']} beam, "
                   f"{c['noise']}, Radon(normalize=True))", "", _measured(c),
+                  "Weights of the ridge priors (`pretrained.ct_weight`): "
+                  + (", ".join(f"{m} {w:g}" for m, w in c["weights"].items())
+                     if "weights" in c else "not recorded") + ".\n",
                   "| set | " + " | ".join(methods) + " |",
                   "|---|" + "---|" * len(methods)]
         for label, s in c["sets"].items():

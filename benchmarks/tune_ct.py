@@ -23,7 +23,7 @@ import statistics
 
 import torch
 from common import DATA, fmt, psnr, require_data, save  # noqa: I001
-from real_data import solve
+from real_data import ct_problem, solve
 
 from operators import Radon
 
@@ -36,11 +36,7 @@ def run(prior: str, names, grid, max_iter: int) -> dict:
     rows = {f"{lam:g}": [] for lam in grid}
     for i, name in enumerate(names):
         x = to_tensor(center_crop(read_image(folder / f"{name}.png"), 128), dtype=torch.float64)
-        clean = A(x)
-        sigma = 0.01 * float(clean.abs().max())
-        g = torch.Generator().manual_seed(300 + i)
-        y = clean + sigma * torch.randn(clean.shape, generator=g, dtype=x.dtype)
-        x_fbp = A.fbp(y)
+        y, sigma, x_fbp = ct_problem(A, x, 300 + i)
         for lam in grid:
             xh, its, sec = solve(A, y, prior, sigma, x0=x_fbp, ct=True, max_iter=max_iter,
                                  lam=lam)

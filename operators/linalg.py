@@ -371,7 +371,7 @@ def safeguard_direction(g, d, inv_l, *, delta: float, c1: float = 0.0,
 
 def armijo_search(x, g, d, gd, grad, rise_bound, inv_l, *, todo, value=None, f0=None,
                   alpha: float = 1e-4, reductions: int = 10, shrink=(0.1, 0.9), along=None,
-                  t0=None):
+                  t0=None, return_steps: bool = False):
     r"""Safeguarded Armijo steps along ``d``, per sample, certified from slopes.
 
     For each row of ``todo`` it finds :math:`t` with
@@ -420,11 +420,16 @@ def armijo_search(x, g, d, gd, grad, rise_bound, inv_l, *, todo, value=None, f0=
         are too long by a persistent factor starts where the last search ended. Any
         :math:`t_0 > 0` keeps every accepted step certified.
 
+    return_steps : bool, default False
+        Also return ``(t, b)``: per row the accepted step :math:`t` along ``d`` and the
+        slope :math:`b = \nabla F(x + t d)^\top d` there (NaN for rows not in ``todo`` and
+        for rows that took the gradient step, which is not along ``d``).
+
     Returns
     -------
     x_new, g_new, f_new, f0 : Tensor
         The new iterates and gradients; :math:`F(x_{new})` where it was computed (NaN
-        elsewhere); ``f0`` as filled in.
+        elsewhere); ``f0`` as filled in. With ``return_steps``, then ``t`` and ``b``.
     """
     dd = batch_dot(d, d)
     t = torch.ones_like(gd) if t0 is None else t0.to(gd.dtype).clone()
@@ -432,6 +437,7 @@ def armijo_search(x, g, d, gd, grad, rise_bound, inv_l, *, todo, value=None, f0=
     nan = torch.full_like(gd, float("nan"))
     curv = None  # (2, B) bounds of the curvature along d, computed once where needed
     x_new, f_new, g_new = x, nan, g
+    t_ok, b_ok = nan, nan
     lo, hi = shrink
     for _ in range(int(reductions) + 1):
         cand = torch.addcmul(x, _col(t, x), d)
@@ -465,9 +471,10 @@ def armijo_search(x, g, d, gd, grad, rise_bound, inv_l, *, todo, value=None, f0=
             x_new = torch.where(m, cand, x_new)
             g_new = torch.where(m, gc, g_new)
             f_new = torch.where(ok, fc, f_new)
+            t_ok, b_ok = torch.where(ok, t, t_ok), torch.where(ok, slope, b_ok)
             todo = todo & ~ok
         if not bool(todo.any()):
-            return x_new, g_new, f_new, f0
+            return (x_new, g_new, f_new, f0) + ((t_ok, b_ok) if return_steps else ())
         past = slope > 0
         secant = gd / (gd - torch.where(past, slope, torch.ones_like(slope)))
         factor = torch.where(past, secant, torch.full_like(t, 0.5)).clamp(lo, hi)
@@ -477,4 +484,4 @@ def armijo_search(x, g, d, gd, grad, rise_bound, inv_l, *, todo, value=None, f0=
     gc = grad(cand)
     gc = gc[0] if isinstance(gc, tuple) else gc
     return (torch.where(m, cand, x_new), torch.where(m, gc, g_new),
-            torch.where(todo, nan, f_new), f0)
+            torch.where(todo, nan, f_new), f0) + ((t_ok, b_ok) if return_steps else ())

@@ -229,9 +229,9 @@ def run_ct(args) -> None:
     print(_metrics_line("FBP", x_fbp, x))
     lam = args.lam
     if lam is None and hasattr(prior, "at_sigma"):
-        from ..pretrained import ct_prior
+        from ..pretrained import ct_weight
 
-        _, lam = ct_prior(prior, noise_abs)   # the model's own CT weight, or CT_LAM
+        lam = ct_weight(prior)   # the model's own CT weight, or CT_LAM
     t0 = time.perf_counter()
     result = priors.reconstruct(A, y, args.prior, prior, solver=args.solver, lam=lam,
                                 sigma=noise_abs, max_iter=args.max_iter, tol=args.tol,

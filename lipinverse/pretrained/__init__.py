@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 __all__ = ["load", "load_if_available", "available", "certificate", "deblur_prior",
-           "deblur_factor", "config",
+           "deblur_factor", "ct_prior", "ct_weight", "config",
            "REGISTRY"]
 
 HERE = Path(__file__).resolve().parent
@@ -204,7 +204,8 @@ def deblur_prior(model, noise: float, factor: float | None = None):
 
 
 #: Weight of a shipped ridge prior in CT (normalised operator, ``Radon(normalize=True)``),
-#: at its deblurring conditioning level. Tuned on set12 crops (128x128, 60 angles, 1 %
+#: at its deblurring conditioning level, where the model records none (:func:`ct_weight`).
+#: Tuned on set12 crops (128x128, 60 angles, 1 %
 #: noise, crr, 300 iterations): lam = 0.1 / 0.3 / 1 / 3 gave 22.21 / 23.72 / 23.74 / 21.83
 #: dB on 01.png and 23.75 / 27.42 / 31.15 / 30.24 dB on 02.png. The Shepp-Logan phantom
 #: (TV's own model) prefers a weaker prior (34.65 dB at 0.3, 33.78 at 1): natural images,
@@ -212,13 +213,20 @@ def deblur_prior(model, noise: float, factor: float | None = None):
 CT_LAM = 1.0
 
 
+def ct_weight(model) -> float:
+    r"""The weight of a shipped prior in CT (normalised operator): the model's own
+    ``metadata.ct_lam`` where it records one (tuned on set12 crops by
+    ``benchmarks/tune_ct.py``; the shipped ``wcrr``: 0.5), else :data:`CT_LAM`; 1 for a
+    denoiser."""
+    return getattr(model, "ct_lam", CT_LAM) if hasattr(model, "at_sigma") else 1.0
+
+
 def ct_prior(model, noise: float):
     r"""A shipped regulariser for CT with a *normalised* operator (``Radon(normalize=True)``;
     ``noise`` the sinogram noise level on that scale): ``(model.at_sigma(c * noise),``
-    :data:`CT_LAM` ``)`` with ``c`` from :func:`deblur_factor`, or the model's own
-    weight where it records one (``metadata.ct_lam``, tuned on set12 crops by
-    ``benchmarks/tune_ct.py``). The one place where the CLI (``lipinverse ct``) and
-    ``demos/tomography.py`` take their strength from."""
+    :func:`ct_weight` ``(model))`` with ``c`` from :func:`deblur_factor`: the strength of
+    ``demos/tomography.py``; ``lipinverse ct`` takes the same weight (:func:`ct_weight`) and
+    the same conditioning level (through :func:`deblur_prior`)."""
     prior, _ = deblur_prior(model, noise)
-    return prior, getattr(model, "ct_lam", CT_LAM) if hasattr(model, "at_sigma") else 1.0
+    return prior, ct_weight(model)
 

@@ -208,7 +208,9 @@ def test_ct_prior_uses_a_models_own_tuned_weight():
     assert pretrained.config("wcrr")["metadata"]["ct_lam"] == wcrr.ct_lam == 0.5
     prior, lam = pretrained.ct_prior(wcrr, 2.55 / 255)
     assert lam == 0.5 and prior.sigma == pytest.approx(0.7 * 2.55 / 255)
+    assert pretrained.ct_weight(wcrr) == 0.5
     assert not hasattr(crr, "ct_lam")
-    assert pretrained.ct_prior(crr, 2.55 / 255)[1] == pretrained.CT_LAM
+    assert pretrained.ct_prior(crr, 2.55 / 255)[1] == pretrained.ct_weight(crr) == (
+        pretrained.CT_LAM)
     if "lipdenoiser" in SHIPPED:
         assert pretrained.ct_prior(pretrained.load("lipdenoiser"), 0.01)[1] == 1.0

@@ -272,14 +272,24 @@ def test_armijo_search_starts_from_t0_per_sample():
     g = x.clone()
     d = -5.0 * g
     rise = lambda t, a, b, n: slope_rise_bound(t, a, b, n, 1.0, -1.0)  # noqa: E731
-    x_new, _, _, _ = armijo_search(x, g, d, batch_dot(g, d), grad, rise, 1.0,
-                                   todo=torch.tensor([True, True]),
-                                   t0=torch.tensor([0.2, 1.0], dtype=torch.float64))
+    t0 = torch.tensor([0.2, 1.0], dtype=torch.float64)
+    x_new, _, _, _, t, b = armijo_search(x, g, d, batch_dot(g, d), grad, rise, 1.0,
+                                         todo=torch.tensor([True, True]), t0=t0,
+                                         return_steps=True)
+    assert t0.tolist() == [0.2, 1.0]                                 # not changed in place
     assert torch.allclose(seen[0][0], x[0] - g[0], atol=1e-15)      # t = 0.2: the minimum
     assert torch.allclose(seen[0][1], x[1] + d[1], atol=1e-15)      # t = 1
     assert torch.allclose(x_new[0], torch.zeros_like(x[0]), atol=1e-15)
-    assert len(seen) > 1 and 0.0 < float((x_new[1] - x[1]).flatten() @ d[1].flatten()
-                                         / (d[1] * d[1]).sum()) < 1.0
+    assert len(seen) > 1 and float(t[0]) == 0.2 and 0.0 < float(t[1]) < 1.0
+    assert torch.allclose(x_new, x + t.view(-1, 1, 1, 1) * d, atol=1e-15)  # t: the steps
+    assert torch.allclose(b, batch_dot(x_new, d), atol=1e-12)              # b: their slopes
+    # no reduction allowed: the unit trial fails and the row takes the gradient step,
+    # which is not along d: t and b are NaN there
+    x_new, _, _, _, t, b = armijo_search(x, g, d, batch_dot(g, d), grad, rise, 0.5,
+                                         todo=torch.tensor([True, False]), reductions=0,
+                                         return_steps=True)
+    assert torch.allclose(x_new[0], x[0] - 0.5 * g[0]) and torch.equal(x_new[1], x[1])
+    assert bool(torch.isnan(t).all()) and bool(torch.isnan(b).all())
 
 
 @pytest.mark.parametrize("name", ["crr", "wcrr"])
