@@ -11,6 +11,9 @@ re-implemented here from its description, on our model: :func:`published_agd`,
 iteration may take more than one), seconds, PSNR, its gap to the reference and the relative
 distance to the reference.
 
+The row "with unit first trials" is the default solver with the first trial of every line
+search at 1 (``ridge_solve.LINE_MIN_FRACTION`` infinite), as it was before 2026-12-05.
+
 Usage: ``OMP_NUM_THREADS=2 python benchmarks/denoise_speed.py``; writes
 ``benchmarks/results/denoise_speed.json`` and ``.md``.
 """
@@ -32,10 +35,13 @@ if str(REPO) not in sys.path:
 from benchmarks.common import psnr, write  # noqa: E402
 from lipinverse import pretrained  # noqa: E402
 from lipinverse.io import builtin_image, center_crop, to_tensor  # noqa: E402
+from lipinverse.regularizers import ridge_solve  # noqa: E402
 
 PUBLISHED = "WCRR-NN's published solver (FISTA with restart, change 1e-4)"
 PUBLISHED_CODE = "WCRR-NN's published code path (that solver and its gradient evaluation)"
+UNIT = "the default with unit first trials (as before 2026-12-05 15:00 UTC)"
 SETTINGS = {"default (L-BFGS in the Fourier metric, tol 1e-3)": dict(method="lbfgs", tol=1e-3),
+            UNIT: dict(method="lbfgs", tol=1e-3, unit_first_trials=True),
             "former default (Anderson, tol 1e-3)": dict(method="anderson", tol=1e-3),
             "first default (FISTA, tol 1e-4)": dict(method="fista", tol=1e-4),
             PUBLISHED: dict(reference_gradient=False),
@@ -152,7 +158,14 @@ def run(repeats: int, priors=("crr", "wcrr")) -> dict:
                 def solve(kw=kw, model=model):
                     if "reference_gradient" in kw:
                         return published_agd(model, y, sigma, **kw)
-                    out, info = model.solve(y, 1.0, sigma, max_iter=1000, **kw)
+                    kw = dict(kw)
+                    fraction = ridge_solve.LINE_MIN_FRACTION
+                    if kw.pop("unit_first_trials", False):
+                        ridge_solve.LINE_MIN_FRACTION = float("inf")  # first trial: 1
+                    try:
+                        out, info = model.solve(y, 1.0, sigma, max_iter=1000, **kw)
+                    finally:
+                        ridge_solve.LINE_MIN_FRACTION = fraction
                     return out, int(info.iterations.max())
 
                 for _ in range(repeats):
