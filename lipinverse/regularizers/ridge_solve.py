@@ -255,8 +255,9 @@ def lbfgs(grad, y, m, L, *, tol, max_iter, x0=None, memory: int = 10, metric=Non
         rise = b > gd
         t_star = torch.where(rise, t_acc * gd / torch.where(rise, gd - b, -1.0), 1.0)
         t_star = torch.where(bad | torch.isnan(t_star), 1.0, t_star)
-        t_min[active] = t_star.to(torch.float64).clamp(1e-3, 1.0)  # 1e-3: first trials
-        mem.push((x_new - xa).flatten(1), (g_new - g).flatten(1), active)  # bounded below
+        # clamped at 1e-3: first trials stay bounded below (Armijo's convergence theorem)
+        t_min[active] = t_star.to(torch.float64).clamp(1e-3, 1.0)
+        mem.push((x_new - xa).flatten(1), (g_new - g).flatten(1), active)
         x[active], g = x_new, g_new
     converged = torch.ones(B, dtype=torch.bool, device=dev)
     converged[active] = False
