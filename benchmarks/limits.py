@@ -1,0 +1,274 @@
+r"""What limits the learned ridge priors: learning curves over whole lineages, gradient
+accuracy of the training step, and a generalisation control (issue 20's "done when").
+
+Three measurements, each one part (``--parts``):
+
+* ``curves``: the validation PSNR (set12 centre crops 96x96, σ = 15/255, as every recipe
+  validates) of each *lineage* of runs (a run started from another run's ``final`` continues
+  its lineage) against cumulative CPU core-hours and patch-updates. Core-hours are
+  interpolated within each run from its sessions (steps, wall time and threads in
+  ``run.json``). The slope over the last ``--tail`` steps of a lineage says whether more of
+  the same optimisation still pays (optimisation-limited) or not.
+* ``grad``: the training step's gradient (the exact-minimiser / DEQ loss, implicit backward)
+  at the recipe's tolerances (forward and CG 1e-3) against the same gradient at 1e-6, on one
+  seeded batch of train400 patches: cosine and relative error. A cosine near 1 means the
+  tolerances do not limit the optimisation.
+* ``gap``: the exact denoiser's PSNR on seeded 64x64 patches of train400 (seen in training)
+  and of set12 (never trained on), beside the same for TV (untrained, λ tuned per σ on the
+  same patches): if a model's train − set12 gap equals TV's, the difference is the images'
+  content, not memorisation, and more data of the same kind would not help.
+
+Usage: ``python benchmarks/limits.py [--parts curves grad gap]``; writes
+``benchmarks/results/limits.{json,md}`` and ``limits.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import DATA, REPO, RESULTS, require_data, write  # noqa: E402
+from benchmarks.plot_run import rows  # noqa: E402
+
+RUNS = REPO / "lipinverse" / "pretrained" / "runs"
+#: Each shipped prior's lineage: the runs in order, each started from the previous one's
+#: ``final`` (``init`` in its recipe).
+LINEAGES = {"wcrr": ("crr", "wcrr3", "wcrr4"), "crr": ("crr", "crr2")}
+PUBLISHED_SCHEDULE = 6000 * 128  # patch-updates of the published CRR-NN / WCRR-NN training
+
+
+def run_curve(run_dir: Path) -> list[dict]:
+    """``[{step, patches, core_h, val_psnr}]`` of one run, core-hours interpolated from its
+    sessions (each session's wall time × threads spread evenly over its steps)."""
+    run = json.loads((run_dir / "run.json").read_text())
+    steps = np.cumsum([0] + [s["steps"] for s in run["sessions"]])
+    core = np.cumsum([0.0] + [s["wall_s"] * s.get("threads", 1) for s in run["sessions"]])
+    batch = {f"stage{i}-{s.get('name', s['objective'])}": s["batch_size"]
+             for i, s in enumerate(run["recipe"]["stage"], 1)}
+    out, patches, last = [], 0, 0.0
+    for r in rows(run_dir):
+        if "val_psnr" not in r:
+            continue
+        g = r["global_step"]
+        patches += (g - last) * batch[r["stage"]]
+        last = g
+        out.append({"step": int(g), "patches": int(patches),
+                    "core_h": float(np.interp(g, steps, core)) / 3600,
+                    "val_psnr": round(r["val_psnr"], 4)})
+    return out
+
+
+def lineage(names, tail: int) -> dict:
+    pts, off_h, off_p = [], 0.0, 0
+    for name in names:
+        cur = run_curve(RUNS / name)
+        for p in cur:
+            pts.append({"run": name, "core_h": round(off_h + p["core_h"], 3),
+                        "patches": off_p + p["patches"], "val_psnr": p["val_psnr"]})
+        off_h, off_p = pts[-1]["core_h"], pts[-1]["patches"]
+    last = [p for p in pts if p["run"] == names[-1]]
+    end = last[-1]
+    start = min((p for p in last if p["patches"] >= end["patches"] - tail * 128),
+                key=lambda p: p["patches"])
+    dh = end["core_h"] - start["core_h"]
+    return {"runs": list(names), "points": pts, "core_h": end["core_h"],
+            "patches": end["patches"], "val_psnr": end["val_psnr"],
+            "tail": {"from_step_patches": start["patches"], "dB": round(end["val_psnr"]
+                     - start["val_psnr"], 4), "core_h": round(dh, 3),
+                     "dB_per_core_h": round((end["val_psnr"] - start["val_psnr"]) / dh, 4)
+                     if dh > 0 else None}}
+
+
+def plot(curves: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    drawn = set()
+    owners = {r: [n for n, c in curves.items() if r in c["runs"]]
+              for c in curves.values() for r in c["runs"]}
+    for c in curves.values():
+        for run in c["runs"]:
+            ps = [p for p in c["points"] if p["run"] == run]
+            if run in drawn:  # a run shared by two lineages (their common start)
+                continue
+            drawn.add(run)
+            for ax in axes:
+                ax.plot([p["core_h"] for p in ps], [p["val_psnr"] for p in ps], "o-", ms=2,
+                        label=f"{run} ({' and '.join(owners[run])} lineage"
+                        f"{'s' if len(owners[run]) > 1 else ''})")
+    top = max(p["val_psnr"] for c in curves.values() for p in c["points"])
+    axes[1].set(xlim=(3, None), ylim=(29.8, top + 0.1), title="the same, zoomed")
+    axes[0].set(title="validation: set12 crops 96x96, sigma 15/255 (lambda untuned)")
+    for ax in axes:
+        ax.set(xlabel="CPU core-hours (cumulative over the lineage)", ylabel="PSNR (dB)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(RESULTS / "limits.png", dpi=110)
+
+
+def _load(spec: str):
+    from lipinverse import pretrained
+    from lipinverse.training import load_checkpoint
+
+    if spec in pretrained.available():
+        return pretrained.load(spec)
+    return load_checkpoint(REPO / spec)
+
+
+def gradient_accuracy(spec: str, root: Path, batch: int) -> dict:
+    from lipinverse.training import PatchDataset
+    from lipinverse.training.objectives import DEQDenoisingLoss
+
+    model = _load(spec).double().requires_grad_(True)  # shipped models load frozen
+    data = PatchDataset(root / "train400", 40, 10, augment=False, seed=0)
+    g = torch.Generator().manual_seed(1234)
+    clean = data.batch(torch.randperm(len(data), generator=g)[:batch]).double()
+    sigma = 30 / 255 * torch.rand(batch, generator=g, dtype=torch.float64)
+    noisy = clean + sigma.view(-1, 1, 1, 1) * torch.randn(clean.shape, generator=g,
+                                                          dtype=torch.float64)
+    grads, info = {}, {}
+    for tol in (1e-3, 1e-6):
+        obj = DEQDenoisingLoss(tol=tol, cg_tol=tol, max_iter=5000, cg_max_iter=2000,
+                               solver="lbfgs")
+        model.zero_grad()
+        t0 = time.perf_counter()
+        loss, metrics = obj.loss(model, clean, noisy, sigma)
+        loss.backward()
+        grads[tol] = torch.cat([p.grad.flatten() for p in model.parameters()
+                                if p.grad is not None])
+        info[str(tol)] = {"seconds": round(time.perf_counter() - t0, 2),
+                          "loss": float(loss.detach()),
+                          **{k: round(v, 2) for k, v in metrics.items() if "iterations" in k}}
+    a, b = grads[1e-3], grads[1e-6]
+    return {"model": spec, "batch": batch, "dtype": "float64", "per_tol": info,
+            "cosine": round(float(a @ b / (a.norm() * b.norm())), 6),
+            "relative_error": round(float((a - b).norm() / b.norm()), 6)}
+
+
+def generalisation(specs, root: Path, n: int, sigmas=(15, 25)) -> dict:
+    from lipinverse.metrics import psnr
+    from lipinverse.regularizers import TV
+    from lipinverse.training import PatchDataset
+
+    sets = {}
+    for name in ("train400", "set12"):
+        d = PatchDataset(root / name, 64, 64, augment=False, seed=0, max_patches=n)
+        sets[name] = d.patches.double()
+
+    def noisy(x, s, seed):
+        g = torch.Generator().manual_seed(seed)
+        return x + s / 255 * torch.randn(x.shape, generator=g, dtype=torch.float64)
+
+    def score(fn, x, s, seed):
+        return float(psnr(fn(noisy(x, s, seed)).clamp(0, 1), x).mean())
+
+    def both(fn, s, seed):
+        return {k: round(score(fn, x, s, seed), 3) for k, x in sets.items()}
+
+    out = {"patches": {k: int(v.shape[0]) for k, v in sets.items()}, "rows": {}}
+    tv = TV(boundary="neumann", tol=1e-3)
+    for s in sigmas:  # prox weight c sigma, c tuned on both sets together (seed 1)
+        def tv_at(c, s=s):
+            return lambda y: tv.prox(y, c * s / 255)
+
+        c = max((0.6, 0.8, 1.0, 1.25, 1.6), key=lambda c, s=s: sum(both(tv_at(c), s, 1)
+                                                                    .values()))
+        out["rows"].setdefault("tv", {})[str(s)] = both(tv_at(c), s, 7 + s) | {"factor": c}
+    for spec in specs:
+        model = _load(spec).double()
+        for s in sigmas:
+            out["rows"].setdefault(spec, {})[str(s)] = both(
+                lambda y, m=model, s=s: m.denoise(y, s / 255), s, 7 + s)
+    for r in out["rows"].values():
+        for v in r.values():
+            v["gap"] = round(v["train400"] - v["set12"], 3)
+    return out
+
+
+def markdown(pl) -> str:
+    lines = ["# What limits the learned ridge priors (issue 20)", "",
+             f"{pl['date']}, {pl['machine']}. `python benchmarks/limits.py`.", ""]
+    if "curves" in pl:
+        lines += ["## Learning curves over each lineage (`limits.png`)", "",
+                  "Validation: set12 centre crops 96x96, σ = 15/255, λ untuned (the recipes' "
+                  "validation). Published schedule: 6,000 steps × 128 patches = 0.77 M "
+                  "patch-updates.", "",
+                  "| lineage | runs | core-hours | patch-updates (M) | × published | last "
+                  "validation (dB) | last stretch: dB / core-hours (dB per core-hour) |",
+                  "|---|---|---:|---:|---:|---:|---|"]
+        for name, c in pl["curves"].items():
+            t = c["tail"]
+            lines.append(f"| {name} | {' → '.join(c['runs'])} | {c['core_h']:.2f} | "
+                         f"{c['patches'] / 1e6:.2f} | {c['patches'] / PUBLISHED_SCHEDULE:.2f}"
+                         f" | {c['val_psnr']:.3f} | {t['dB']:+.3f} / {t['core_h']:.2f} "
+                         f"({t['dB_per_core_h']}) |")
+        lines.append("")
+    if "grad" in pl:
+        lines += ["## Gradient accuracy of the training step", "",
+                  "DEQ loss, implicit backward, one seeded batch of train400 40x40 patches, "
+                  "σ ~ U[0, 30]/255, float64: the recipes' tolerance 1e-3 (forward and CG) "
+                  "against 1e-6.", "",
+                  "| model | batch | cosine | relative error | s at 1e-3 | s at 1e-6 |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        for r in pl["grad"]:
+            lines.append(f"| {r['model']} | {r['batch']} | {r['cosine']:.6f} | "
+                         f"{r['relative_error']:.2e} | {r['per_tol']['0.001']['seconds']} | "
+                         f"{r['per_tol']['1e-06']['seconds']} |")
+        lines.append("")
+    if "gap" in pl:
+        gp = pl["gap"]
+        lines += ["## Seen against unseen images", "",
+                  f"Mean PSNR (dB) of 64x64 patches ({gp['patches']['train400']} of train400, "
+                  f"seen in training; {gp['patches']['set12']} of set12, never trained on), "
+                  "seeded noise. TV (λ tuned on these patches) is the untrained control.", "",
+                  "| method | σ | train400 | set12 | gap | gap − TV's gap |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        for m, r in gp["rows"].items():
+            for s, v in r.items():
+                lines.append(f"| {m} | {s} | {v['train400']:.3f} | {v['set12']:.3f} | "
+                             f"{v['gap']:+.3f} | {v['gap'] - gp['rows']['tv'][s]['gap']:+.3f} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--parts", nargs="+", default=["curves", "grad", "gap"],
+                   choices=["curves", "grad", "gap"])
+    p.add_argument("--data", default=str(DATA))
+    p.add_argument("--models", nargs="+", default=["crr", "wcrr"],
+                   help="shipped names or checkpoint stems (relative to the repository)")
+    p.add_argument("--tail", type=int, default=500, help="steps of the last stretch")
+    p.add_argument("--batch", type=int, default=32, help="patches of the gradient check")
+    p.add_argument("--patches", type=int, default=200, help="patches per set of the gap")
+    args = p.parse_args(argv)
+    path = RESULTS / "limits.json"
+    pl = json.loads(path.read_text()) if path.exists() else {}
+    for part in args.parts:  # each part written as soon as it is measured
+        if part == "curves":
+            pl["curves"] = {k: lineage(v, args.tail) for k, v in LINEAGES.items()}
+            plot(pl["curves"])
+        elif part == "grad":
+            root = require_data(Path(args.data))
+            pl["grad"] = [gradient_accuracy(m, root, args.batch) for m in args.models]
+        else:
+            pl["gap"] = generalisation(args.models, require_data(Path(args.data)),
+                                       args.patches)
+        write("limits", {k: v for k, v in pl.items() if k not in ("date", "machine")},
+              markdown)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
