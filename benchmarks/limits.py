@@ -1,7 +1,7 @@
-r"""What limits the learned ridge priors: learning curves over whole lineages, gradient
-accuracy of the training step, and a generalisation control (issue 20's "done when").
+r"""What limits the learned ridge priors: learning curves over whole lineages and the
+gradient accuracy of the training step (issue 20's "done when").
 
-Three measurements, each one part (``--parts``):
+Two measurements, each one part (``--parts``):
 
 * ``curves``: the validation PSNR (set12 centre crops 96x96, σ = 15/255, as every recipe
   validates) of each *lineage* of runs (a run started from another run's ``final`` continues
@@ -13,12 +13,10 @@ Three measurements, each one part (``--parts``):
   at the recipe's tolerances (forward and CG 1e-3) against the same gradient at 1e-6, on one
   seeded batch of train400 patches: cosine and relative error. A cosine near 1 means the
   tolerances do not limit the optimisation.
-* ``gap``: the exact denoiser's PSNR on seeded 64x64 patches of train400 (seen in training)
-  and of set12 (never trained on), beside the same for TV (untrained, λ tuned per σ on the
-  same patches): if a model's train − set12 gap equals TV's, the difference is the images'
-  content, not memorisation, and more data of the same kind would not help.
+(Whether the data limit them, seen against unseen images beside TV, was measured for
+``crr`` on 2026-12-05: see the model card.)
 
-Usage: ``python benchmarks/limits.py [--parts curves grad gap]``; writes
+Usage: ``python benchmarks/limits.py [--parts curves grad]``; writes
 ``benchmarks/results/limits.{json,md}`` and ``limits.png``.
 """
 
@@ -40,16 +38,20 @@ from benchmarks.plot_run import rows  # noqa: E402
 RUNS = REPO / "lipinverse" / "pretrained" / "runs"
 #: Each shipped prior's lineage: the runs in order, each started from the previous one's
 #: ``final`` (``init`` in its recipe).
-LINEAGES = {"wcrr": ("crr", "wcrr3", "wcrr4"), "crr": ("crr", "crr2")}
+LINEAGES = {"wcrr": ("crr", "wcrr3", "wcrr4"), "crr": ("crr", "crr2"),
+            "wcrr from scratch (not shipped)": ("wcrr2",)}
 PUBLISHED_SCHEDULE = 6000 * 128  # patch-updates of the published CRR-NN / WCRR-NN training
 
 
 def run_curve(run_dir: Path) -> list[dict]:
-    """``[{step, patches, core_h, val_psnr}]`` of one run, core-hours interpolated from its
-    sessions (each session's wall time × threads spread evenly over its steps)."""
+    """``[{step, patches, core_h, val_psnr}]`` of one run, CPU core-hours interpolated from
+    its sessions (each CPU session's wall time × threads spread evenly over its steps; a
+    CUDA session's steps add none)."""
     run = json.loads((run_dir / "run.json").read_text())
     steps = np.cumsum([0] + [s["steps"] for s in run["sessions"]])
-    core = np.cumsum([0.0] + [s["wall_s"] * s.get("threads", 1) for s in run["sessions"]])
+    core = np.cumsum([0.0] + [s["wall_s"] * s.get("threads", 1)  # CPU core-seconds only
+                              * (not str(s.get("device", "cpu")).startswith("cuda"))
+                              for s in run["sessions"]])
     batch = {f"stage{i}-{s.get('name', s['objective'])}": s["batch_size"]
              for i, s in enumerate(run["recipe"]["stage"], 1)}
     out, patches, last = [], 0, 0.0
@@ -102,15 +104,18 @@ def plot(curves: dict) -> None:
             if run in drawn:  # a run shared by two lineages (their common start)
                 continue
             drawn.add(run)
-            for ax in axes:
-                ax.plot([p["core_h"] for p in ps], [p["val_psnr"] for p in ps], "o-", ms=2,
-                        label=f"{run} ({' and '.join(owners[run])} lineage"
+            for ax, key, scale in ((axes[0], "core_h", 1), (axes[1], "patches", 1e6)):
+                ax.plot([p[key] / scale for p in ps], [p["val_psnr"] for p in ps], "o-",
+                        ms=2, label=f"{run} ({' and '.join(owners[run])} lineage"
                         f"{'s' if len(owners[run]) > 1 else ''})")
     top = max(p["val_psnr"] for c in curves.values() for p in c["points"])
-    axes[1].set(xlim=(3, None), ylim=(29.8, top + 0.1), title="the same, zoomed")
-    axes[0].set(title="validation: set12 crops 96x96, sigma 15/255 (lambda untuned)")
+    axes[0].set(xlabel="CPU core-hours (cumulative over the lineage)",
+                title="validation: set12 crops 96x96, sigma 15/255 (lambda untuned)")
+    axes[1].set(xlabel="patch-updates, millions (cumulative over the lineage)",
+                ylim=(29.8, top + 0.1), xlim=(0.2, None), title="zoomed, against patches")
+    axes[1].axvline(PUBLISHED_SCHEDULE / 1e6, color="grey", ls="--", lw=1)
     for ax in axes:
-        ax.set(xlabel="CPU core-hours (cumulative over the lineage)", ylabel="PSNR (dB)")
+        ax.set(ylabel="PSNR (dB)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
@@ -156,44 +161,27 @@ def gradient_accuracy(spec: str, root: Path, batch: int) -> dict:
             "relative_error": round(float((a - b).norm() / b.norm()), 6)}
 
 
-def generalisation(specs, root: Path, n: int, sigmas=(15, 25)) -> dict:
-    from lipinverse.metrics import psnr
-    from lipinverse.regularizers import TV
-    from lipinverse.training import PatchDataset
+def concave_activity(spec: str, root: Path, sigma: float = 15.0) -> dict:
+    """How much the concave part of a WCRR bends: on the 12 set12 centre crops (96x96,
+    clean), the sum of its curvature :math:`|\\kappa\\nu\\phi''(\\nu z_2)|` over that of the
+    convex part :math:`\\lambda\\mu\\psi''(\\mu z)`, and the fraction of concave-channel
+    responses within the concave spline's knot range (:math:`|\\nu z_2| <` range)."""
+    from lipinverse.training import load_images
+    from lipinverse.training.tuning import centre_crop
 
-    sets = {}
-    for name in ("train400", "set12"):
-        d = PatchDataset(root / name, 64, 64, augment=False, seed=0, max_patches=n)
-        sets[name] = d.patches.double()
-
-    def noisy(x, s, seed):
-        g = torch.Generator().manual_seed(seed)
-        return x + s / 255 * torch.randn(x.shape, generator=g, dtype=torch.float64)
-
-    def score(fn, x, s, seed):
-        return float(psnr(fn(noisy(x, s, seed)).clamp(0, 1), x).mean())
-
-    def both(fn, s, seed):
-        return {k: round(score(fn, x, s, seed), 3) for k, x in sets.items()}
-
-    out = {"patches": {k: int(v.shape[0]) for k, v in sets.items()}, "rows": {}}
-    tv = TV(boundary="neumann", tol=1e-3)
-    for s in sigmas:  # prox weight c sigma, c tuned on both sets together (seed 1)
-        def tv_at(c, s=s):
-            return lambda y: tv.prox(y, c * s / 255)
-
-        c = max((0.6, 0.8, 1.0, 1.25, 1.6), key=lambda c, s=s: sum(both(tv_at(c), s, 1)
-                                                                    .values()))
-        out["rows"].setdefault("tv", {})[str(s)] = both(tv_at(c), s, 7 + s) | {"factor": c}
-    for spec in specs:
-        model = _load(spec).double()
-        for s in sigmas:
-            out["rows"].setdefault(spec, {})[str(s)] = both(
-                lambda y, m=model, s=s: m.denoise(y, s / 255), s, 7 + s)
-    for r in out["rows"].values():
-        for v in r.values():
-            v["gap"] = round(v["train400"] - v["set12"], 3)
-    return out
+    model = _load(spec).double()
+    x = torch.stack([centre_crop(im, 96) for im in load_images(root / "set12")]).double()
+    with torch.no_grad():
+        sc = model.scalings(sigma / 255, x.shape[0], torch.float64)
+        z = model._filters(x, sc)
+        lam, mu, kappa, nu = sc.lam, sc.mu, sc.kappa, sc.nu
+        convex = (lam * mu * model.convex_spline.derivative(mu * z)).abs().sum()
+        z2 = z[:, model.num_convex_only:]
+        concave = (kappa * nu * model.concave_part.derivative(nu * z2)).abs().sum()
+        inside = ((nu * z2).abs() < float(model.concave_part.range)).double().mean()
+    return {"model": spec, "sigma": sigma, "concave_over_convex": round(float(concave / convex), 5),
+            "inside_range": round(float(inside), 4),
+            "nu_over_mu": round(float((nu / mu).mean()), 5)}
 
 
 def markdown(pl) -> str:
@@ -203,7 +191,9 @@ def markdown(pl) -> str:
         lines += ["## Learning curves over each lineage (`limits.png`)", "",
                   "Validation: set12 centre crops 96x96, σ = 15/255, λ untuned (the recipes' "
                   "validation). Published schedule: 6,000 steps × 128 patches = 0.77 M "
-                  "patch-updates.", "",
+                  "patch-updates. A run started from a tuned `final` starts above its parent's "
+                  "last point: that step is the λ(σ) tuning, not training. CUDA sessions add "
+                  "no CPU core-hours (`wcrr2` took its first 2,284 steps on a GPU).", "",
                   "| lineage | runs | core-hours | patch-updates (M) | × published | last "
                   "validation (dB) | last stretch: dB / core-hours (dB per core-hour) |",
                   "|---|---|---:|---:|---:|---:|---|"]
@@ -226,32 +216,33 @@ def markdown(pl) -> str:
                          f"{r['relative_error']:.2e} | {r['per_tol']['0.001']['seconds']} | "
                          f"{r['per_tol']['1e-06']['seconds']} |")
         lines.append("")
-    if "gap" in pl:
-        gp = pl["gap"]
-        lines += ["## Seen against unseen images", "",
-                  f"Mean PSNR (dB) of 64x64 patches ({gp['patches']['train400']} of train400, "
-                  f"seen in training; {gp['patches']['set12']} of set12, never trained on), "
-                  "seeded noise. TV (λ tuned on these patches) is the untrained control.", "",
-                  "| method | σ | train400 | set12 | gap | gap − TV's gap |",
-                  "|---|---:|---:|---:|---:|---:|"]
-        for m, r in gp["rows"].items():
-            for s, v in r.items():
-                lines.append(f"| {m} | {s} | {v['train400']:.3f} | {v['set12']:.3f} | "
-                             f"{v['gap']:+.3f} | {v['gap'] - gp['rows']['tv'][s]['gap']:+.3f} |")
+    if "concave" in pl:
+        lines += ["## Does the concave part bend?", "",
+                  "On the 12 set12 centre crops (96x96, clean), σ = 15/255: the concave "
+                  "part's total curvature over the convex part's, the fraction of the concave "
+                  "channels' responses inside its knot range, and ν/μ.", "",
+                  "| model | concave / convex curvature | responses inside the range | ν / μ |",
+                  "|---|---:|---:|---:|"]
+        for r in pl["concave"]:
+            lines.append(f"| {r['model']} | {r['concave_over_convex']:.4f} | "
+                         f"{r['inside_range']:.3f} | {r['nu_over_mu']:.4f} |")
         lines.append("")
     return "\n".join(lines)
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--parts", nargs="+", default=["curves", "grad", "gap"],
-                   choices=["curves", "grad", "gap"])
+    p.add_argument("--parts", nargs="+", default=["curves", "grad", "concave"],
+                   choices=["curves", "grad", "concave"])
     p.add_argument("--data", default=str(DATA))
     p.add_argument("--models", nargs="+", default=["crr", "wcrr"],
                    help="shipped names or checkpoint stems (relative to the repository)")
+    p.add_argument("--wcrr", nargs="+", default=[
+        "wcrr", "lipinverse/pretrained/runs/wcrr3/final",
+        "lipinverse/pretrained/runs/wcrr2/stage2-deq/last"],
+        help="weakly convex models of the concave part's check")
     p.add_argument("--tail", type=int, default=500, help="steps of the last stretch")
     p.add_argument("--batch", type=int, default=32, help="patches of the gradient check")
-    p.add_argument("--patches", type=int, default=200, help="patches per set of the gap")
     args = p.parse_args(argv)
     path = RESULTS / "limits.json"
     pl = json.loads(path.read_text()) if path.exists() else {}
@@ -263,8 +254,8 @@ def main(argv=None) -> int:
             root = require_data(Path(args.data))
             pl["grad"] = [gradient_accuracy(m, root, args.batch) for m in args.models]
         else:
-            pl["gap"] = generalisation(args.models, require_data(Path(args.data)),
-                                       args.patches)
+            root = require_data(Path(args.data))
+            pl["concave"] = [concave_activity(m, root) for m in args.wcrr]
         write("limits", {k: v for k, v in pl.items() if k not in ("date", "machine")},
               markdown)
     return 0

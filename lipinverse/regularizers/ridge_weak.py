@@ -7,6 +7,8 @@ import math
 
 import torch
 
+from operators.validation import check_positive
+
 from .ridge import ConvexRidge
 
 __all__ = ["WeakConvexRidge"]
@@ -26,6 +28,16 @@ class WeakConvexRidge(ConvexRidge):
     rho_max : float in (0, 1), default 0.9 (keyword only)
         Cap on the weak convexity: :math:`\kappa(\sigma)\nu(\sigma) =
         \rho_{max}\,\mathrm{sigmoid}(a(\sigma))`.
+    nu_ratio : float > 0, optional (keyword only)
+        Initial :math:`\nu(\sigma) = \nu_{ratio}\,\mu(\sigma)` (the start of
+        :meth:`from_convex`, which uses 1/32); default :math:`\nu = \mu`. With
+        :math:`\nu = \mu` the concave part acts on responses up to the convex part's
+        scale, most of them beyond its knot range, where it is linear: trained from scratch
+        so (run ``wcrr2``, 0.73 M patch-updates) it ended with :math:`\nu/\mu = 0.24`, 45 %
+        of the responses in its range and 0.3 % of the convex part's curvature, and the
+        model's validation followed the convex ridge's to 0.01 dB; started at 1/32 (run
+        ``wcrr3``) it ended at :math:`\nu/\mu = 0.005`, 95 % and 2.4 %, +0.45 dB
+        (``benchmarks/limits.py``).
 
     Notes
     -----
@@ -69,13 +81,20 @@ class WeakConvexRidge(ConvexRidge):
 
     def __init__(self, channels: tuple[int, ...] = (1, 8, 32), *args,
                  nonconvex_channels: int | None = None, rho_max: float = 0.9,
-                 **kwargs) -> None:
+                 nu_ratio: float | None = None, **kwargs) -> None:
         # the other arguments are ConvexRidge's (kernel_size, num_knots, ...), passed on
         c2 = channels[-1] // 2 if nonconvex_channels is None else int(nonconvex_channels)
         if c2 < 1:
             raise ValueError(f"WeakConvexRidge: expected nonconvex_channels >= 1, got {c2}")
+        if nu_ratio is not None:
+            nu_ratio = check_positive("WeakConvexRidge", nu_ratio, "nu_ratio")
         super().__init__(channels, *args, _nonconvex_channels=c2, _rho_max=rho_max, **kwargs)
         self._kwargs.update(nonconvex_channels=c2, rho_max=float(rho_max))
+        if nu_ratio is not None:
+            self._kwargs["nu_ratio"] = nu_ratio
+            if not self.nu.values.is_meta:  # a shape-only build (checkpoint check): no values
+                with torch.no_grad():
+                    self.nu.values.copy_(self.mu.values + math.log(nu_ratio))
 
     @classmethod
     def from_convex(cls, convex: ConvexRidge, nonconvex_channels: int | None = None,

@@ -141,6 +141,36 @@ def test_from_convex_keeps_the_convex_part():
         WeakConvexRidge.from_convex(W)
 
 
+def test_nu_ratio_starts_the_concave_part_inside_its_range(tmp_path):
+    from lipinverse.training import load_checkpoint, save_checkpoint
+
+    torch.manual_seed(0)
+    plain = WeakConvexRidge(channels=(1, 4, 12), num_knots=11, noise_response=1.0)
+    torch.manual_seed(0)
+    R = WeakConvexRidge(channels=(1, 4, 12), num_knots=11, noise_response=1.0,
+                        nu_ratio=1 / 32)
+    s = torch.tensor([5 / 255, 15 / 255, 25 / 255])
+    torch.testing.assert_close(plain.nu(s), plain.mu(s))            # the default: nu = mu
+    torch.testing.assert_close(R.nu(s), R.mu(s) / 32)
+    torch.testing.assert_close(R.mu(s), plain.mu(s), rtol=0, atol=0)  # nothing else moves
+    # responses of the size of image structure (10x the noise's): with nu = mu most fall
+    # beyond the concave part's knot range (where it is linear), with nu = mu/32 most inside
+    n = 15 / 255 * torch.randn(1, 1, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        def inside(m):
+            sc = m.scalings(15 / 255)
+            z2 = m._filters(n * 10, sc)[:, m.num_convex_only:]
+            return float(((sc.nu * z2).abs() < m.concave_part.range).double().mean())
+        assert inside(plain) < 0.2 and inside(R) > 0.8
+    assert R.config()["nu_ratio"] == 1 / 32 and "nu_ratio" not in plain.config()
+    save_checkpoint(R, tmp_path / "w")
+    back = load_checkpoint(tmp_path / "w")
+    torch.testing.assert_close(back.nu(s), R.nu(s), rtol=0, atol=0)
+    for bad in (0.0, -1.0, float("nan"), True):
+        with pytest.raises((ValueError, TypeError), match="nu_ratio"):
+            WeakConvexRidge(channels=(1, 4, 12), nu_ratio=bad)
+
+
 @pytest.mark.parametrize("cls", [ConvexRidge, WeakConvexRidge])
 def test_state_dicts_with_the_former_name_lam_load(cls):
     R = perturb(small(cls), 0.3)

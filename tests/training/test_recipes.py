@@ -44,6 +44,14 @@ def test_shipped_recipes_load_and_name_their_models():
             "tstep", "deq"]
 
 
+def test_wcrr_recipe_starts_its_concave_part_at_nu_mu_over_32():
+    r = recipes.load_recipe("wcrr")
+    m = recipes._stage_model(r, {}, Path("unused"), 1)  # from scratch: no init
+    s = torch.tensor([5 / 255, 15 / 255, 25 / 255])
+    torch.testing.assert_close(m.nu(s), m.mu(s) / 32)
+    assert m.W.linear.out_channels == 60
+
+
 def _first_stage_model(recipe_name: str):
     """``(recipe, checkpoint at its init, stage-1 model)`` of a shipped recipe with ``init``;
     skips where the checkpoint is not in this checkout."""
