@@ -1,7 +1,8 @@
-r"""What limits the learned ridge priors: learning curves over whole lineages and the
-gradient accuracy of the training step (issue 20's "done when").
+r"""What limits the learned ridge priors: learning curves over whole lineages, the gradient
+accuracy of the training step, and how much a WCRR's concave part bends (issue 20's "done
+when").
 
-Two measurements, each one part (``--parts``):
+Three measurements, each one part (``--parts``):
 
 * ``curves``: the validation PSNR (set12 centre crops 96x96, σ = 15/255, as every recipe
   validates) of each *lineage* of runs (a run started from another run's ``final`` continues
@@ -13,10 +14,14 @@ Two measurements, each one part (``--parts``):
   at the recipe's tolerances (forward and CG 1e-3) against the same gradient at 1e-6, on one
   seeded batch of train400 patches: cosine and relative error. A cosine near 1 means the
   tolerances do not limit the optimisation.
+* ``concave``: for weakly convex models, on the clean set12 crops at σ = 15/255, the
+  concave part's total curvature against the convex part's, the fraction of its channels'
+  responses inside its knot range (beyond it the concave spline is linear) and ν/μ.
+
 (Whether the data limit them, seen against unseen images beside TV, was measured for
 ``crr`` on 2026-12-05: see the model card.)
 
-Usage: ``python benchmarks/limits.py [--parts curves grad]``; writes
+Usage: ``python benchmarks/limits.py [--parts curves grad concave]``; writes
 ``benchmarks/results/limits.{json,md}`` and ``limits.png``.
 """
 
@@ -33,7 +38,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import DATA, REPO, RESULTS, require_data, write  # noqa: E402
-from benchmarks.plot_run import rows  # noqa: E402
+from benchmarks.plot_run import core_seconds, rows  # noqa: E402
 
 RUNS = REPO / "lipinverse" / "pretrained" / "runs"
 #: Each shipped prior's lineage: the runs in order, each started from the previous one's
@@ -43,52 +48,76 @@ LINEAGES = {"wcrr": ("crr", "wcrr3", "wcrr4"), "crr": ("crr", "crr2"),
 PUBLISHED_SCHEDULE = 6000 * 128  # patch-updates of the published CRR-NN / WCRR-NN training
 
 
-def run_curve(run_dir: Path) -> list[dict]:
-    """``[{step, patches, core_h, val_psnr}]`` of one run, CPU core-hours interpolated from
-    its sessions (each CPU session's wall time × threads spread evenly over its steps; a
-    CUDA session's steps add none)."""
+def run_curve(run_dir: Path) -> tuple[list[dict], dict]:
+    """The validation points of one run and its totals.
+
+    Returns
+    -------
+    points : list of dict
+        ``{step, patches, core_h, val_psnr}`` per validation: ``patches`` counts each
+        stage's steps times its batch size; ``core_h`` (CPU core-hours) is interpolated
+        over the sessions with steps (each one's :func:`core_seconds` spread evenly over
+        its steps; a CUDA session adds none).
+    totals : dict
+        ``{core_h, patches}`` of the whole run (every session, those without steps too).
+    """
     run = json.loads((run_dir / "run.json").read_text())
-    steps = np.cumsum([0] + [s["steps"] for s in run["sessions"]])
-    core = np.cumsum([0.0] + [s["wall_s"] * s.get("threads", 1)  # CPU core-seconds only
-                              * (not str(s.get("device", "cpu")).startswith("cuda"))
-                              for s in run["sessions"]])
-    batch = {f"stage{i}-{s.get('name', s['objective'])}": s["batch_size"]
-             for i, s in enumerate(run["recipe"]["stage"], 1)}
-    out, patches, last = [], 0, 0.0
-    for r in rows(run_dir):
-        if "val_psnr" not in r:
-            continue
-        g = r["global_step"]
-        patches += (g - last) * batch[r["stage"]]
-        last = g
-        out.append({"step": int(g), "patches": int(patches),
-                    "core_h": float(np.interp(g, steps, core)) / 3600,
-                    "val_psnr": round(r["val_psnr"], 4)})
-    return out
+    sess = run["sessions"]
+    stepping = [s for s in sess if s.get("steps", 0) > 0]
+    steps = np.cumsum([0] + [s["steps"] for s in stepping])
+    core = np.cumsum([0.0] + [core_seconds(s) for s in stepping])
+    stages = [(s["epochs"] * s["steps_per_epoch"], s["batch_size"])
+              for s in run["recipe"]["stage"]]
+
+    def patches(g: float) -> int:
+        out, off = 0, 0
+        for n, b in stages:
+            out += int(min(max(g - off, 0), n)) * b
+            off += n
+        return out
+
+    pts = [{"step": int(r["global_step"]), "patches": patches(r["global_step"]),
+            "core_h": float(np.interp(r["global_step"], steps, core)) / 3600,
+            "val_psnr": round(r["val_psnr"], 4)} for r in rows(run_dir) if "val_psnr" in r]
+    if not pts:
+        raise ValueError(f"limits: run {run_dir} has no validation record yet")
+    return pts, {"core_h": sum(core_seconds(s) for s in sess) / 3600,
+                 "patches": patches(sum(s.get("steps", 0) for s in sess))}
 
 
 def lineage(names, tail: int) -> dict:
+    """The runs ``names`` (each started from the previous one's ``final``) as one curve,
+    offset by the totals of the runs before; ``tail``: the gain over the last ``tail``
+    steps of the last run (its first point if it is shorter)."""
     pts, off_h, off_p = [], 0.0, 0
     for name in names:
-        cur = run_curve(RUNS / name)
-        for p in cur:
-            pts.append({"run": name, "core_h": round(off_h + p["core_h"], 3),
-                        "patches": off_p + p["patches"], "val_psnr": p["val_psnr"]})
-        off_h, off_p = pts[-1]["core_h"], pts[-1]["patches"]
+        cur, tot = run_curve(RUNS / name)
+        pts += [{"run": name, "step": p["step"], "core_h": round(off_h + p["core_h"], 3),
+                 "patches": off_p + p["patches"], "val_psnr": p["val_psnr"]} for p in cur]
+        off_h, off_p = off_h + tot["core_h"], off_p + tot["patches"]
     last = [p for p in pts if p["run"] == names[-1]]
     end = last[-1]
-    start = min((p for p in last if p["patches"] >= end["patches"] - tail * 128),
-                key=lambda p: p["patches"])
+    start = next(p for p in last if p["step"] >= end["step"] - tail)
     dh = end["core_h"] - start["core_h"]
-    return {"runs": list(names), "points": pts, "core_h": end["core_h"],
-            "patches": end["patches"], "val_psnr": end["val_psnr"],
-            "tail": {"from_step_patches": start["patches"], "dB": round(end["val_psnr"]
+    return {"runs": list(names), "points": pts, "core_h": round(off_h, 3),
+            "patches": off_p, "val_psnr": end["val_psnr"],
+            "tail": {"steps": end["step"] - start["step"], "dB": round(end["val_psnr"]
                      - start["val_psnr"], 4), "core_h": round(dh, 3),
                      "dB_per_core_h": round((end["val_psnr"] - start["val_psnr"]) / dh, 4)
                      if dh > 0 else None}}
 
 
+def same_patches_gap(a: dict, b: dict, after: int) -> dict:
+    """Validation differences of two lineages at equal patch-updates (beyond ``after``)."""
+    pb = {p["patches"]: p["val_psnr"] for p in b["points"]}
+    d = [abs(p["val_psnr"] - pb[p["patches"]]) for p in a["points"]
+         if p["patches"] in pb and p["patches"] > after]
+    return {"points": len(d), "after_patches": after, "max_abs_dB": round(max(d), 4),
+            "mean_abs_dB": round(float(np.mean(d)), 4)}
+
+
 def plot(curves: dict) -> None:
+    """``results/limits.png``: validation against core-hours, and zoomed against patches."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -123,6 +152,7 @@ def plot(curves: dict) -> None:
 
 
 def _load(spec: str):
+    """A shipped prior by name, or a checkpoint stem relative to the repository."""
     from lipinverse import pretrained
     from lipinverse.training import load_checkpoint
 
@@ -132,6 +162,8 @@ def _load(spec: str):
 
 
 def gradient_accuracy(spec: str, root: Path, batch: int) -> dict:
+    """Cosine and relative error of the DEQ training gradient at tolerance 1e-3 (forward
+    solve and CG) against 1e-6, on one seeded batch of train400 patches (float64)."""
     from lipinverse.training import PatchDataset
     from lipinverse.training.objectives import DEQDenoisingLoss
 
@@ -185,6 +217,7 @@ def concave_activity(spec: str, root: Path, sigma: float = 15.0) -> dict:
 
 
 def markdown(pl) -> str:
+    """The tables of ``limits.md`` from the payload."""
     lines = ["# What limits the learned ridge priors (issue 20)", "",
              f"{pl['date']}, {pl['machine']}. `python benchmarks/limits.py`.", ""]
     if "curves" in pl:
@@ -195,15 +228,20 @@ def markdown(pl) -> str:
                   "last point: that step is the λ(σ) tuning, not training. CUDA sessions add "
                   "no CPU core-hours (`wcrr2` took its first 2,284 steps on a GPU).", "",
                   "| lineage | runs | core-hours | patch-updates (M) | × published | last "
-                  "validation (dB) | last stretch: dB / core-hours (dB per core-hour) |",
+                  "validation (dB) | last steps: dB / core-hours (dB per core-hour) |",
                   "|---|---|---:|---:|---:|---:|---|"]
         for name, c in pl["curves"].items():
             t = c["tail"]
             lines.append(f"| {name} | {' → '.join(c['runs'])} | {c['core_h']:.2f} | "
                          f"{c['patches'] / 1e6:.2f} | {c['patches'] / PUBLISHED_SCHEDULE:.2f}"
-                         f" | {c['val_psnr']:.3f} | {t['dB']:+.3f} / {t['core_h']:.2f} "
-                         f"({t['dB_per_core_h']}) |")
+                         f" | {c['val_psnr']:.3f} | {t['steps']}: {t['dB']:+.3f} / "
+                         f"{t['core_h']:.2f} ({t['dB_per_core_h']}) |")
         lines.append("")
+    if "scratch_vs_crr" in pl:
+        g = pl["scratch_vs_crr"]
+        lines += [f"The WCRR from scratch against the convex `crr`, at equal patch-updates after "
+                  f"the t-step stage ({g['points']} validations): |difference| at most "
+                  f"{g['max_abs_dB']:.3f} dB, {g['mean_abs_dB']:.3f} dB on average.", ""]
     if "grad" in pl:
         lines += ["## Gradient accuracy of the training step", "",
                   "DEQ loss, implicit backward, one seeded batch of train400 40x40 patches, "
@@ -249,6 +287,8 @@ def main(argv=None) -> int:
     for part in args.parts:  # each part written as soon as it is measured
         if part == "curves":
             pl["curves"] = {k: lineage(v, args.tail) for k, v in LINEAGES.items()}
+            pl["scratch_vs_crr"] = same_patches_gap(  # after the t-step stage (600 x 128)
+                pl["curves"]["wcrr from scratch (not shipped)"], pl["curves"]["crr"], 600 * 128)
             plot(pl["curves"])
         elif part == "grad":
             root = require_data(Path(args.data))

@@ -71,12 +71,20 @@ def main(argv: list[str]) -> int:
     return 0
 
 
+def on_cuda(session: dict) -> bool:
+    """Whether a session of ``run.json`` ran on a GPU."""
+    return str(session.get("device", "cpu")).startswith("cuda")
+
+
+def core_seconds(session: dict) -> float:
+    """CPU core-seconds of a session of ``run.json``: wall time × threads, 0 on a GPU."""
+    return 0.0 if on_cuda(session) else session.get("wall_s", 0.0) * session.get("threads", 1)
+
+
 def usage(run: dict) -> str:
     """Compute spent so far: CPU core-hours, and GPU hours where sessions ran on CUDA."""
-    cpu = sum(s.get("wall_s", 0.0) * s.get("threads", 1) for s in run["sessions"]
-              if not str(s.get("device", "cpu")).startswith("cuda"))
-    gpu = sum(s.get("wall_s", 0.0) for s in run["sessions"]
-              if str(s.get("device", "cpu")).startswith("cuda"))
+    cpu = sum(core_seconds(s) for s in run["sessions"])
+    gpu = sum(s.get("wall_s", 0.0) for s in run["sessions"] if on_cuda(s))
     text = f"{cpu / 3600:.2f} CPU core-hours"
     return text + (f" + {gpu / 3600:.2f} GPU-hours" if gpu else "")
 

@@ -166,9 +166,14 @@ def test_nu_ratio_starts_the_concave_part_inside_its_range(tmp_path):
     save_checkpoint(R, tmp_path / "w")
     back = load_checkpoint(tmp_path / "w")
     torch.testing.assert_close(back.nu(s), R.nu(s), rtol=0, atol=0)
-    for bad in (0.0, -1.0, float("nan"), True):
+    for bad in (0.0, -1.0, float("nan"), float("inf"), True):
         with pytest.raises((ValueError, TypeError), match="nu_ratio"):
             WeakConvexRidge(channels=(1, 4, 12), nu_ratio=bad)
+        with pytest.raises((ValueError, TypeError), match="nu_ratio"):
+            WeakConvexRidge.from_convex(small(ConvexRidge), nu_ratio=bad)
+    with torch.device("meta"):  # a shape-only build (as the checkpoint check makes) works
+        meta = WeakConvexRidge(channels=(1, 4, 12), num_knots=11, nu_ratio=1 / 32)
+    assert meta.nu.values.is_meta and meta.config()["nu_ratio"] == 1 / 32
 
 
 @pytest.mark.parametrize("cls", [ConvexRidge, WeakConvexRidge])
