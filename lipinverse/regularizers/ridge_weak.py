@@ -97,8 +97,12 @@ class WeakConvexRidge(ConvexRidge):
         if nu_ratio is not None:
             self._kwargs["nu_ratio"] = nu_ratio
             if not self.nu.values.is_meta:  # a shape-only build (checkpoint check): no values
-                with torch.no_grad():
-                    self.nu.values.copy_(self.mu.values + math.log(nu_ratio))
+                self._start_nu(nu_ratio)
+
+    @torch.no_grad()
+    def _start_nu(self, ratio: float) -> None:
+        r""":math:`\nu(\sigma) = \text{ratio}\,\mu(\sigma)` at every node (log values)."""
+        self.nu.values.copy_(self.mu.values + math.log(ratio))
 
     @classmethod
     def from_convex(cls, convex: ConvexRidge, nonconvex_channels: int | None = None,
@@ -124,6 +128,5 @@ class WeakConvexRidge(ConvexRidge):
         if unexpected or any(not k.startswith(new) for k in missing):
             raise RuntimeError(f"{cls.__name__}.from_convex: state mismatch "
                                f"(missing {missing}, unexpected {unexpected})")
-        with torch.no_grad():
-            reg.nu.values.copy_(convex.mu.values + math.log(nu_ratio))
+        reg._start_nu(nu_ratio)  # mu is the convex ridge's now
         return reg
